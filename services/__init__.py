@@ -1,0 +1,1 @@
+"""The carewatch services: one package each."""

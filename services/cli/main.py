@@ -1,0 +1,370 @@
+"""``carewatch``: run, migrate, seed and inspect carewatch.
+
+Every command reads the same ``CAREWATCH_*`` settings as the services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import aio_pika
+import asyncpg
+import typer
+
+from services.catalogue import SERVICES, all_subscriptions, builder
+from services.intake import store as intake_store
+from shared.db import migrate as migrate_schema
+from shared.logs import configure_logging
+from shared.settings import Settings, get_settings
+from shared.topology import Topology
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+topology_app = typer.Typer(help="RabbitMQ exchanges, queues and bindings.", no_args_is_help=True)
+providers_app = typer.Typer(help="The provider registry.", no_args_is_help=True)
+feeds_app = typer.Typer(help="Provider feeds and what they may submit.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Rejected submissions.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+app.add_typer(providers_app, name="providers")
+app.add_typer(feeds_app, name="feeds")
+app.add_typer(quarantine_app, name="quarantine")
+
+T = TypeVar("T")
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
+        typer.secho(f"error: {type(exc).__name__}: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    from shared.db import create_pool
+
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    finally:
+        await pool.close()
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(list(rows), default=str, indent=2))
+        return
+    if not rows:
+        typer.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)) for c in columns}
+    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for r in rows:
+        typer.echo("  ".join(str(r.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+
+
+# -- setting up ----------------------------------------------------------------------------
+@app.command()
+def migrate() -> None:
+    """Create or update every service's PostgreSQL schema."""
+    settings = get_settings()
+
+    async def work() -> None:
+        await ensure_database(settings.database_url)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            for name in SERVICES:
+                runtime = builder(name)(settings)
+                applied = await migrate_schema(conn, runtime.schema, runtime.migrations)
+                typer.echo(f"{runtime.schema}: {', '.join(applied) if applied else 'up to date'}")
+        finally:
+            await conn.close()
+
+    _run(work())
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the configured database if the server does not have it yet."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        name = dsn.rsplit("/", 1)[1].split("?")[0]
+        admin = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            typer.echo(f"created database {name}")
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+@topology_app.command("declare")
+def topology_declare() -> None:
+    """Declare every exchange, queue, dead-letter queue and binding (idempotent)."""
+    settings = get_settings()
+    topology = Topology(settings.namespace, settings.delivery_limit)
+
+    async def work() -> None:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            subs = all_subscriptions(topology)
+            await topology.declare(await connection.channel(), subs)
+        typer.echo(f"declared {len(subs)} queues (and their dead-letter queues) in"
+                   f" namespace {settings.namespace!r}")
+
+    _run(work())
+
+
+@app.command()
+def seed(providers_file: Annotated[Path, typer.Option(help="Provider registry CSV.")] =
+         intake_store.SAMPLE_PROVIDERS) -> None:
+    """Load the provider registry and, if CAREWATCH_DEV_FEED_USER is set, register that
+    RabbitMQ user as a development feed for every provider."""
+    settings = get_settings()
+    rows = intake_store.read_providers_csv(providers_file)
+
+    async def work(conn: asyncpg.Connection) -> None:
+        n = await intake_store.upsert_providers(conn, rows)
+        typer.echo(f"providers: {n} loaded from {providers_file}")
+        if settings.dev_feed_user:
+            await intake_store.register_feed(
+                conn, settings.dev_feed_user, [r["ods_code"] for r in rows],
+                "development feed (CAREWATCH_DEV_FEED_USER)")
+            typer.echo(f"feed {settings.dev_feed_user!r} may submit for all {n} providers")
+
+    _run(_with_db(settings, work))
+
+
+# -- providers and feeds -------------------------------------------------------------------
+@providers_app.command("import")
+def providers_import(file: Path) -> None:
+    """Load or update providers from a CSV (ods_code,name,provider_type,quality_contact_email,region)."""
+    try:
+        rows = intake_store.read_providers_csv(file)
+    except (OSError, ValueError, KeyError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+    async def work(conn: asyncpg.Connection) -> None:
+        typer.echo(f"providers: {await intake_store.upsert_providers(conn, rows)} loaded")
+
+    _run(_with_db(get_settings(), work))
+
+
+@providers_app.command("list")
+def providers_list(as_json: JsonOption = False) -> None:
+    """List the registered providers."""
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [dict(r) for r in await intake_store.list_providers(conn)]
+
+    rows = _run(_with_db(get_settings(), work))
+    _print_rows(rows, as_json, ["ods_code", "name", "provider_type", "quality_contact_email"])
+
+
+@feeds_app.command("create")
+def feeds_create(
+    feed_user: Annotated[str, typer.Argument(help="The feed's RabbitMQ user name.")],
+    ods: Annotated[list[str], typer.Option("--ods", help="An ODS code it may submit for.")],
+    description: str = "",
+) -> None:
+    """Register a feed (its RabbitMQ user) for the given ODS codes."""
+    async def work(conn: asyncpg.Connection) -> None:
+        await intake_store.register_feed(conn, feed_user, [c.upper() for c in ods], description)
+
+    try:
+        _run(_with_db(get_settings(), work))
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"feed {feed_user!r} may submit for {', '.join(ods)}")
+
+
+# -- quarantine ------------------------------------------------------------------------------
+@quarantine_app.command("list")
+def quarantine_list(as_json: JsonOption = False, limit: int = 50) -> None:
+    """Rejected submissions still open, newest first, with their reasons."""
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [dict(r) for r in await intake_store.list_quarantine(conn, limit=limit)]
+
+    rows = _run(_with_db(get_settings(), work))
+    for r in rows:
+        r["reasons"] = "; ".join(f"{x['loc'] or '<message>'}: {x['msg']}" for x in r["reasons"])
+    _print_rows(rows, as_json, ["submission_id", "received_at", "feed_user", "reasons"])
+
+
+@quarantine_app.command("show")
+def quarantine_show(submission_id: uuid.UUID) -> None:
+    """One rejected submission: its reasons and the body as received."""
+    async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
+        row = await intake_store.get_quarantined(conn, submission_id)
+        return dict(row) if row else None
+
+    row = _run(_with_db(get_settings(), work))
+    if row is None:
+        typer.secho(f"no quarantined submission {submission_id}", fg="red", err=True)
+        raise typer.Exit(1)
+    row["body"] = row["body"].decode("utf-8", errors="replace")
+    typer.echo(json.dumps(row, default=str, indent=2))
+
+
+# -- what the system did ---------------------------------------------------------------------
+@app.command()
+def concerns(as_json: JsonOption = False, status: str = "open") -> None:
+    """Concerns raised by quality-monitor."""
+    from services.quality_monitor.store import list_concerns
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [dict(r) for r in await list_concerns(conn, status)]
+
+    rows = _run(_with_db(get_settings(), work))
+    _print_rows(rows, as_json, ["concern_id", "ods_code", "rule", "theme", "severity", "reason"])
+
+
+@app.command()
+def meetings(as_json: JsonOption = False) -> None:
+    """Remedial-action meetings booked by escalation."""
+    from services.escalation.store import list_meetings
+
+    rows = _run(_with_db(get_settings(), list_meetings))
+    _print_rows(rows, as_json, ["meeting_id", "ods_code", "severity", "starts_at", "breach"])
+
+
+@app.command()
+def notifications(as_json: JsonOption = False,
+                  status: Annotated[str | None, typer.Option(help="pending, sent or failed")] = None
+                  ) -> None:
+    """Notifications and their delivery state."""
+    from services.notification.store import list_notifications
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [dict(r) for r in await list_notifications(conn, status)]
+
+    rows = _run(_with_db(get_settings(), work))
+    _print_rows(rows, as_json, ["recipient", "subject", "status", "attempts", "last_error"])
+
+
+@app.command()
+def health(service: Annotated[str, typer.Option(help="Service to check.")]) -> None:
+    """Exit 0 when the service's schema is migrated and each of its queues has a consumer."""
+    settings = get_settings()
+    runtime = builder(service)(settings)
+
+    async def work() -> list[str]:
+        problems: list[str] = []
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
+        try:
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                       f"{runtime.schema}.outbox"):
+                problems.append(f"schema {runtime.schema} is not migrated")
+        finally:
+            await conn.close()
+        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            for sub in runtime.subscriptions:
+                queue = await channel.declare_queue(sub.queue, passive=True)
+                if not queue.declaration_result.consumer_count:
+                    problems.append(f"{sub.queue} has no consumer")
+        return problems
+
+    problems = _run(work())
+    for p in problems:
+        typer.secho(p, fg="red", err=True)
+    raise typer.Exit(1 if problems else 0)
+
+
+# -- running -------------------------------------------------------------------------------
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@app.command()
+def run(
+    services: Annotated[list[str] | None, typer.Option(
+        "--service", help="Run only these services (repeatable).")] = None,
+    replicas: Annotated[int, typer.Option(help="Processes per service.")] = 1,
+    setup: Annotated[bool, typer.Option(help="Migrate, declare and seed first.")] = True,
+    mail_dir: Annotated[Path, typer.Option(help="Where the development mail catcher keeps"
+                                           " messages when no SMTP server is listening.")]
+    = Path("var/mail"),
+) -> None:
+    """Run the services as local processes in this terminal; Ctrl-C stops them all cleanly."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    names = services or list(SERVICES)
+    for name in names:
+        builder(name)  # fail fast on a typo
+    if setup:
+        migrate()
+        topology_declare()
+        seed()
+    catcher = None
+    if "notification" in names and not _listening(settings.smtp_host, settings.smtp_port):
+        from services.cli.mailcatcher import start
+
+        catcher = start(settings.smtp_host, settings.smtp_port, mail_dir)
+        typer.echo(f"no SMTP server on {settings.smtp_host}:{settings.smtp_port}: started the"
+                   f" development mail catcher there; messages are kept in {mail_dir}/")
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name in names:
+        for _ in range(replicas):
+            procs.append((name, subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                                 env=os.environ.copy())))
+    typer.echo(f"started {', '.join(f'{n}[{p.pid}]' for n, p in procs)}; Ctrl-C to stop")
+
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping:
+        for name, proc in procs:
+            if proc.poll() is not None:
+                typer.secho(f"{name} exited with {proc.returncode}; stopping the others",
+                            fg="red", err=True)
+                exit_code = 1
+                stopping = True
+        time.sleep(0.2)
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + settings.graceful_timeout + 5
+    for name, proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            typer.secho(f"{name} did not stop in time; killing it", fg="yellow", err=True)
+            proc.kill()
+    if catcher is not None:
+        catcher.stop()
+    typer.echo("stopped")
+    raise typer.Exit(exit_code)
+
+
+def main() -> None:
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

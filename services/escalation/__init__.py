@@ -1,0 +1,1 @@
+"""escalation: turns concerns into remedial-action meetings, agenda items and watch lists."""

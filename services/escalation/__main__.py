@@ -1,0 +1,4 @@
+from services.escalation.app import build
+from shared.runtime import run
+
+run(build)

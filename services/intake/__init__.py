@@ -1,0 +1,1 @@
+"""intake: validates, authorises, redacts, de-duplicates and stores provider submissions."""

@@ -1,0 +1,4 @@
+from services.intake.app import build
+from shared.runtime import run
+
+run(build)

@@ -1,0 +1,4 @@
+from services.notification.app import build
+from shared.runtime import run
+
+run(build)

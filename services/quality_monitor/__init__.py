@@ -1,0 +1,1 @@
+"""quality-monitor: turns accepted feedback into explainable concerns."""

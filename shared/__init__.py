@@ -1,0 +1,1 @@
+"""The carewatch contract: what every service shares (events, topology, settings, db helpers)."""

@@ -1,0 +1,59 @@
+"""PostgreSQL: one way to open a pool, and per-service schema migrations."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# The messaging tables every service schema has (outbox, inbox, delivery failures),
+# applied before the service's own migrations.
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """Open the process's connection pool. JSON columns come back as Python objects."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        import json
+
+        for typ in ("json", "jsonb"):
+            await conn.set_type_codec(
+                typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
+    assert pool is not None
+    return pool
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -> list[str]:
+    """Apply the shared messaging migrations, then the numbered ``*.sql`` files of one
+    service's schema, once each, in order (unqualified names land in the schema).
+
+    An advisory lock serialises concurrent migrators (several replicas starting at once).
+    Returns the names of the files applied now.
+    """
+    applied_now: list[str] = []
+    lock_key = zlib.crc32(f"carewatch.migrate.{schema}".encode())
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["name"] for r in await conn.fetch(
+            f'SELECT name FROM "{schema}".schema_migrations')}
+        for path in [*sorted(SHARED_MIGRATIONS.glob("*.sql")), *sorted(migrations_dir.glob("*.sql"))]:
+            if path.name in done:
+                continue
+            await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+            await conn.execute(path.read_text())
+            await conn.execute(
+                f'INSERT INTO "{schema}".schema_migrations(name) VALUES ($1)', path.name)
+            applied_now.append(path.name)
+            log.info("migrated %s: %s", schema, path.name)
+    return applied_now

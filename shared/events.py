@@ -1,0 +1,194 @@
+"""Versioned domain events: the contract between carewatch services.
+
+Each event class names its CloudEvents ``type`` (which is also its routing key). A breaking
+change is a new class with a new version; consumers subscribe to the versions they know.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from shared.envelope import Envelope
+
+
+class Severity(StrEnum):
+    """Concern severity, following the NPSA 5x5 risk matrix bands."""
+
+    LOW = "low"
+    MODERATE = "moderate"
+    HIGH = "high"
+    SERIOUS = "serious"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.LOW: 1, Severity.MODERATE: 2, Severity.HIGH: 3, Severity.SERIOUS: 4}
+
+
+class ProviderRef(BaseModel):
+    """A snapshot of the provider as registered at intake, carried downstream so that no
+    service needs to read intake's registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ods_code: str
+    name: str
+    provider_type: str
+    quality_contact_email: EmailStr
+
+
+class Event(BaseModel):
+    """Base of every event payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: ClassVar[str]
+
+    def subject(self) -> str | None:
+        return None
+
+    def envelope(self, source: str, submission_id: uuid.UUID | None = None) -> Envelope:
+        return Envelope(
+            source=source,
+            type=self.event_type,
+            subject=self.subject(),
+            submissionid=submission_id,
+            data=self.model_dump(mode="json"),
+        )
+
+
+class RejectionReason(BaseModel):
+    """One machine-readable reason a submission was rejected."""
+
+    loc: str = Field(description="Dotted path of the offending field ('' for the whole message)")
+    msg: str
+    type: str
+
+
+class FeedbackAccepted(Event):
+    event_type: ClassVar[str] = "feedback.accepted.v1"
+
+    feedback_id: uuid.UUID
+    submission_id: uuid.UUID
+    provider: ProviderRef
+    kind: str
+    provider_record_id: str
+    occurred_on: date
+    theme: str | None = None
+    site_code: str | None = None
+    # The validated submission with personal data redacted from its free text.
+    content: dict[str, Any]
+
+    def subject(self) -> str:
+        return self.provider.ods_code
+
+
+class FeedbackRejected(Event):
+    event_type: ClassVar[str] = "feedback.rejected.v1"
+
+    submission_id: uuid.UUID
+    feed_user: str | None
+    ods_code: str | None = None
+    kind: str | None = None
+    provider_record_id: str | None = None
+    reasons: list[RejectionReason]
+
+    def subject(self) -> str | None:
+        return self.ods_code
+
+
+class Evidence(BaseModel):
+    """A piece of feedback behind a concern, and what in it triggered the rule."""
+
+    feedback_id: uuid.UUID
+    kind: str
+    occurred_on: date
+    matched: str | None = None
+
+
+class ConcernRaised(Event):
+    event_type: ClassVar[str] = "concern.raised.v1"
+
+    concern_id: uuid.UUID
+    fingerprint: str
+    provider: ProviderRef
+    rule: str
+    theme: str
+    severity: Severity
+    reason: str
+    figures: dict[str, Any] = Field(default_factory=dict)
+    evidence: list[Evidence]
+    raised_at: datetime
+
+    def subject(self) -> str:
+        return str(self.concern_id)
+
+
+class ConcernUpdated(ConcernRaised):
+    event_type: ClassVar[str] = "concern.updated.v1"
+
+    previous_severity: Severity
+
+
+class Attendee(BaseModel):
+    role: str
+    name: str
+    email: EmailStr
+
+
+class MeetingScheduled(Event):
+    event_type: ClassVar[str] = "meeting.scheduled.v1"
+
+    meeting_id: uuid.UUID
+    concern_id: uuid.UUID
+    provider: ProviderRef
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    location: str
+    deadline: datetime
+    breach: bool
+    severity: Severity
+    agenda: list[str]
+    remedial_actions: list[str]
+    organizer: Attendee
+    attendees: list[Attendee]
+    sequence: int = 0
+
+    def subject(self) -> str:
+        return str(self.meeting_id)
+
+
+class NotificationFailed(Event):
+    event_type: ClassVar[str] = "notification.failed.v1"
+
+    notification_id: uuid.UUID
+    source_event_id: uuid.UUID
+    channel: str
+    recipient: str
+    attempts: int
+    last_error: str
+
+    def subject(self) -> str:
+        return str(self.notification_id)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (
+        FeedbackAccepted,
+        FeedbackRejected,
+        ConcernRaised,
+        ConcernUpdated,
+        MeetingScheduled,
+        NotificationFailed,
+    )
+}

@@ -1,0 +1,242 @@
+"""The shell every carewatch service runs in: broker, pool, outbox relay, idempotent consumers.
+
+A service module builds a ``ServiceRuntime``, registers its handlers with ``on_event`` (one
+visible table per service), and exposes ``runtime.app`` (a FastStream application). The
+domain logic stays in plain functions; this is the only place that knows about acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aio_pika
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.exceptions import RejectMessage
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.specification import AsyncAPI
+from pydantic import ValidationError
+
+from shared.db import create_pool, migrate
+from shared.envelope import Envelope
+from shared.events import Event
+from shared.outbox import Outbox, OutboxRelay, publish_via
+from shared.settings import Settings
+from shared.topology import Subscription, Topology
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+EventHandler = Callable[[asyncpg.Connection, E, Outbox], Awaitable[None]]
+
+
+async def raw_body(message: RabbitMessage) -> bytes:
+    """Hand handlers the body as received: carewatch parses and validates it itself, so that
+    a malformed body is quarantined or dead-lettered with a reason, never dropped earlier."""
+    return message.body
+
+
+class PoisonMessage(Exception):
+    """A message that can never be handled: dead-letter it at once, with the reason."""
+
+
+class ServiceRuntime:
+    """Broker, pool, relay and background tasks of one service process."""
+
+    def __init__(self, name: str, schema: str, settings: Settings, migrations: Path) -> None:
+        self.name = name
+        self.schema = schema
+        self.settings = settings
+        self.migrations = migrations
+        self.topology = Topology(settings.namespace, settings.delivery_limit)
+        self.subscriptions: list[Subscription] = []
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            default_channel=Channel(
+                prefetch_count=settings.prefetch_count,
+                publisher_confirms=True,
+                on_return_raises=True,
+            ),
+            graceful_timeout=settings.graceful_timeout,
+            # A handler error requeues; the quorum queue's delivery limit then dead-letters.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=raw_body,
+            app_id=f"carewatch-{name}",
+            logger=logging.getLogger(f"carewatch.{name}.broker"),
+            # Per-message lines cost a third of a hop's throughput: keep them at DEBUG.
+            log_level=logging.DEBUG,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+
+    # -- wiring -------------------------------------------------------------------------
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name}: database pool is not open (service not started)")
+        return self._pool
+
+    def add_subscription(self, sub: Subscription) -> Subscription:
+        self.subscriptions.append(sub)
+        return sub
+
+    def on_event(self, event_cls: type[E], handler: EventHandler[E], *,
+                 description: str | None = None) -> None:
+        """Consume ``event_cls`` from this service's own quorum queue, once per event id."""
+        sub = self.add_subscription(
+            self.topology.event_subscription(self.name, event_cls.event_type))
+
+        async def consume(message: RabbitMessage) -> None:
+            await self.consume_event(message, sub, event_cls, handler)
+
+        consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}"
+        self.broker.subscriber(
+            self.topology.rabbit_queue(sub),
+            self.topology.rabbit_exchange(sub.exchange),
+            title=f"{self.name}:{event_cls.event_type}",
+            description=description or handler.__doc__,
+        )(consume)
+
+    def background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A coroutine run for the life of the process (schedules, dispatchers)."""
+        self._background.append(loop)
+
+    def outbox(self, conn: asyncpg.Connection, submission_id: uuid.UUID | None = None,
+               cause: Envelope | None = None) -> Outbox:
+        return Outbox(conn, self.schema, self.topology.events_exchange,
+                      f"carewatch/{self.name}", submission_id, cause)
+
+    # -- consuming ----------------------------------------------------------------------
+    async def consume_event(self, message: RabbitMessage, sub: Subscription,
+                            event_cls: type[E], handler: EventHandler[E]) -> None:
+        try:
+            envelope = Envelope.from_bytes(message.body)
+            if envelope.type != event_cls.event_type:
+                raise PoisonMessage(f"expected {event_cls.event_type}, got {envelope.type}")
+            event = event_cls.model_validate(envelope.data)
+        except (ValidationError, PoisonMessage) as exc:
+            await self.record_failure(message, sub, f"poison: {exc}")
+            log.error("dead-lettering unreadable message %s on %s: %s",
+                      message.message_id, sub.queue, exc)
+            raise RejectMessage() from exc
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                first = await conn.fetchval(
+                    f'INSERT INTO "{self.schema}".inbox (event_id, event_type) VALUES ($1, $2)'
+                    " ON CONFLICT DO NOTHING RETURNING true", envelope.id, envelope.type)
+                if not first:
+                    log.debug("duplicate %s %s ignored", envelope.type, envelope.id)
+                    return
+                await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
+        except Exception as exc:
+            await self.record_failure(message, sub, repr(exc))
+            log.exception("handler for %s failed on event %s (submission %s)",
+                          envelope.type, envelope.id, envelope.submissionid)
+            raise
+
+    async def record_failure(self, message: RabbitMessage, sub: Subscription, error: str) -> None:
+        """Keep why a delivery failed, for the dead-letter tools (best effort)."""
+        attempt = int((message.headers or {}).get("x-delivery-count", 0)) + 1
+        try:
+            await self.pool.execute(
+                f'INSERT INTO "{self.schema}".delivery_failures (message_id, queue, attempt, error)'
+                " VALUES ($1, $2, $3, $4)", message.message_id, sub.queue, attempt, error[:4000])
+        except Exception:
+            log.warning("could not record delivery failure of %s", message.message_id,
+                        exc_info=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def migrate(self) -> list[str]:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            return await migrate(conn, self.schema, self.migrations)
+        finally:
+            await conn.close()
+
+    async def declare_topology(self) -> None:
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        async with connection:
+            await self.topology.declare(await connection.channel(), self.subscriptions)
+
+    async def open(self) -> None:
+        """Before the broker starts: schema up to date, topology declared, pool open."""
+        await self.migrate()
+        await self.declare_topology()
+        self._pool = await create_pool(self.settings.database_url)
+
+    async def started(self) -> None:
+        """After the broker starts: relay and background loops running."""
+        self.relay = OutboxRelay(
+            self.pool, self.schema, publish_via(self.broker),
+            batch_size=self.settings.outbox_batch_size,
+            poll_interval=self.settings.outbox_poll_interval)
+        self.relay.start()
+        self._tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}")
+                       for loop in self._background]
+        self.ready = True
+        log.info("%s started: consuming %s", self.name, [s.queue for s in self.subscriptions])
+
+    async def stopping(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def closed(self) -> None:
+        """After the broker has stopped (in-flight handlers done): flush, then close."""
+        if self.relay:
+            try:
+                await asyncio.wait_for(self.relay.publish_pending(), 5)
+            except Exception:
+                log.warning("outbox not flushed at shutdown; it is published at next start",
+                            exc_info=True)
+            await self.relay.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def start(self) -> None:
+        """Start everything (tests and the in-process runner use this)."""
+        await self.open()
+        await self.broker.start()
+        await self.started()
+
+    async def stop(self) -> None:
+        await self.stopping()
+        await self.broker.stop()
+        await self.closed()
+
+    @property
+    def app(self) -> FastStream:
+        return FastStream(
+            self.broker,
+            on_startup=[self.open],
+            after_startup=[self.started],
+            on_shutdown=[self.stopping],
+            after_shutdown=[self.closed],
+            specification=AsyncAPI(
+                title=f"carewatch {self.name}",
+                version="1.0.0",
+                description=f"The {self.name} service of carewatch.",
+            ),
+        )
+
+
+def run(runtime_factory: Callable[[Settings], ServiceRuntime]) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = runtime_factory(settings).app
+    asyncio.run(app.run())

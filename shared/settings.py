@@ -1,0 +1,59 @@
+"""One settings object for every carewatch process, read from ``CAREWATCH_*`` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration by environment variables with the prefix ``CAREWATCH_``.
+
+    Defaults suit the local services of a development machine.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CAREWATCH_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/carewatch"
+    # Prefix of every exchange and queue name, so a test session (or a second stack)
+    # can share a broker without touching anyone else's topology.
+    namespace: str = "carewatch"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = 10.0
+    mail_from: str = "carewatch@icb.example.nhs.uk"
+
+    commissioner_name: str = "NHS North Central London ICB"
+    quality_team_email: str = "quality.team@icb.example.nhs.uk"
+    quality_lead_name: str = "Commissioner Quality Lead"
+    quality_lead_email: str = "quality.lead@icb.example.nhs.uk"
+    lay_member_name: str = "Lay Member (Patient Voice)"
+    lay_member_email: str = "lay.member@icb.example.nhs.uk"
+
+    # The RabbitMQ user of the development feed: `carewatch seed` registers it for every
+    # provider in the registry. Leave empty in production.
+    dev_feed_user: str = ""
+
+    escalation_policy_file: str | None = None
+    prefetch_count: int = Field(default=200, ge=1)
+    delivery_limit: int = Field(default=5, ge=1)
+    graceful_timeout: float = 15.0
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_poll_interval: float = 1.0
+    notification_max_attempts: int = Field(default=6, ge=1)
+    notification_backoff_base: float = 2.0
+    notification_backoff_cap: float = 300.0
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,122 @@
+"""Exchanges, queues and bindings: one definition used by the services, the CLI and tests.
+
+Every name starts with the configured namespace, so isolated stacks (a test session, a
+second environment) share one broker without colliding.
+
+- ``{ns}.events``       topic exchange for domain events; routing key = event type.
+- ``{ns}.submissions``  topic exchange for provider submissions (``submission.<kind>.v<n>``).
+- ``{ns}.dlx``          direct dead-letter exchange; each queue dead-letters with its own name
+                        as routing key into ``<queue>.dlq``.
+- ``{ns}.unrouted``     alternate exchange of ``{ns}.events``: an event nobody subscribes to
+                        is kept in the ``{ns}.unrouted`` queue instead of vanishing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A service's durable quorum queue for one routing key on one exchange."""
+
+    service: str
+    exchange: str
+    routing_key: str
+    queue: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+
+class Topology:
+    """Names and arguments derived from one namespace."""
+
+    def __init__(self, namespace: str, delivery_limit: int = 5) -> None:
+        self.namespace = namespace
+        self.delivery_limit = delivery_limit
+        self.events_exchange = f"{namespace}.events"
+        self.submissions_exchange = f"{namespace}.submissions"
+        self.dead_letter_exchange = f"{namespace}.dlx"
+        self.unrouted_exchange = f"{namespace}.unrouted"
+        self.unrouted_queue = f"{namespace}.unrouted"
+
+    # -- definitions -------------------------------------------------------------------
+    def subscription(self, service: str, exchange: str, routing_key: str,
+                     purpose: str | None = None) -> Subscription:
+        name = f"{self.namespace}.{service}.{purpose or routing_key}"
+        arguments = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": name,
+            # A poison message is dead-lettered after this many deliveries, never loops.
+            "x-delivery-limit": self.delivery_limit,
+            # Dead-letter at least once: the message stays until the DLQ has confirmed it.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        return Subscription(service, exchange, routing_key, name, arguments)
+
+    def event_subscription(self, service: str, event_type: str) -> Subscription:
+        return self.subscription(service, self.events_exchange, event_type)
+
+    def submissions_subscription(self) -> Subscription:
+        return self.subscription("intake", self.submissions_exchange, "submission.#",
+                                 "submissions")
+
+    # -- FastStream objects -------------------------------------------------------------
+    def rabbit_exchange(self, name: str) -> RabbitExchange:
+        arguments = {"alternate-exchange": self.unrouted_exchange}
+        if name == self.events_exchange:
+            return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True, arguments=arguments)
+        return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
+
+    def rabbit_queue(self, sub: Subscription) -> RabbitQueue:
+        return RabbitQueue(
+            sub.queue,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            arguments=sub.arguments,  # type: ignore[arg-type]
+            routing_key=sub.routing_key,
+        )
+
+    # -- declaration --------------------------------------------------------------------
+    async def declare(self, channel: aio_pika.abc.AbstractChannel,
+                      subscriptions: list[Subscription]) -> None:
+        """Declare exchanges, the dead-letter plumbing and the given subscriptions
+        (idempotent; arguments must match what the services declare)."""
+        unrouted_x = await channel.declare_exchange(
+            self.unrouted_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        unrouted_q = await channel.declare_queue(
+            self.unrouted_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        await unrouted_q.bind(unrouted_x)
+        await channel.declare_exchange(
+            self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True,
+            arguments={"alternate-exchange": self.unrouted_exchange})
+        await channel.declare_exchange(
+            self.submissions_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        for sub in subscriptions:
+            dlq = await channel.declare_queue(
+                sub.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
+            await dlq.bind(dlx, routing_key=sub.queue)
+            queue = await channel.declare_queue(sub.queue, durable=True, arguments=sub.arguments)
+            await queue.bind(sub.exchange, routing_key=sub.routing_key)
+
+    async def delete_all(self, channel: aio_pika.abc.AbstractChannel,
+                         subscriptions: list[Subscription]) -> None:
+        """Remove everything of this namespace (tests clean up with it)."""
+        for sub in subscriptions:
+            for name in (sub.queue, sub.dead_letter_queue):
+                await channel.queue_delete(name)
+        await channel.queue_delete(self.unrouted_queue)
+        for name in (self.events_exchange, self.submissions_exchange,
+                     self.dead_letter_exchange, self.unrouted_exchange):
+            await channel.exchange_delete(name)

@@ -1,0 +1,61 @@
+"""One loop for work that is woken by PostgreSQL NOTIFY and drained in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], Awaitable[int]],
+                          *, batch_size: int, poll_interval: float, name: str) -> None:
+    """Call ``drain`` whenever ``channel`` is notified, at least every ``poll_interval``
+    seconds, and again at once while it returns a full batch. Errors are logged and retried
+    with backoff (the database or broker may be restarting); cancellation stops the loop."""
+    wake = asyncio.Event()
+    listener: asyncpg.Connection | None = None
+    backoff = 0.5
+
+    def on_notify(*_: object) -> None:
+        wake.set()
+
+    async def release() -> None:
+        nonlocal listener
+        if listener is not None:
+            try:
+                if not listener.is_closed():
+                    await listener.remove_listener(channel, on_notify)
+                await pool.release(listener)
+            except Exception:
+                log.debug("%s: listener release failed", name, exc_info=True)
+            listener = None
+
+    try:
+        while True:
+            try:
+                if listener is None or listener.is_closed():
+                    await release()
+                    listener = await pool.acquire()
+                    await listener.add_listener(channel, on_notify)
+                # Clear before draining: a NOTIFY during the drain wakes the next wait.
+                wake.clear()
+                if await drain() >= batch_size:
+                    continue
+                backoff = 0.5
+                try:
+                    await asyncio.wait_for(wake.wait(), poll_interval)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; retrying in %.1fs", name, backoff)
+                await release()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+    finally:
+        await release()

@@ -1,0 +1,90 @@
+"""Small tools the integration and end-to-end tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aio_pika
+from aiosmtpd.controller import Controller
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "submissions"
+T = TypeVar("T")
+
+
+def example(name: str) -> dict[str, Any]:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+async def publish_submission(connection: aio_pika.abc.AbstractConnection, namespace: str,
+                             body: dict[str, Any] | bytes, *, user_id: str | None = "guest",
+                             message_id: str | None = None, routing_key: str | None = None,
+                             content_type: str | None = "application/json") -> None:
+    """Publish as a provider feed would: plain AMQP, confirms on, mandatory."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    kind = body.get("kind", "unknown") if isinstance(body, dict) else "unknown"
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    try:
+        exchange = await channel.get_exchange(f"{namespace}.submissions", ensure=True)
+        await exchange.publish(
+            aio_pika.Message(raw, content_type=content_type, user_id=user_id,
+                             message_id=message_id or str(uuid.uuid4()),
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=routing_key or f"submission.{kind}.v1", mandatory=True)
+    finally:
+        await channel.close()
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0,
+                     interval: float = 0.1, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Inbox:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.refuse = False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            return "451 4.3.0 Mail server temporarily unavailable"
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        self.messages.append((list(envelope.rcpt_tos), msg))
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for rcpts, m in self.messages if address in rcpts]
+
+
+def smtp_server(port: int) -> tuple[Controller, Inbox]:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, inbox
+
+
+def calendar_part(msg: EmailMessage) -> bytes:
+    for part in msg.walk():
+        if part.get_content_type() == "text/calendar":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload
+    raise AssertionError("no text/calendar part")
