@@ -30,6 +30,20 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
+def migration_files(migrations_dir: Path) -> list[Path]:
+    return [*sorted(SHARED_MIGRATIONS.glob("*.sql")), *sorted(migrations_dir.glob("*.sql"))]
+
+
+async def pending_migrations(conn: asyncpg.Connection, schema: str,
+                             migrations_dir: Path) -> list[str]:
+    """Names of the migrations not yet applied to ``schema`` (all of them if it is new)."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                               f'"{schema}".schema_migrations'):
+        return [p.name for p in migration_files(migrations_dir)]
+    done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+    return [p.name for p in migration_files(migrations_dir) if p.name not in done]
+
+
 async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -> list[str]:
     """Apply the shared messaging migrations, then the numbered ``*.sql`` files of one
     service's schema, once each, in order (unqualified names land in the schema).
@@ -47,7 +61,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r["name"] for r in await conn.fetch(
             f'SELECT name FROM "{schema}".schema_migrations')}
-        for path in [*sorted(SHARED_MIGRATIONS.glob("*.sql")), *sorted(migrations_dir.glob("*.sql"))]:
+        for path in migration_files(migrations_dir):
             if path.name in done:
                 continue
             await conn.execute(f'SET LOCAL search_path TO "{schema}", public')

@@ -22,7 +22,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
-from shared.db import create_pool, migrate
+from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
 from shared.outbox import Outbox, OutboxRelay, publish_via
@@ -154,21 +154,27 @@ class ServiceRuntime:
                         exc_info=True)
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def migrate(self) -> list[str]:
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            return await migrate(conn, self.schema, self.migrations)
-        finally:
-            await conn.close()
-
     async def declare_topology(self) -> None:
         connection = await aio_pika.connect(self.settings.amqp_url)
         async with connection:
             await self.topology.declare(await connection.channel(), self.subscriptions)
 
+    async def check_migrated(self) -> None:
+        """Refuse to start on a schema that ``carewatch migrate`` has not brought up to date.
+
+        Services run with least privilege and do not change schemas themselves."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            pending = await pending_migrations(conn, self.schema, self.migrations)
+        finally:
+            await conn.close()
+        if pending:
+            raise RuntimeError(f"{self.name}: schema {self.schema!r} lacks migrations"
+                               f" {', '.join(pending)}; run `carewatch migrate` first")
+
     async def open(self) -> None:
         """Before the broker starts: schema up to date, topology declared, pool open."""
-        await self.migrate()
+        await self.check_migrated()
         await self.declare_topology()
         self._pool = await create_pool(self.settings.database_url)
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -294,6 +296,32 @@ def _listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def ensure_infrastructure(settings: Settings) -> None:
+    """RabbitMQ and PostgreSQL at the configured URLs; where neither answers and a Docker
+    engine does, start them (and the mail catcher) with docker compose."""
+    amqp = _host_port(settings.amqp_url, 5672)
+    pg = _host_port(settings.database_url, 5432)
+    missing = [f"{what} at {h}:{p}" for what, (h, p) in (("RabbitMQ", amqp), ("PostgreSQL", pg))
+               if not _listening(h, p)]
+    if not missing:
+        return
+    docker = subprocess.run(["docker", "info"], capture_output=True, check=False) \
+        if shutil.which("docker") else None
+    if docker is None or docker.returncode != 0:
+        typer.secho(f"not reachable: {'; '.join(missing)}. Start them, or set"
+                    " CAREWATCH_AMQP_URL / CAREWATCH_DATABASE_URL (see README).",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"not reachable: {'; '.join(missing)}; starting them with docker compose")
+    subprocess.run(["docker", "compose", "up", "--detach", "--wait", "rabbitmq", "postgres",
+                    "mailpit"], check=True)
+
+
 @app.command()
 def run(
     services: Annotated[list[str] | None, typer.Option(
@@ -310,6 +338,7 @@ def run(
     names = services or list(SERVICES)
     for name in names:
         builder(name)  # fail fast on a typo
+    ensure_infrastructure(settings)
     if setup:
         migrate()
         topology_declare()

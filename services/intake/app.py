@@ -44,7 +44,8 @@ def build(settings: Settings) -> ServiceRuntime:
         try:
             await admit(runtime, body=message.body, feed_user=raw.user_id,
                         message_id=message.message_id or None, routing_key=raw.routing_key,
-                        content_type=message.content_type or None)
+                        content_type=message.content_type or None,
+                        redelivered=bool(raw.redelivered))
         except Exception as exc:
             await runtime.record_failure(message, sub, repr(exc))
             log.exception("intake failed on message %s", message.message_id)
@@ -55,7 +56,7 @@ def build(settings: Settings) -> ServiceRuntime:
 
 async def admit(runtime: ServiceRuntime, *, body: bytes, feed_user: str | None,
                 message_id: str | None, routing_key: str | None,
-                content_type: str | None) -> tuple[str, uuid.UUID]:
+                content_type: str | None, redelivered: bool = False) -> tuple[str, uuid.UUID]:
     """Accept, de-duplicate or quarantine one submission. Returns (outcome, submission id):
     outcome is ``accepted``, ``duplicate`` or ``rejected``."""
     sid = submission_id(feed_user, message_id, body)
@@ -73,7 +74,7 @@ async def admit(runtime: ServiceRuntime, *, body: bytes, feed_user: str | None,
                         ods_code=sub.ods_code, record_id=sub.record_id, kind=sub.kind,
                         version=sub.version, occurred_on=sub.occurred_on(), theme=sub.theme(),
                         content=parsed.content, redactions=parsed.redactions,
-                        feed_user=feed_user):
+                        feed_user=feed_user, count_duplicate=not redelivered):
                     return "duplicate", sid
                 await outbox.add(FeedbackAccepted(
                     feedback_id=feedback_id, submission_id=sid, provider=provider,

@@ -90,8 +90,9 @@ async def insert_feedback(conn: asyncpg.Connection, *, feedback_id: uuid.UUID,
                           submission_id: uuid.UUID, ods_code: str, record_id: str, kind: str,
                           version: int, occurred_on: Any, theme: str | None,
                           content: dict[str, Any], redactions: dict[str, int],
-                          feed_user: str | None) -> bool:
-    """Store accepted feedback; False if this provider record was already accepted."""
+                          feed_user: str | None, count_duplicate: bool = True) -> bool:
+    """Store accepted feedback; False if this provider record was already accepted (then
+    the duplicate is counted, unless it is the broker redelivering the same message)."""
     inserted = await conn.fetchval(
         "INSERT INTO intake.feedback (feedback_id, submission_id, ods_code, provider_record_id,"
         " kind, version, occurred_on, theme, content, redactions, feed_user)"
@@ -99,11 +100,10 @@ async def insert_feedback(conn: asyncpg.Connection, *, feedback_id: uuid.UUID,
         " ON CONFLICT DO NOTHING RETURNING true",
         feedback_id, submission_id, ods_code, record_id, kind, version, occurred_on, theme,
         content, redactions, feed_user)
-    if not inserted:
+    if not inserted and count_duplicate:
         await conn.execute(
             "UPDATE intake.feedback SET duplicates = duplicates + 1"
-            " WHERE ods_code = $1 AND provider_record_id = $2 AND submission_id <> $3",
-            ods_code, record_id, submission_id)
+            " WHERE ods_code = $1 AND provider_record_id = $2", ods_code, record_id)
     return bool(inserted)
 
 

@@ -51,7 +51,8 @@ async def test_serious_complaint_books_a_meeting_and_emails_an_invitation(
         pipeline: Any, settings: Settings, db: asyncpg.Pool,
         amqp: aio_pika.abc.AbstractConnection) -> None:
     _, inbox = pipeline
-    body = unique_record(example("serious-complaint.json")["body"])
+    # A provider of its own: concerns are per provider + rule + theme across the session.
+    body = unique_record({**example("serious-complaint.json")["body"], "ods_code": "RRV"})
     published_at = datetime.now(LONDON)
     await publish_submission(amqp, settings.namespace, body)
 
@@ -92,10 +93,10 @@ async def test_serious_complaint_books_a_meeting_and_emails_an_invitation(
         assert cal.walk("VTIMEZONE")[0]["tzid"] == "Europe/London"
         attendees = {str(a).removeprefix("mailto:") for a in event.get("attendee")}
         assert provider_contact in attendees
-    log = await db.fetch(
+    log = await eventually(lambda: db.fetch(
         "SELECT d.outcome FROM notification.deliveries d JOIN notification.notifications n"
         " USING (notification_id) WHERE n.recipient = $1 AND n.payload->>'meeting_id' = $2",
-        provider_contact, str(meeting["meeting_id"]))
+        provider_contact, str(meeting["meeting_id"])), what="delivery logged")
     assert [r["outcome"] for r in log] == ["sent"]
 
 
