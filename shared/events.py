@@ -167,6 +167,129 @@ class MeetingScheduled(Event):
         return str(self.meeting_id)
 
 
+class ConcernResolved(Event):
+    """A concern is over: closed by escalation, or its signal back to common cause."""
+
+    event_type: ClassVar[str] = "concern.resolved.v1"
+
+    concern_id: uuid.UUID
+    fingerprint: str
+    provider: ProviderRef
+    rule: str
+    theme: str
+    severity: Severity
+    resolution: str  # why: "closed by escalation: ...", "signal returned to common cause ..."
+    resolved_at: datetime
+
+    def subject(self) -> str:
+        return str(self.concern_id)
+
+
+class ConcernClosed(Event):
+    """The quality team closed a concern on the escalation side (actions complete)."""
+
+    event_type: ClassVar[str] = "concern.closed.v1"
+
+    concern_id: uuid.UUID
+    provider: ProviderRef
+    closed_by: str
+    reason: str
+    closed_at: datetime
+
+    def subject(self) -> str:
+        return str(self.concern_id)
+
+
+class MeetingRescheduled(MeetingScheduled):
+    """The meeting moved or its agenda changed; ``sequence`` is higher than before."""
+
+    event_type: ClassVar[str] = "meeting.rescheduled.v1"
+
+    previous_starts_at: datetime
+    change: str
+
+
+class MeetingCancelled(MeetingScheduled):
+    """A meeting not yet held is cancelled (for instance, its concern resolved)."""
+
+    event_type: ClassVar[str] = "meeting.cancelled.v1"
+
+    reason: str
+
+
+class RemedialAction(BaseModel):
+    action_id: uuid.UUID
+    description: str
+    owner: str
+    due_on: date
+    status: str = "open"  # open, completed, overdue
+    evidence_of_completion: str | None = None
+
+
+class ActionDueSoon(Event):
+    event_type: ClassVar[str] = "action.due_soon.v1"
+
+    concern_id: uuid.UUID
+    provider: ProviderRef
+    action: RemedialAction
+    days_left: int
+
+    def subject(self) -> str:
+        return str(self.action.action_id)
+
+
+class ActionOverdue(Event):
+    event_type: ClassVar[str] = "action.overdue.v1"
+
+    concern_id: uuid.UUID
+    provider: ProviderRef
+    action: RemedialAction
+    days_overdue: int
+
+    def subject(self) -> str:
+        return str(self.action.action_id)
+
+
+class EscalationStep(BaseModel):
+    level: str  # remedial_meeting, enhanced_surveillance, risk_summit
+    at: datetime
+    reason: str
+
+
+class ConcernEscalated(Event):
+    """The concern climbed a step of the ladder: enhanced surveillance, then a Quality
+    Surveillance Group risk summit (with the QSG members as attendees)."""
+
+    event_type: ClassVar[str] = "concern.escalated.v1"
+
+    concern_id: uuid.UUID
+    provider: ProviderRef
+    level: str  # enhanced_surveillance, risk_summit
+    reason: str
+    history: list[EscalationStep]
+    attendees: list[Attendee] = Field(default_factory=list)
+
+    def subject(self) -> str:
+        return str(self.concern_id)
+
+
+class VisitScheduled(Event):
+    """An insight visit (or the re-visit about 12 months after one) is due."""
+
+    event_type: ClassVar[str] = "visit.scheduled.v1"
+
+    visit_id: uuid.UUID
+    provider: ProviderRef
+    visit_kind: str  # insight_visit, revisit
+    due_on: date
+    reason: str
+    concern_id: uuid.UUID | None = None
+    attendees: list[Attendee] = Field(default_factory=list)
+
+    def subject(self) -> str:
+        return str(self.visit_id)
+
+
 class NotificationFailed(Event):
     event_type: ClassVar[str] = "notification.failed.v1"
 
@@ -188,7 +311,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FeedbackRejected,
         ConcernRaised,
         ConcernUpdated,
+        ConcernResolved,
+        ConcernClosed,
         MeetingScheduled,
+        MeetingRescheduled,
+        MeetingCancelled,
+        ActionDueSoon,
+        ActionOverdue,
+        ConcernEscalated,
+        VisitScheduled,
         NotificationFailed,
     )
 }

@@ -14,9 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.events import Event
+from shared.http import Metrics
 from shared.wakeup import drain_on_notify
 
 log = logging.getLogger(__name__)
@@ -106,19 +108,20 @@ class OutboxRelay:
                               name=f"outbox relay for {self._schema}")
 
 
-def publish_via(broker: object) -> Publish:
+def publish_via(broker: RabbitBroker, metrics: Metrics | None = None,
+                service: str = "") -> Publish:
     """A ``Publish`` that sends through a FastStream RabbitBroker: persistent, mandatory,
     confirmed, ``message_id`` = event id."""
-    from faststream.rabbit import RabbitBroker, RabbitExchange
-
-    assert isinstance(broker, RabbitBroker)
     exchanges: dict[str, RabbitExchange] = {}
 
     async def publish(exchange: str, routing_key: str, body: bytes, event_id: str) -> object:
         ex = exchanges.get(exchange) or exchanges.setdefault(
             exchange, RabbitExchange(exchange, declare=False))
-        return await broker.publish(
+        confirmation = await broker.publish(
             body, exchange=ex, routing_key=routing_key, persist=True, mandatory=True,
             message_id=event_id, content_type=CONTENT_TYPE)
+        if metrics is not None:
+            metrics.published.labels(service, routing_key).inc()
+        return confirmation
 
     return publish

@@ -8,9 +8,11 @@ domain logic stays in plain functions; this is the only place that knows about a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
+from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
 from shared.outbox import Outbox, OutboxRelay, publish_via
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
@@ -73,6 +76,10 @@ class ServiceRuntime:
         )
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
+        self.metrics = Metrics(name)
+        self.http = HttpSurface(self)
+        # Service-specific gauges, refreshed from the database when /metrics is scraped.
+        self.gauge_refreshers: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -126,21 +133,40 @@ class ServiceRuntime:
             await self.record_failure(message, sub, f"poison: {exc}")
             log.error("dead-lettering unreadable message %s on %s: %s",
                       message.message_id, sub.queue, exc)
+            self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             raise RejectMessage() from exc
+        with self.measure(sub) as outcome:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    first = await conn.fetchval(
+                        f'INSERT INTO "{self.schema}".inbox (event_id, event_type)'
+                        " VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+                        envelope.id, envelope.type)
+                    if not first:
+                        log.debug("duplicate %s %s ignored", envelope.type, envelope.id)
+                        outcome["outcome"] = "duplicate"
+                        return
+                    await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
+            except Exception as exc:
+                await self.record_failure(message, sub, repr(exc))
+                log.exception("handler for %s failed on event %s (submission %s)",
+                              envelope.type, envelope.id, envelope.submissionid)
+                raise
+
+    @contextlib.contextmanager
+    def measure(self, sub: Subscription) -> Iterator[dict[str, str]]:
+        """Count the message by outcome and time its handling (set ``outcome`` to refine)."""
+        outcome = {"outcome": "handled"}
+        started = time.perf_counter()
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                first = await conn.fetchval(
-                    f'INSERT INTO "{self.schema}".inbox (event_id, event_type) VALUES ($1, $2)'
-                    " ON CONFLICT DO NOTHING RETURNING true", envelope.id, envelope.type)
-                if not first:
-                    log.debug("duplicate %s %s ignored", envelope.type, envelope.id)
-                    return
-                await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
-        except Exception as exc:
-            await self.record_failure(message, sub, repr(exc))
-            log.exception("handler for %s failed on event %s (submission %s)",
-                          envelope.type, envelope.id, envelope.submissionid)
+            yield outcome
+        except Exception:
+            outcome["outcome"] = "failed"
             raise
+        finally:
+            self.metrics.handler_seconds.labels(self.name, sub.queue).observe(
+                time.perf_counter() - started)
+            self.metrics.messages.labels(self.name, sub.queue, outcome["outcome"]).inc()
 
     async def record_failure(self, message: RabbitMessage, sub: Subscription, error: str) -> None:
         """Keep why a delivery failed, for the dead-letter tools (best effort)."""
@@ -152,6 +178,45 @@ class ServiceRuntime:
         except Exception:
             log.warning("could not record delivery failure of %s", message.message_id,
                         exc_info=True)
+
+    # -- operations -----------------------------------------------------------------------
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"consuming": self.ready, "database": False, "broker": False}
+        try:
+            checks["database"] = await self.pool.fetchval("SELECT true", timeout=2) is True
+        except Exception:
+            log.debug("readiness: database check failed", exc_info=True)
+        try:
+            checks["broker"] = await self.broker.ping(timeout=2)
+        except Exception:
+            log.debug("readiness: broker check failed", exc_info=True)
+        return checks
+
+    async def refresh_gauges(self) -> None:
+        """Outbox backlog and age, dead-letter depth and the service's own gauges."""
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    f'SELECT count(*) AS n, EXTRACT(EPOCH FROM now() - min(created_at)) AS age'
+                    f' FROM "{self.schema}".outbox')
+                self.metrics.outbox_backlog.labels(self.name).set(row["n"])
+                self.metrics.outbox_age.labels(self.name).set(row["age"] or 0)
+                for refresh in self.gauge_refreshers:
+                    await refresh(conn)
+            for sub, depth in (await self.dead_letter_depths()).items():
+                self.metrics.dlq_depth.labels(self.name, sub).set(depth)
+        except Exception:
+            log.warning("could not refresh gauges", exc_info=True)
+
+    async def dead_letter_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            for sub in self.subscriptions:
+                queue = await channel.declare_queue(sub.dead_letter_queue, passive=True)
+                depths[sub.dead_letter_queue] = queue.declaration_result.message_count or 0
+        return depths
 
     # -- lifecycle ----------------------------------------------------------------------
     async def declare_topology(self) -> None:
@@ -181,17 +246,21 @@ class ServiceRuntime:
     async def started(self) -> None:
         """After the broker starts: relay and background loops running."""
         self.relay = OutboxRelay(
-            self.pool, self.schema, publish_via(self.broker),
+            self.pool, self.schema, publish_via(self.broker, self.metrics, self.name),
             batch_size=self.settings.outbox_batch_size,
             poll_interval=self.settings.outbox_poll_interval)
         self.relay.start()
         self._tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}")
                        for loop in self._background]
+        port = self.settings.http_port
+        await self.http.start(self.settings.http_host,
+                              DEFAULT_PORTS.get(self.name, 0) if port is None else port)
         self.ready = True
         log.info("%s started: consuming %s", self.name, [s.queue for s in self.subscriptions])
 
     async def stopping(self) -> None:
         self.ready = False
+        await self.http.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # provider in the registry. Leave empty in production.
     dev_feed_user: str = ""
 
+    # HTTP (health, readiness, metrics and each service's API). Left unset, each service
+    # listens on its own default port (intake 8081, quality_monitor 8082, escalation 8083,
+    # notification 8084); 0 picks a free port.
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+
     escalation_policy_file: str | None = None
     prefetch_count: int = Field(default=200, ge=1)
     delivery_limit: int = Field(default=5, ge=1)

@@ -87,6 +87,7 @@ async def settings(server_urls: ServerUrls) -> AsyncIterator[Settings]:
         notification_backoff_base=0.05,
         notification_backoff_cap=0.2,
         graceful_timeout=5,
+        http_port=0,
     )
     topology = Topology(s.namespace, s.delivery_limit)
     conn = await asyncpg.connect(s.database_url)

@@ -5,8 +5,6 @@ Every command reads the same ``CAREWATCH_*`` settings as the services.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import shutil
@@ -15,10 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -26,56 +22,24 @@ import asyncpg
 import typer
 
 from services.catalogue import SERVICES, all_subscriptions, builder
+from services.cli.common import run_async, with_db
+from services.escalation import cli as escalation_cli
+from services.intake import cli as intake_cli
 from services.intake import store as intake_store
+from services.notification import cli as notification_cli
+from services.quality_monitor import cli as monitor_cli
 from shared.db import migrate as migrate_schema
+from shared.http import DEFAULT_PORTS
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 from shared.topology import Topology
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 topology_app = typer.Typer(help="RabbitMQ exchanges, queues and bindings.", no_args_is_help=True)
-providers_app = typer.Typer(help="The provider registry.", no_args_is_help=True)
-feeds_app = typer.Typer(help="Provider feeds and what they may submit.", no_args_is_help=True)
-quarantine_app = typer.Typer(help="Rejected submissions.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
-app.add_typer(providers_app, name="providers")
-app.add_typer(feeds_app, name="feeds")
-app.add_typer(quarantine_app, name="quarantine")
-
-T = TypeVar("T")
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _run(coro: Awaitable[T]) -> T:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError) as exc:
-        typer.secho(f"error: {type(exc).__name__}: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-
-
-async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    from shared.db import create_pool
-
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            return await work(conn)
-    finally:
-        await pool.close()
-
-
-def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
-    if as_json:
-        typer.echo(json.dumps(list(rows), default=str, indent=2))
-        return
-    if not rows:
-        typer.echo("(none)")
-        return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)) for c in columns}
-    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for r in rows:
-        typer.echo("  ".join(str(r.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+for _module in (intake_cli, monitor_cli, escalation_cli, notification_cli):
+    for _name, _group in _module.COMMAND_GROUPS.items():
+        app.add_typer(_group, name=_name)
 
 
 # -- setting up ----------------------------------------------------------------------------
@@ -95,7 +59,7 @@ def migrate() -> None:
         finally:
             await conn.close()
 
-    _run(work())
+    run_async(work())
 
 
 async def ensure_database(dsn: str) -> None:
@@ -128,7 +92,7 @@ def topology_declare() -> None:
         typer.echo(f"declared {len(subs)} queues (and their dead-letter queues) in"
                    f" namespace {settings.namespace!r}")
 
-    _run(work())
+    run_async(work())
 
 
 @app.command()
@@ -148,115 +112,7 @@ def seed(providers_file: Annotated[Path, typer.Option(help="Provider registry CS
                 "development feed (CAREWATCH_DEV_FEED_USER)")
             typer.echo(f"feed {settings.dev_feed_user!r} may submit for all {n} providers")
 
-    _run(_with_db(settings, work))
-
-
-# -- providers and feeds -------------------------------------------------------------------
-@providers_app.command("import")
-def providers_import(file: Path) -> None:
-    """Load or update providers from a CSV (ods_code,name,provider_type,quality_contact_email,region)."""
-    try:
-        rows = intake_store.read_providers_csv(file)
-    except (OSError, ValueError, KeyError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-
-    async def work(conn: asyncpg.Connection) -> None:
-        typer.echo(f"providers: {await intake_store.upsert_providers(conn, rows)} loaded")
-
-    _run(_with_db(get_settings(), work))
-
-
-@providers_app.command("list")
-def providers_list(as_json: JsonOption = False) -> None:
-    """List the registered providers."""
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await intake_store.list_providers(conn)]
-
-    rows = _run(_with_db(get_settings(), work))
-    _print_rows(rows, as_json, ["ods_code", "name", "provider_type", "quality_contact_email"])
-
-
-@feeds_app.command("create")
-def feeds_create(
-    feed_user: Annotated[str, typer.Argument(help="The feed's RabbitMQ user name.")],
-    ods: Annotated[list[str], typer.Option("--ods", help="An ODS code it may submit for.")],
-    description: str = "",
-) -> None:
-    """Register a feed (its RabbitMQ user) for the given ODS codes."""
-    async def work(conn: asyncpg.Connection) -> None:
-        await intake_store.register_feed(conn, feed_user, [c.upper() for c in ods], description)
-
-    try:
-        _run(_with_db(get_settings(), work))
-    except ValueError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"feed {feed_user!r} may submit for {', '.join(ods)}")
-
-
-# -- quarantine ------------------------------------------------------------------------------
-@quarantine_app.command("list")
-def quarantine_list(as_json: JsonOption = False, limit: int = 50) -> None:
-    """Rejected submissions still open, newest first, with their reasons."""
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await intake_store.list_quarantine(conn, limit=limit)]
-
-    rows = _run(_with_db(get_settings(), work))
-    for r in rows:
-        r["reasons"] = "; ".join(f"{x['loc'] or '<message>'}: {x['msg']}" for x in r["reasons"])
-    _print_rows(rows, as_json, ["submission_id", "received_at", "feed_user", "reasons"])
-
-
-@quarantine_app.command("show")
-def quarantine_show(submission_id: uuid.UUID) -> None:
-    """One rejected submission: its reasons and the body as received."""
-    async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
-        row = await intake_store.get_quarantined(conn, submission_id)
-        return dict(row) if row else None
-
-    row = _run(_with_db(get_settings(), work))
-    if row is None:
-        typer.secho(f"no quarantined submission {submission_id}", fg="red", err=True)
-        raise typer.Exit(1)
-    row["body"] = row["body"].decode("utf-8", errors="replace")
-    typer.echo(json.dumps(row, default=str, indent=2))
-
-
-# -- what the system did ---------------------------------------------------------------------
-@app.command()
-def concerns(as_json: JsonOption = False, status: str = "open") -> None:
-    """Concerns raised by quality-monitor."""
-    from services.quality_monitor.store import list_concerns
-
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await list_concerns(conn, status)]
-
-    rows = _run(_with_db(get_settings(), work))
-    _print_rows(rows, as_json, ["concern_id", "ods_code", "rule", "theme", "severity", "reason"])
-
-
-@app.command()
-def meetings(as_json: JsonOption = False) -> None:
-    """Remedial-action meetings booked by escalation."""
-    from services.escalation.store import list_meetings
-
-    rows = _run(_with_db(get_settings(), list_meetings))
-    _print_rows(rows, as_json, ["meeting_id", "ods_code", "severity", "starts_at", "breach"])
-
-
-@app.command()
-def notifications(as_json: JsonOption = False,
-                  status: Annotated[str | None, typer.Option(help="pending, sent or failed")] = None
-                  ) -> None:
-    """Notifications and their delivery state."""
-    from services.notification.store import list_notifications
-
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await list_notifications(conn, status)]
-
-    rows = _run(_with_db(get_settings(), work))
-    _print_rows(rows, as_json, ["recipient", "subject", "status", "attempts", "last_error"])
+    with_db(work, settings)
 
 
 @app.command()
@@ -283,7 +139,7 @@ def health(service: Annotated[str, typer.Option(help="Service to check.")]) -> N
                     problems.append(f"{sub.queue} has no consumer")
         return problems
 
-    problems = _run(work())
+    problems = run_async(work())
     for p in problems:
         typer.secho(p, fg="red", err=True)
     raise typer.Exit(1 if problems else 0)
@@ -352,9 +208,13 @@ def run(
                    f" development mail catcher there; messages are kept in {mail_dir}/")
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     for name in names:
-        for _ in range(replicas):
+        for replica in range(replicas):
+            env = os.environ.copy()
+            if replica and settings.http_port is None:
+                # Replicas on one host need ports of their own: 8081, 8181, 8281, ...
+                env["CAREWATCH_HTTP_PORT"] = str(DEFAULT_PORTS[name] + 100 * replica)
             procs.append((name, subprocess.Popen([sys.executable, "-m", f"services.{name}"],
-                                                 env=os.environ.copy())))
+                                                 env=env)))
     typer.echo(f"started {', '.join(f'{n}[{p.pid}]' for n, p in procs)}; Ctrl-C to stop")
 
     stopping = False

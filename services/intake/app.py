@@ -41,15 +41,17 @@ def build(settings: Settings) -> ServiceRuntime:
     )
     async def on_submission(message: RabbitMessage) -> None:
         raw = message.raw_message
-        try:
-            await admit(runtime, body=message.body, feed_user=raw.user_id,
-                        message_id=message.message_id or None, routing_key=raw.routing_key,
-                        content_type=message.content_type or None,
-                        redelivered=bool(raw.redelivered))
-        except Exception as exc:
-            await runtime.record_failure(message, sub, repr(exc))
-            log.exception("intake failed on message %s", message.message_id)
-            raise
+        with runtime.measure(sub) as outcome:
+            try:
+                outcome["outcome"], _ = await admit(
+                    runtime, body=message.body, feed_user=raw.user_id,
+                    message_id=message.message_id or None, routing_key=raw.routing_key,
+                    content_type=message.content_type or None,
+                    redelivered=bool(raw.redelivered))
+            except Exception as exc:
+                await runtime.record_failure(message, sub, repr(exc))
+                log.exception("intake failed on message %s", message.message_id)
+                raise
 
     return runtime
 

@@ -40,6 +40,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "CAREWATCH_SMTP_PORT": str(settings.smtp_port),
         "CAREWATCH_DEV_FEED_USER": "guest",
         "CAREWATCH_DELIVERY_LIMIT": str(settings.delivery_limit),
+        "CAREWATCH_HTTP_PORT": "0",  # never collide with a stack running beside the tests
     })
     return env
 

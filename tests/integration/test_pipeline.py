@@ -246,3 +246,21 @@ async def test_unrouted_event_is_kept_not_lost(
     await channel.close()
 
 
+
+
+async def test_each_service_reports_ready_and_exports_metrics(pipeline: Any) -> None:
+    import httpx
+
+    runtimes, _ = pipeline
+    async with httpx.AsyncClient() as client:
+        for name, runtime in runtimes.items():
+            base = f"http://127.0.0.1:{runtime.http.port}"
+            ready = await client.get(f"{base}/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"consuming": True, "database": True, "broker": True}
+            metrics = (await client.get(f"{base}/metrics")).text
+            assert "carewatch_outbox_backlog" in metrics
+            assert "carewatch_dead_letter_messages" in metrics
+    metrics = (await httpx.AsyncClient().get(
+        f"http://127.0.0.1:{runtimes['intake'].http.port}/metrics")).text
+    assert 'outcome="accepted"' in metrics and 'outcome="rejected"' in metrics

@@ -1,0 +1,121 @@
+"""Each service's HTTP surface: liveness, readiness, Prometheus metrics, and its own routes.
+
+Served by uvicorn inside the service's event loop, beside the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+if TYPE_CHECKING:
+    from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"intake": 8081, "quality_monitor": 8082, "escalation": 8083, "notification": 8084}
+
+
+class Metrics:
+    """The metrics every service exports; a registry of its own per runtime."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "carewatch_messages_total", "Messages handled, by queue and outcome"
+            " (handled, duplicate, rejected, failed).",
+            ["service", "queue", "outcome"], registry=self.registry)
+        self.handler_seconds = Histogram(
+            "carewatch_handler_seconds", "Time to handle one message, commit included.",
+            ["service", "queue"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.published = Counter(
+            "carewatch_events_published_total", "Events published from the outbox, by type.",
+            ["service", "event_type"], registry=self.registry)
+        self.outbox_backlog = Gauge(
+            "carewatch_outbox_backlog", "Events committed but not yet published.",
+            ["service"], registry=self.registry)
+        self.outbox_age = Gauge(
+            "carewatch_outbox_oldest_seconds", "Age of the oldest unpublished event.",
+            ["service"], registry=self.registry)
+        self.dlq_depth = Gauge(
+            "carewatch_dead_letter_messages", "Messages in each dead-letter queue.",
+            ["service", "queue"], registry=self.registry)
+        self.service = service
+
+    def gauge(self, name: str, documentation: str, labels: list[str]) -> Gauge:
+        """A service-specific gauge (concerns open by severity, notifications pending...)."""
+        return Gauge(name, documentation, ["service", *labels], registry=self.registry)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the FastStream app owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpSurface:
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.api = FastAPI(title=f"carewatch {runtime.name}", version="1.0.0",
+                           docs_url="/docs", openapi_url="/openapi.json")
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        self._add_standard_routes()
+
+    def _add_standard_routes(self) -> None:
+        runtime = self.runtime
+
+        @self.api.get("/health", tags=["operations"], summary="Liveness: the process is up")
+        async def health() -> dict[str, str]:
+            return {"status": "ok", "service": runtime.name}
+
+        @self.api.get("/ready", tags=["operations"],
+                      summary="Readiness: broker connected, database reachable, consuming")
+        async def ready() -> JSONResponse:
+            checks = await runtime.readiness()
+            ok = all(checks.values())
+            return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+        @self.api.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+        async def metrics() -> Response:
+            await runtime.refresh_gauges()
+            return Response(generate_latest(runtime.metrics.registry),
+                            media_type=CONTENT_TYPE_LATEST)
+
+    async def start(self, host: str, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.api, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
+                                         name=f"{self.runtime.name}-http")
+        log.info("%s HTTP on http://%s:%d (health, ready, metrics)", self.runtime.name, host,
+                 self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
+        self._server = self._task = None
+
+
+def json_error(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
