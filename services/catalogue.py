@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from shared.events import (
+    ActionDueSoon,
+    ActionOverdue,
+    ConcernClosed,
+    ConcernEscalated,
+    ConcernRaised,
+    ConcernResolved,
+    ConcernUpdated,
+    Event,
+    FeedbackAccepted,
+    FeedbackRejected,
+    MeetingCancelled,
+    MeetingRescheduled,
+    MeetingScheduled,
+    NotificationFailed,
+    VisitScheduled,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
 SERVICES = ("intake", "quality_monitor", "escalation", "notification")
+
+# The events each service publishes (its outbox refuses any other): the AsyncAPI documents
+# are generated from this and from the subscriptions.
+PUBLISHES: dict[str, tuple[type[Event], ...]] = {
+    "intake": (FeedbackAccepted, FeedbackRejected),
+    "quality_monitor": (ConcernRaised, ConcernUpdated, ConcernResolved),
+    "escalation": (MeetingScheduled, MeetingRescheduled, MeetingCancelled, ActionDueSoon,
+                   ActionOverdue, ConcernEscalated, VisitScheduled, ConcernClosed),
+    "notification": (NotificationFailed,),
+}
 
 
 def builder(name: str) -> Callable[[Settings], ServiceRuntime]:

@@ -28,6 +28,7 @@ from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
 from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
+from shared.logs import log_context
 from shared.outbox import Outbox, OutboxRelay, publish_via
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
@@ -135,7 +136,9 @@ class ServiceRuntime:
                       message.message_id, sub.queue, exc)
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             raise RejectMessage() from exc
-        with self.measure(sub) as outcome:
+        with self.measure(sub) as outcome, log_context(
+                event_id=envelope.id, event_type=envelope.type,
+                submission_id=envelope.submissionid):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     first = await conn.fetchval(
@@ -312,6 +315,7 @@ def run(runtime_factory: Callable[[Settings], ServiceRuntime]) -> None:
     from shared.settings import get_settings
 
     settings = get_settings()
-    configure_logging(settings.log_level)
-    app = runtime_factory(settings).app
+    runtime = runtime_factory(settings)
+    configure_logging(settings.log_level, settings.log_format, runtime.name)
+    app = runtime.app
     asyncio.run(app.run())

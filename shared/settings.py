@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     notification_backoff_base: float = 2.0
     notification_backoff_cap: float = 300.0
     log_level: str = "INFO"
+    # "json": one JSON object per line (event_id and submission_id on every line of a
+    # message's handling); "text": readable lines for a terminal.
+    log_format: str = "json"
 
 
 @lru_cache

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -88,3 +90,29 @@ def calendar_part(msg: EmailMessage) -> bytes:
             assert isinstance(payload, bytes)
             return payload
     raise AssertionError("no text/calendar part")
+
+
+def service_env(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment of a carewatch process (service or CLI) for this test session."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
+    env.update({
+        "CAREWATCH_AMQP_URL": settings.amqp_url,
+        "CAREWATCH_DATABASE_URL": settings.database_url,
+        "CAREWATCH_NAMESPACE": settings.namespace,
+        "CAREWATCH_SMTP_HOST": settings.smtp_host,
+        "CAREWATCH_SMTP_PORT": str(settings.smtp_port),
+        "CAREWATCH_DELIVERY_LIMIT": str(settings.delivery_limit),
+        "CAREWATCH_HTTP_PORT": "0",  # never collide with a stack running beside the tests
+        "CAREWATCH_LOG_FORMAT": "text",
+        **extra,
+    })
+    return env
+
+
+async def carewatch(settings: Any, *args: str) -> tuple[int, str]:
+    """Run the ``carewatch`` CLI as an operator would; returns (exit code, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", *args, env=service_env(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()

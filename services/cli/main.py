@@ -22,6 +22,7 @@ import asyncpg
 import typer
 
 from services.catalogue import SERVICES, all_subscriptions, builder
+from services.cli import ops
 from services.cli.common import run_async, with_db
 from services.escalation import cli as escalation_cli
 from services.intake import cli as intake_cli
@@ -37,9 +38,10 @@ from shared.topology import Topology
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 topology_app = typer.Typer(help="RabbitMQ exchanges, queues and bindings.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
-for _module in (intake_cli, monitor_cli, escalation_cli, notification_cli):
+for _module in (intake_cli, monitor_cli, escalation_cli, notification_cli, ops):
     for _name, _group in _module.COMMAND_GROUPS.items():
         app.add_typer(_group, name=_name)
+app.command("status")(ops.status)
 
 
 # -- setting up ----------------------------------------------------------------------------
@@ -113,6 +115,15 @@ def seed(providers_file: Annotated[Path, typer.Option(help="Provider registry CS
             typer.echo(f"feed {settings.dev_feed_user!r} may submit for all {n} providers")
 
     with_db(work, settings)
+
+
+@app.command()
+def docs() -> None:
+    """Regenerate the AsyncAPI document of every service into docs/asyncapi/."""
+    from services.cli.asyncapi import write_all
+
+    for path in write_all():
+        typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -190,7 +201,7 @@ def run(
 ) -> None:
     """Run the services as local processes in this terminal; Ctrl-C stops them all cleanly."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "supervisor")
     names = services or list(SERVICES)
     for name in names:
         builder(name)  # fail fast on a typo

@@ -14,13 +14,13 @@ from pydantic import ValidationError
 
 from services.intake.redaction import redact
 from shared.events import RejectionReason
-from shared.submissions import KINDS, SUBMISSION_ADAPTER, ComplaintV1, SafeguardingConcernV1
+from shared.submissions import KINDS, SUBMISSION_ADAPTER, SubmissionModel
 
 MAX_BODY_BYTES = 1_048_576
 ACCEPTED_CONTENT_TYPES = {None, "", "application/json", "text/json"}
 _SUBMISSION_NS = uuid.UUID("6f1d3a52-3b8e-4f55-9a43-1d5c2f0b7e11")
 
-Submission = ComplaintV1 | SafeguardingConcernV1
+Submission = SubmissionModel
 
 
 def submission_id(feed_user: str | None, message_id: str | None, body: bytes) -> uuid.UUID:

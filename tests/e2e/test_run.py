@@ -5,7 +5,6 @@ checked-in example messages; a real SMTP server receives the invitations."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -22,27 +21,12 @@ from icalendar import Calendar
 from services.catalogue import SERVICES, builder
 from services.escalation.calendar import is_working_day, working_days_after
 from shared.settings import Settings
-from tests.helpers import Inbox, calendar_part, eventually, smtp_server
+from tests.helpers import Inbox, calendar_part, eventually, service_env, smtp_server
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "submissions"
 LONDON = ZoneInfo("Europe/London")
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
-    env.update({
-        "CAREWATCH_AMQP_URL": settings.amqp_url,
-        "CAREWATCH_DATABASE_URL": settings.database_url,
-        "CAREWATCH_NAMESPACE": settings.namespace,
-        "CAREWATCH_SMTP_HOST": settings.smtp_host,
-        "CAREWATCH_SMTP_PORT": str(settings.smtp_port),
-        "CAREWATCH_DEV_FEED_USER": "guest",
-        "CAREWATCH_DELIVERY_LIMIT": str(settings.delivery_limit),
-        "CAREWATCH_HTTP_PORT": "0",  # never collide with a stack running beside the tests
-    })
-    return env
 
 
 async def all_consuming(settings: Settings) -> bool:
@@ -61,7 +45,7 @@ async def all_consuming(settings: Settings) -> bool:
 async def running(settings: Settings) -> AsyncIterator[tuple[subprocess.Popen[bytes], Inbox]]:
     controller, inbox = smtp_server(settings.smtp_port)
     proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "run"], cwd=ROOT,
-                            env=service_env(settings))
+                            env=service_env(settings, CAREWATCH_DEV_FEED_USER="guest"))
     try:
         await eventually(lambda: all_consuming(settings), timeout=60, interval=0.5,
                          what="all four services consuming")
