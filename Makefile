@@ -20,7 +20,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## create .venv with the pinned dependencies
 
 run: install ## migrate, declare, seed and run the four services here (Ctrl-C stops all)
-	CAREWATCH_DEV_FEED_USER=$${CAREWATCH_DEV_FEED_USER-$(DEV_FEED_USER)} $(BIN)/carewatch run
+	CAREWATCH_DEV_FEED_USER=$${CAREWATCH_DEV_FEED_USER-$(DEV_FEED_USER)} \
+	CAREWATCH_LOG_FORMAT=$${CAREWATCH_LOG_FORMAT-text} $(BIN)/carewatch run
 
 test: install ## every test: unit, integration (real RabbitMQ + PostgreSQL), end to end
 	$(BIN)/python -m pytest
