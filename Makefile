@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEV_FEED_USER ?= guest
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e lint up down clean
+.PHONY: help install run test test-unit test-integration test-e2e test-faults bench lint up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ test-integration: install ## each service against the real broker and database
 
 test-e2e: install ## the whole system as processes, driven like an operator would
 	$(BIN)/python -m pytest tests/e2e
+
+test-faults: install ## kill -9 each service, restart RabbitMQ and PostgreSQL, refuse mail: nothing lost
+	$(BIN)/python -m pytest tests/faults -m faults -s
+
+bench: install ## measure throughput, latency, memory and an ICB's year; writes BENCHMARKS.md
+	$(BIN)/python -m tools.bench
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .

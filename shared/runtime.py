@@ -27,8 +27,10 @@ from pydantic import ValidationError
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
+from shared.groupcommit import GroupCommit
 from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
 from shared.logs import log_context
+from shared.retry import retry_transient
 from shared.outbox import Outbox, OutboxRelay, publish_via
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
@@ -78,6 +80,8 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.metrics = Metrics(name)
+        # Concurrent messages share transactions (see shared/groupcommit.py).
+        self.commits = GroupCommit(lambda: self.pool, settings.commit_batch_size)
         self.http = HttpSurface(self)
         # Service-specific gauges, refreshed from the database when /metrics is scraped.
         self.gauge_refreshers: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
@@ -139,17 +143,17 @@ class ServiceRuntime:
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
                 submission_id=envelope.submissionid):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    first = await conn.fetchval(
-                        f'INSERT INTO "{self.schema}".inbox (event_id, event_type)'
-                        " VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-                        envelope.id, envelope.type)
-                    if not first:
-                        log.debug("duplicate %s %s ignored", envelope.type, envelope.id)
-                        outcome["outcome"] = "duplicate"
-                        return
+            async def work(conn: asyncpg.Connection) -> None:
+                first = await conn.fetchval(
+                    f'INSERT INTO "{self.schema}".inbox (event_id, event_type)'
+                    " VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+                    envelope.id, envelope.type)
+                outcome["outcome"] = "handled" if first else "duplicate"
+                if first:
                     await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
+
+            try:
+                await retry_transient(lambda: self.commits.run(work))
             except Exception as exc:
                 await self.record_failure(message, sub, repr(exc))
                 log.exception("handler for %s failed on event %s (submission %s)",
@@ -271,6 +275,7 @@ class ServiceRuntime:
 
     async def closed(self) -> None:
         """After the broker has stopped (in-flight handlers done): flush, then close."""
+        await self.commits.stop()
         if self.relay:
             try:
                 await asyncio.wait_for(self.relay.publish_pending(), 5)

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     quality_lead_email: str = "quality.lead@icb.example.nhs.uk"
     lay_member_name: str = "Lay Member (Patient Voice)"
     lay_member_email: str = "lay.member@icb.example.nhs.uk"
+    # Healthwatch joins insight visits; the Quality Surveillance Group (local authority, CQC,
+    # Healthwatch, NHS England) is invited to a risk summit.
+    healthwatch_name: str = "Healthwatch (local)"
+    healthwatch_email: str = "enquiries@healthwatch.example.org.uk"
+    qsg_local_authority_email: str = "safeguarding.adults@council.example.gov.uk"
+    qsg_cqc_email: str = "enquiries@cqc.example.org.uk"
+    qsg_nhs_england_email: str = "england.quality@nhs.example.uk"
 
     # The RabbitMQ user of the development feed: `carewatch seed` registers it for every
     # provider in the registry. Leave empty in production.
@@ -48,14 +55,27 @@ class Settings(BaseSettings):
     http_port: int | None = None
 
     escalation_policy_file: str | None = None
+    # How often escalation looks for due reminders, overdue actions and re-visits.
+    escalation_tick_seconds: float = Field(default=15.0, gt=0)
+    monitor_rules_file: str | None = None
     prefetch_count: int = Field(default=200, ge=1)
     delivery_limit: int = Field(default=5, ge=1)
+    # How many concurrently handled messages may share one transaction (1: one each).
+    commit_batch_size: int = Field(default=100, ge=1)
     graceful_timeout: float = 15.0
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_poll_interval: float = 1.0
     notification_max_attempts: int = Field(default=6, ge=1)
     notification_backoff_base: float = 2.0
     notification_backoff_cap: float = 300.0
+    # Who is told of what (YAML); unset: services/notification/routing.yaml.
+    notification_routing_file: str | None = None
+    # Webhook signing secrets by webhook name, as JSON: '{"quality-team": "..."}'.
+    notification_webhook_secrets: dict[str, str] = Field(default_factory=dict)
+    notification_webhook_timeout: float = 10.0
+    notification_send_concurrency: int = Field(default=4, ge=1)
+    # How often the durable group timers are checked for groups due to be sent.
+    notification_group_poll_interval: float = 1.0
     log_level: str = "INFO"
     # "json": one JSON object per line (event_id and submission_id on every line of a
     # message's handling); "text": readable lines for a terminal.

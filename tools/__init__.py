@@ -1,0 +1,1 @@
+"""Tools around carewatch: the realistic stream generator, the demo and the benchmarks."""

@@ -1,0 +1,504 @@
+"""``make bench``: carewatch measured against this machine's own ceiling, in one run.
+
+Writes BENCHMARKS.md. Each figure runs in a fresh database and namespace of its own, on the
+broker and database the settings point at (the local ones by default), with the services as
+separate processes, as they run in production:
+
+1. the raw ceiling: a plain aio-pika consumer doing the minimal durable work (insert the
+   message id in batches, ack with ``multiple``), on the same broker and database;
+2. carewatch throughput through intake and quality-monitor, everything persisted;
+3. the latency of a serious risk from publish to meeting committed and to e-mail accepted
+   by the SMTP server, at idle and under background load;
+4. the memory (RSS) of each service at steady state;
+5. the time to replay an ICB's year of feedback through all four services;
+6. a py-spy profile of intake and quality-monitor under load (when py-spy is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from services.catalogue import SERVICES, all_subscriptions, builder
+from services.intake import store as intake_store
+from shared.db import migrate
+from shared.settings import Settings
+from shared.submissions import KO41aSubject
+from shared.topology import Topology
+from tools.publisher import publish_items
+from tools.stream import Item, StreamGenerator, load_providers
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_DSN = os.environ.get("CAREWATCH_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("CAREWATCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+# -- isolated environments ------------------------------------------------------------------
+@dataclass
+class Stack:
+    settings: Settings
+    db_name: str
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
+        env.update({"CAREWATCH_AMQP_URL": s.amqp_url, "CAREWATCH_DATABASE_URL": s.database_url,
+                    "CAREWATCH_NAMESPACE": s.namespace, "CAREWATCH_SMTP_HOST": s.smtp_host,
+                    "CAREWATCH_SMTP_PORT": str(s.smtp_port), "CAREWATCH_HTTP_PORT": "0",
+                    "CAREWATCH_LOG_LEVEL": "WARNING", "CAREWATCH_LOG_FORMAT": "json",
+                    "PYTHONPATH": str(ROOT), **extra})
+        return env
+
+    def start(self, *services: str, **extra: str) -> None:
+        for name in services:
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                    env=self.env(**extra), cwd=ROOT,
+                                    stderr=open(ROOT / "var" / f"bench-{name}.log", "ab"))
+            self.procs.setdefault(name, []).append(proc)
+
+    def stop(self) -> None:
+        for procs in self.procs.values():
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        for procs in self.procs.values():
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.procs.clear()
+
+    def rss_mib(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self.procs.items():
+            for p in procs:
+                status = Path(f"/proc/{p.pid}/status")
+                if status.exists():
+                    for line in status.read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            out[name] = int(line.split()[1]) / 1024
+        return out
+
+
+@contextlib.asynccontextmanager
+async def stack(smtp_port: int = 1025) -> AsyncIterator[Stack]:
+    tag = uuid.uuid4().hex[:8]
+    db_name = f"carewatch_bench_{tag}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    await admin.close()
+    settings = Settings(amqp_url=AMQP, database_url=ADMIN_DSN.rsplit("/", 1)[0] + f"/{db_name}",
+                        namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0)
+    conn = await asyncpg.connect(settings.database_url)
+    for name in SERVICES:
+        runtime = builder(name)(settings)
+        await migrate(conn, runtime.schema, runtime.migrations)
+    rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
+    await intake_store.upsert_providers(conn, rows)
+    await intake_store.register_feed(conn, "guest", [r["ods_code"] for r in rows], "bench")
+    await conn.close()
+    topology = Topology(settings.namespace, settings.delivery_limit)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await topology.declare(await connection.channel(), all_subscriptions(topology))
+    s = Stack(settings, db_name)
+    try:
+        yield s
+    finally:
+        s.stop()
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            await topology.delete_all(await connection.channel(), all_subscriptions(topology))
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def wait_for(conn: asyncpg.Connection, sql: str, target: int, timeout: float,
+                   label: str) -> float:
+    started = time.perf_counter()
+    last_report = started
+    while True:
+        n = await conn.fetchval(sql)
+        now = time.perf_counter()
+        if n >= target:
+            return now - started
+        if now - started > timeout:
+            raise TimeoutError(f"{label}: {n}/{target} after {timeout:.0f}s")
+        if now - last_report > 15:
+            log(f"  {label}: {n}/{target} ({n / (now - started):.0f}/s)")
+            last_report = now
+        await asyncio.sleep(0.05)
+
+
+# -- 1. the raw ceiling -----------------------------------------------------------------------
+async def raw_ceiling(n: int) -> float:
+    """aio-pika consumer: insert each message id (batches of 100), ack with multiple=True."""
+    body = json.dumps({"kind": "fft_response", "pad": "x" * 520}).encode()  # ~609 bytes
+    queue_name = f"cwbench_raw_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    db_name = f"{queue_name}_db"
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    await admin.close()
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{db_name}"
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    await pool.execute("CREATE TABLE seen (id text PRIMARY KEY)")
+    connection = await aio_pika.connect(AMQP)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(queue_name, durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+        for start in range(0, n, 1000):
+            await asyncio.gather(*(channel.default_exchange.publish(
+                aio_pika.Message(body, message_id=str(i),
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue_name) for i in range(start, min(n, start + 1000))))
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=500)
+        q = await consume.get_queue(queue_name)
+        done = asyncio.Event()
+        pending: list[aio_pika.abc.AbstractIncomingMessage] = []
+        count = 0
+        lock = asyncio.Lock()
+
+        async def flush() -> None:
+            nonlocal count
+            batch, pending[:] = list(pending), []
+            await pool.execute("INSERT INTO seen SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                               [m.message_id for m in batch])
+            await batch[-1].ack(multiple=True)
+            count += len(batch)
+            if count >= n:
+                done.set()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            pending.append(message)
+            if len(pending) >= 100 or count + len(pending) >= n:
+                async with lock:
+                    if pending:
+                        await flush()
+
+        started = time.perf_counter()
+        await q.consume(on_message)
+        await asyncio.wait_for(done.wait(), 600)
+        elapsed = time.perf_counter() - started
+        await consume.queue_delete(queue_name)
+        return n / elapsed
+    finally:
+        await connection.close()
+        await pool.close()
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+# -- 2. carewatch throughput ------------------------------------------------------------------
+def stream(n: int, seed: int) -> tuple[list[Item], int]:
+    generator = StreamGenerator(load_providers(), seed=seed)
+    items = generator.take(n, date(2025, 12, 1), serious_every=10_000_000)
+    return items, generator.expected.accepted
+
+
+async def throughput(n: int, profile_seconds: int) -> dict[str, Any]:
+    async with stack() as s:
+        items, accepted = stream(n, seed=11)
+        await publish_items(items, url=s.settings.amqp_url, namespace=s.settings.namespace,
+                            run=uuid.uuid4().hex[:8])
+        log(f"  {n} submissions queued; starting intake and quality-monitor")
+        conn = await asyncpg.connect(s.settings.database_url)
+        s.start("intake", "quality_monitor")
+        # Sustained rate: between 10% and 90% of the stream, after start-up.
+        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted // 10, 600, "warm-up")
+        t0, c0 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
+        profiles = await profile(s, profile_seconds) if profile_seconds else {}
+        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted * 9 // 10, 1200,
+                       "throughput")
+        t1, c1 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
+        rss = s.rss_mib()
+        await conn.close()
+        rate = (c1 - c0) / (t1 - t0)
+        return {"n": n, "accepted": accepted, "rate": rate, "rss": rss, "profiles": profiles}
+
+
+async def profile(s: Stack, seconds: int) -> dict[str, str]:
+    """py-spy top functions of each running service (needs ptrace; root here)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        return {}
+    out = {}
+    for name, procs in s.procs.items():
+        path = ROOT / "var" / f"profile-{name}.txt"
+        proc = await asyncio.create_subprocess_exec(
+            py_spy, "record", "--pid", str(procs[0].pid), "--duration", str(seconds),
+            "--format", "raw", "--output", str(path), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        out[name] = str(path)
+        await proc.wait() if name == list(s.procs)[-1] else None
+    return {name: summarise_profile(Path(path)) for name, path in out.items()}
+
+
+def summarise_profile(path: Path, top: int = 8) -> str:
+    """Self time of the hottest frames from a py-spy raw (collapsed stacks) file."""
+    if not path.exists():
+        return "(no profile)"
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        leaf = frames[-1]
+        # Attribute time to the innermost frame of our own code, or of the library.
+        mine = next((f for f in reversed(frames) if "/work/main/" in f or "services" in f
+                     or "shared" in f), leaf)
+        key = f"{leaf.split(' (')[0]}  <- {mine.split(' (')[0]}" if mine != leaf else leaf
+        own[key] = own.get(key, 0) + int(count)
+        total += int(count)
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return "\n".join(f"    {100 * c / total:5.1f}%  {k[:110]}" for k, c in rows)
+
+
+# -- 3. serious-risk latency ------------------------------------------------------------------
+class MailClock:
+    """A real SMTP server recording when each meeting's invitation was accepted."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, float] = {}
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = time.time()
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        for part in msg.walk():
+            if part.get_content_type() == "text/calendar":
+                text = part.get_payload(decode=True).decode()
+                for line in text.splitlines():
+                    if line.startswith("UID:meeting-"):
+                        self.accepted.setdefault(line[12:48], now)
+        return "250 OK"
+
+
+def serious_complaint(ods: str, subject: KO41aSubject, record_id: str) -> Item:
+    return Item({"kind": "complaint", "version": 1, "ods_code": ods, "record_id": record_id,
+                 "received_on": date.today().isoformat(), "subject_area": subject.value,
+                 "description": "My father died after staff failed to escalate his"
+                                " deteriorating observations.",
+                 "risk": {"consequence": 5, "likelihood": 4}}, "accept", "serious")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def latency(samples: int, background_rate: float) -> dict[str, Any]:
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    clock = MailClock()
+    controller = Controller(clock, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        async with stack(smtp_port=port) as s:
+            s.start(*SERVICES)
+            conn = await asyncpg.connect(s.settings.database_url)
+            await asyncio.sleep(3)  # services up and consuming
+            background = None
+            if background_rate:
+                items, _ = stream(int(background_rate * (samples / 5 + 30)), seed=5)
+                background = asyncio.create_task(publish_items(
+                    items, url=s.settings.amqp_url, namespace=s.settings.namespace,
+                    run="bg" + uuid.uuid4().hex[:6], rate=background_rate, window=50))
+                await asyncio.sleep(5)
+            pairs = [(p["ods_code"], subj) for p in load_providers() for subj in KO41aSubject]
+            random.Random(3).shuffle(pairs)
+            published: dict[str, float] = {}
+            to_meeting: list[float] = []
+            to_mail: list[float] = []
+            for i in range(samples):
+                ods, subject = pairs[i]
+                record = f"LAT-{uuid.uuid4().hex[:10]}"
+                published[record] = time.time()
+                await publish_items([serious_complaint(ods, subject, record)],
+                                    url=s.settings.amqp_url, namespace=s.settings.namespace,
+                                    run=record)
+                meeting = await poll_meeting(conn, record, timeout=30)
+                to_meeting.append(meeting[1] - published[record])
+                await asyncio.sleep(0.2 + random.random() * 0.1)
+                meetings_ids = meeting[0]
+                await wait_mail(clock, meetings_ids, timeout=30)
+                to_mail.append(clock.accepted[meetings_ids] - published[record])
+            if background:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await background
+            await conn.close()
+            return {"meeting": to_meeting, "mail": to_mail}
+    finally:
+        controller.stop()
+
+
+async def poll_meeting(conn: asyncpg.Connection, record: str, timeout: float) -> tuple[str, float]:
+    deadline = time.time() + timeout
+    sql = ("SELECT m.meeting_id::text FROM escalation.meetings m"
+           " JOIN escalation.concerns c USING (concern_id)"
+           " JOIN intake.feedback f ON c.evidence @> jsonb_build_array(jsonb_build_object("
+           "  'feedback_id', f.feedback_id::text))"
+           " WHERE f.provider_record_id = $1")
+    while time.time() < deadline:
+        row = await conn.fetchval(sql, record)
+        if row:
+            return row, time.time()
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"no meeting for {record}")
+
+
+async def wait_mail(clock: MailClock, meeting_id: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while meeting_id not in clock.accepted:
+        if time.time() > deadline:
+            raise TimeoutError(f"no e-mail for meeting {meeting_id}")
+        await asyncio.sleep(0.005)
+
+
+# -- 5. an ICB's year -------------------------------------------------------------------------
+async def icb_year(n: int) -> dict[str, Any]:
+    async with stack() as s:
+        items, accepted = stream(n, seed=23)
+        log(f"  publishing {n} submissions with all four services running")
+        s.start(*SERVICES)
+        conn = await asyncpg.connect(s.settings.database_url)
+        await asyncio.sleep(3)
+        started = time.perf_counter()
+        publishing = asyncio.create_task(publish_items(
+            items, url=s.settings.amqp_url, namespace=s.settings.namespace,
+            run=uuid.uuid4().hex[:8]))
+        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted, 7200, "ICB year")
+        await publishing
+        elapsed = time.perf_counter() - started
+        rss = s.rss_mib()
+        await conn.close()
+        return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss}
+
+
+# -- the report -------------------------------------------------------------------------------
+def machine() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    mem = next((int(line.split()[1]) // 1024 // 1024 for line in
+                Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    versions = []
+    for cmd in (["rabbitmqctl", "version"], ["psql", "--version"]):
+        with contextlib.suppress(Exception):
+            versions.append(subprocess.run(cmd, capture_output=True, text=True,
+                                           timeout=20).stdout.strip())
+    return [f"- CPU: {os.cpu_count()} cores, {cpu}", f"- Memory: {mem} GiB",
+            f"- Python {platform.python_version()} on {platform.platform()}",
+            f"- RabbitMQ {versions[0] if versions else '?'}; "
+            f"{versions[1] if len(versions) > 1 else 'PostgreSQL ?'}",
+            "- Broker, database and services all on this one machine."]
+
+
+def stats(values: list[float]) -> str:
+    return (f"p50 {percentile(values, 50) * 1000:.0f} ms, p95 {percentile(values, 95) * 1000:.0f}"
+            f" ms, p99 {percentile(values, 99) * 1000:.0f} ms (n={len(values)},"
+            f" max {max(values) * 1000:.0f} ms)")
+
+
+async def main(args: argparse.Namespace) -> None:
+    (ROOT / "var").mkdir(exist_ok=True)
+    report: list[str] = ["# Benchmarks", "",
+                         f"`make bench` on {datetime.now():%Y-%m-%d %H:%M}, one run"
+                         f" (`python -m tools.bench {' '.join(sys.argv[1:])}`).", "",
+                         "## Machine", *machine(), ""]
+    log("1/5 raw ceiling")
+    ceiling = await raw_ceiling(args.ceiling)
+    log(f"  {ceiling:.0f} msgs/s")
+    log("2/5 throughput through intake and quality-monitor")
+    t = await throughput(args.throughput, args.profile)
+    log(f"  {t['rate']:.0f} submissions/s")
+    log("3/5 latency at idle")
+    idle = await latency(args.samples, 0)
+    log(f"  meeting {stats(idle['meeting'])}")
+    log(f"4/5 latency with {args.load:.0f} submissions/s of background load")
+    loaded = await latency(args.samples, args.load)
+    log(f"  meeting {stats(loaded['meeting'])}")
+    log(f"5/5 an ICB's year ({args.year} submissions)")
+    year = await icb_year(args.year)
+    log(f"  {year['seconds']:.0f} s")
+    report += [
+        "## Throughput",
+        f"- Raw ceiling (aio-pika consumer, id inserted in batches of 100, multi-ack, quorum"
+        f" queue, persistent, {args.ceiling} messages of ~609 bytes): **{ceiling:,.0f} msgs/s**.",
+        f"- carewatch through intake and quality-monitor, everything persisted (validation,"
+        f" redaction, de-duplication, feedback stored, outbox relayed with confirms, monitor"
+        f" inbox and rules), sustained over the middle 80% of {t['n']:,} realistic"
+        f" submissions: **{t['rate']:,.0f} submissions/s**, **{t['rate'] / ceiling:.0%} of the"
+        f" ceiling**. Target: 1,000/s, on the way to 50% of the ceiling.", "",
+        "## Latency of a serious risk",
+        "Publish of a serious complaint (a distinct provider and theme each time) to the"
+        " remedial-action meeting committed, and to the invitation accepted by the SMTP server.", "",
+        "| load | to meeting | to e-mail |", "|---|---|---|",
+        f"| idle | {stats(idle['meeting'])} | {stats(idle['mail'])} |",
+        f"| {args.load:.0f} submissions/s | {stats(loaded['meeting'])} | {stats(loaded['mail'])} |",
+        "", "Targets: p99 under 0.5 s to the meeting and under 2 s to the e-mail.", "",
+        "## Memory (RSS at steady state)",
+        *(f"- {name}: {mib:.0f} MiB" for name, mib in sorted(year["rss"].items())), "",
+        "## An ICB's year",
+        f"- {year['n']:,} submissions ({year['accepted']:,} valid) published while all four"
+        f" services ran: drained in **{year['seconds'] / 60:.1f} minutes**"
+        f" ({year['n'] / year['seconds']:,.0f}/s end to end).", "",
+    ]
+    if t["profiles"]:
+        report += ["## Where the time goes (py-spy, self time, during the throughput run)"]
+        for name, text in t["profiles"].items():
+            report += [f"{name}:", "```", text, "```"]
+    report += ["## What limits each figure", args.notes or "(see the closing notes)", ""]
+    out = ROOT / "BENCHMARKS.md"
+    out.write_text("\n".join(report) + "\n")
+    log(f"wrote {out}")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ceiling", type=int, default=50_000)
+    p.add_argument("--throughput", type=int, default=50_000)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--load", type=float, default=500.0)
+    p.add_argument("--year", type=int, default=330_000)
+    p.add_argument("--profile", type=int, default=10, help="seconds of py-spy (0: none)")
+    p.add_argument("--notes", default="")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))
