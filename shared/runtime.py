@@ -248,7 +248,8 @@ class ServiceRuntime:
         """Before the broker starts: schema up to date, topology declared, pool open."""
         await self.check_migrated()
         await self.declare_topology()
-        self._pool = await create_pool(self.settings.database_url)
+        self._pool = await create_pool(self.settings.database_url, min_size=2,
+                                       max_size=self.settings.db_pool_size)
 
     async def started(self) -> None:
         """After the broker starts: relay and background loops running."""

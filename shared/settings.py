@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     escalation_tick_seconds: float = Field(default=15.0, gt=0)
     monitor_rules_file: str | None = None
     prefetch_count: int = Field(default=200, ge=1)
+    # Connections per process: group commit, the outbox relay and each background loop
+    # need one or two each; keep replicas x services x pool under max_connections.
+    db_pool_size: int = Field(default=6, ge=3)
     delivery_limit: int = Field(default=5, ge=1)
     # How many concurrently handled messages may share one transaction (1: one each).
     commit_batch_size: int = Field(default=100, ge=1)

@@ -24,13 +24,10 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -39,105 +36,17 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from services.catalogue import SERVICES, all_subscriptions, builder
-from services.intake import store as intake_store
-from shared.db import migrate
-from shared.settings import Settings
+from services.catalogue import SERVICES
 from shared.submissions import KO41aSubject
-from shared.topology import Topology
 from tools.publisher import publish_items
+from tools.stacks import ADMIN_DSN, AMQP, Stack, stack
 from tools.stream import Item, StreamGenerator, load_providers
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_DSN = os.environ.get("CAREWATCH_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP = os.environ.get("CAREWATCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
-
-
-# -- isolated environments ------------------------------------------------------------------
-@dataclass
-class Stack:
-    settings: Settings
-    db_name: str
-    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        s = self.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
-        env.update({"CAREWATCH_AMQP_URL": s.amqp_url, "CAREWATCH_DATABASE_URL": s.database_url,
-                    "CAREWATCH_NAMESPACE": s.namespace, "CAREWATCH_SMTP_HOST": s.smtp_host,
-                    "CAREWATCH_SMTP_PORT": str(s.smtp_port), "CAREWATCH_HTTP_PORT": "0",
-                    "CAREWATCH_LOG_LEVEL": "WARNING", "CAREWATCH_LOG_FORMAT": "json",
-                    "PYTHONPATH": str(ROOT), **extra})
-        return env
-
-    def start(self, *services: str, **extra: str) -> None:
-        for name in services:
-            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
-                                    env=self.env(**extra), cwd=ROOT,
-                                    stderr=open(ROOT / "var" / f"bench-{name}.log", "ab"))
-            self.procs.setdefault(name, []).append(proc)
-
-    def stop(self) -> None:
-        for procs in self.procs.values():
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-        for procs in self.procs.values():
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        self.procs.clear()
-
-    def rss_mib(self) -> dict[str, float]:
-        out = {}
-        for name, procs in self.procs.items():
-            for p in procs:
-                status = Path(f"/proc/{p.pid}/status")
-                if status.exists():
-                    for line in status.read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            out[name] = int(line.split()[1]) / 1024
-        return out
-
-
-@contextlib.asynccontextmanager
-async def stack(smtp_port: int = 1025) -> AsyncIterator[Stack]:
-    tag = uuid.uuid4().hex[:8]
-    db_name = f"carewatch_bench_{tag}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    settings = Settings(amqp_url=AMQP, database_url=ADMIN_DSN.rsplit("/", 1)[0] + f"/{db_name}",
-                        namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0)
-    conn = await asyncpg.connect(settings.database_url)
-    for name in SERVICES:
-        runtime = builder(name)(settings)
-        await migrate(conn, runtime.schema, runtime.migrations)
-    rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
-    await intake_store.upsert_providers(conn, rows)
-    await intake_store.register_feed(conn, "guest", [r["ods_code"] for r in rows], "bench")
-    await conn.close()
-    topology = Topology(settings.namespace, settings.delivery_limit)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        await topology.declare(await connection.channel(), all_subscriptions(topology))
-    s = Stack(settings, db_name)
-    try:
-        yield s
-    finally:
-        s.stop()
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            await topology.delete_all(await connection.channel(), all_subscriptions(topology))
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def wait_for(conn: asyncpg.Connection, sql: str, target: int, timeout: float,
@@ -172,7 +81,7 @@ async def raw_ceiling(n: int) -> float:
     connection = await aio_pika.connect(AMQP)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(queue_name, durable=True,
+        await channel.declare_queue(queue_name, durable=True,
                                             arguments={"x-queue-type": "quorum"})
         for start in range(0, n, 1000):
             await asyncio.gather(*(channel.default_exchange.publish(
@@ -330,7 +239,7 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
         async with stack(smtp_port=port) as s:
             s.start(*SERVICES)
             conn = await asyncpg.connect(s.settings.database_url)
-            await asyncio.sleep(3)  # services up and consuming
+            await s.wait_consuming()
             background = None
             if background_rate:
                 items, _ = stream(int(background_rate * (samples / 5 + 30)), seed=5)
@@ -396,7 +305,7 @@ async def icb_year(n: int) -> dict[str, Any]:
         log(f"  publishing {n} submissions with all four services running")
         s.start(*SERVICES)
         conn = await asyncpg.connect(s.settings.database_url)
-        await asyncio.sleep(3)
+        await s.wait_consuming()
         started = time.perf_counter()
         publishing = asyncio.create_task(publish_items(
             items, url=s.settings.amqp_url, namespace=s.settings.namespace,

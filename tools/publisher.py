@@ -56,7 +56,7 @@ async def publish_items(items: Sequence[Item], *, url: str, namespace: str, run:
                         ahead = done / rate - (time.perf_counter() - started)
                         if ahead > 0:
                             await asyncio.sleep(ahead)
-        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
             log.warning("publishing interrupted at %d (%r); resuming", done, exc)
             await asyncio.sleep(1)
     return time.perf_counter() - started

@@ -1,0 +1,132 @@
+"""An isolated carewatch stack for benchmarks and tests: its own database and namespace on
+the configured broker and database server, the services as separate processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+
+from services.catalogue import SERVICES, all_subscriptions, builder
+from services.intake import store as intake_store
+from shared.db import migrate
+from shared.settings import Settings
+from shared.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_DSN = os.environ.get("CAREWATCH_BENCH_ADMIN_DSN",
+                           "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("CAREWATCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    db_name: str
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
+        env.update({"CAREWATCH_AMQP_URL": s.amqp_url, "CAREWATCH_DATABASE_URL": s.database_url,
+                    "CAREWATCH_NAMESPACE": s.namespace, "CAREWATCH_SMTP_HOST": s.smtp_host,
+                    "CAREWATCH_SMTP_PORT": str(s.smtp_port), "CAREWATCH_HTTP_PORT": "0",
+                    "CAREWATCH_LOG_LEVEL": "WARNING", "CAREWATCH_LOG_FORMAT": "json",
+                    "PYTHONPATH": str(ROOT), **extra})
+        return env
+
+    def start(self, *services: str, **extra: str) -> None:
+        logs = ROOT / "var" / "stacks"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in services:
+            log = open(logs / f"{self.settings.namespace}-{name}.log", "ab")
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                    env=self.env(**extra), cwd=ROOT, stderr=log, stdout=log)
+            self.procs.setdefault(name, []).append(proc)
+
+    async def wait_consuming(self, replicas: int = 1, timeout: float = 60.0) -> None:
+        """Until every queue of the started services has ``replicas`` consumers."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        subs = [sub for name in self.procs for sub in builder(name)(self.settings).subscriptions]
+        while True:
+            connection = await aio_pika.connect(self.settings.amqp_url)
+            async with connection:
+                channel = await connection.channel()
+                counts = [(await channel.declare_queue(sub.queue, passive=True))
+                          .declaration_result.consumer_count for sub in subs]
+            if all(c >= replicas for c in counts):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"services not consuming after {timeout}s: {counts}")
+            await asyncio.sleep(0.3)
+
+    def stop(self) -> None:
+        for procs in self.procs.values():
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        for procs in self.procs.values():
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.procs.clear()
+
+    def rss_mib(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self.procs.items():
+            for p in procs:
+                status = Path(f"/proc/{p.pid}/status")
+                if status.exists():
+                    for line in status.read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            out[name] = int(line.split()[1]) / 1024
+        return out
+
+
+@contextlib.asynccontextmanager
+async def stack(smtp_port: int = 1025, amqp_url: str = AMQP,
+                admin_dsn: str = ADMIN_DSN) -> AsyncIterator[Stack]:
+    """A fresh database and namespace, migrated, seeded and declared; removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    db_name = f"carewatch_bench_{tag}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    await admin.close()
+    settings = Settings(amqp_url=amqp_url, database_url=admin_dsn.rsplit("/", 1)[0] + f"/{db_name}",
+                        namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0)
+    conn = await asyncpg.connect(settings.database_url)
+    for name in SERVICES:
+        runtime = builder(name)(settings)
+        await migrate(conn, runtime.schema, runtime.migrations)
+    rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
+    await intake_store.upsert_providers(conn, rows)
+    await intake_store.register_feed(conn, "guest", [r["ods_code"] for r in rows], "bench")
+    await conn.close()
+    topology = Topology(settings.namespace, settings.delivery_limit)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await topology.declare(await connection.channel(), all_subscriptions(topology))
+    s = Stack(settings, db_name)
+    try:
+        yield s
+    finally:
+        s.stop()
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            await topology.delete_all(await connection.channel(), all_subscriptions(topology))
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
