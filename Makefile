@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEV_FEED_USER ?= guest
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e test-faults bench lint up down clean
+.PHONY: help install run test test-unit test-integration test-e2e test-faults test-fuzz demo bench lint up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ test-e2e: install ## the whole system as processes, driven like an operator woul
 
 test-faults: install ## kill -9 each service, restart RabbitMQ and PostgreSQL, refuse mail: nothing lost
 	$(BIN)/python -m pytest tests/faults -m faults -s
+
+test-fuzz: install ## 10,000 hostile submissions and property tests of the intake contract
+	$(BIN)/python -m pytest tests/fuzz -m fuzz -s
+
+demo: install ## replay a month of realistic feedback into the running system (make run first)
+	$(BIN)/python -m tools.demo
 
 bench: install ## measure throughput, latency, memory and an ICB's year; writes BENCHMARKS.md
 	$(BIN)/python -m tools.bench

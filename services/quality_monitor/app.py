@@ -1,53 +1,509 @@
-"""quality-monitor: finds serious risks (and, later, trends) in accepted feedback.
+"""quality-monitor: turns accepted feedback into explainable concerns, and ends them.
 
-Consumes: ``feedback.accepted.v1``.
-Publishes: ``concern.raised.v1``, ``concern.updated.v1`` (through the outbox).
-Stores: schema ``monitor`` (feedback, concerns).
+Consumes: ``feedback.accepted.v1``, ``concern.closed.v1``.
+Publishes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1`` (outbox).
+Stores: schema ``monitor`` (feedback, providers, fft_months, concerns, improvements,
+funnel_results, schedule).
+
+Each handler loads what the rule needs from the monitor's own tables, calls the pure rule
+(``rules``, ``clusters``, ``spc``, ``funnel``, ``handling``, ``lifecycle``), stores the result
+and publishes through the outbox. Time-driven work (a month's close, the daily review) runs
+from the durable ``schedule`` table, claimed with ``FOR UPDATE SKIP LOCKED``, on the
+injectable clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from services.quality_monitor import rules, store
-from shared.events import Event, Evidence, FeedbackAccepted
+from services.quality_monitor import clusters, rules, spc, store
+from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
+from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel
+from services.quality_monitor.handling import handling_window
+from services.quality_monitor.lifecycle import (
+    last_closed_month,
+    month_close_at,
+    next_daily_review,
+    outlier_resolved,
+    spc_resolved,
+    today_in_london,
+    visit_resolves,
+)
+from services.quality_monitor.series import (
+    ALL_SETTINGS,
+    COUNTED_KINDS,
+    METRICS,
+    Metric,
+    count_series,
+    fft_series,
+    month_range,
+    month_start,
+    shift_month,
+)
+from shared.events import (
+    ConcernClosed,
+    Event,
+    Evidence,
+    FeedbackAccepted,
+    ProviderRef,
+    Severity,
+)
 from shared.outbox import Outbox
 from shared.runtime import EventHandler, ServiceRuntime
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
+log = logging.getLogger(__name__)
 NAME = "quality_monitor"
+Clock = Callable[[], datetime]
+OutboxFactory = Callable[[asyncpg.Connection], Outbox]
 
-async def on_feedback_accepted(conn: asyncpg.Connection, fb: FeedbackAccepted,
-                               outbox: Outbox) -> None:
-    """Record the feedback; raise (or add it to) a concern if it carries a serious risk."""
-    await store.record_feedback(conn, fb)
-    if (finding := rules.immediate_serious_risk(fb)) is not None:
+CLUSTER_RULE = "cluster"
+SPC_RULE = "spc_special_cause"
+FUNNEL_RULE = "peer_outlier"
+HANDLING_RULE = "complaint_handling"
+MONTH_CLOSE = "month_close"
+DAILY_REVIEW = "daily_review"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Monitor:
+    """The handlers and reviews, with the rules and a clock."""
+
+    def __init__(self, monitor_rules: MonitorRules, clock: Clock = utc_now,
+                 outbox_for: OutboxFactory | None = None) -> None:
+        self.rules = monitor_rules
+        self.clock = clock
+        self.outbox_for = outbox_for
+
+    # -- consumed events ------------------------------------------------------------------
+    async def on_feedback_accepted(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+                                   outbox: Outbox) -> None:
+        """Record the feedback and run every rule it can trigger: immediate serious risk,
+        visit rating, service change, clusters, and for a monthly FFT return its SPC series
+        and the funnel of its setting and month."""
+        ods = fb.provider.ods_code
+        fft = fb.kind == "fft_monthly" and {"setting", "period"} <= fb.content.keys()
+        cluster_rules = self.rules.clusters_for(fb.kind, fb.theme)
+        keys = [f"cluster:{ods}:{c.name}" for c in sorted(cluster_rules, key=lambda c: c.name)]
+        if fft:
+            keys += [f"fft:{ods}:{fb.content['setting']}",
+                     f"funnel:{fb.content['setting']}:{fb.content['period']}"]
+        await store.lock(conn, *keys)
+        await store.record_feedback(conn, fb)
+        await store.record_provider(conn, fb.provider)
+        for finding in self.item_findings(fb):
+            await self.raise_concern(
+                conn, outbox, fb.provider, finding.rule, finding.theme, finding.severity,
+                finding.reason, finding.figures,
+                [Evidence(feedback_id=fb.feedback_id, kind=fb.kind, occurred_on=fb.occurred_on,
+                          matched=finding.matched)])
+        await self.resolve_by_later_item(conn, fb, outbox)
+        for cluster_rule in cluster_rules:
+            await self.check_cluster(conn, fb, cluster_rule, outbox)
+        if fft:
+            setting, period = await store.record_fft_month(conn, fb)
+            for metric in ("fft_negative", "fft_positive"):
+                await self.check_fft_series(conn, fb.provider, METRICS[metric], setting, outbox)
+            await self.check_funnel(conn, setting, period, outbox)
+
+    async def on_concern_closed(self, conn: asyncpg.Connection, closed: ConcernClosed,
+                                outbox: Outbox) -> None:
+        """The quality team closed the concern on the escalation side: it is resolved."""
+        event = await store.resolve(
+            conn, closed.concern_id,
+            f"closed by escalation ({closed.closed_by}): {closed.reason}", closed.closed_at)
+        if event is not None:
+            await outbox.add(event)
+
+    # -- rules on one item ----------------------------------------------------------------
+    def item_findings(self, fb: FeedbackAccepted) -> list[rules.Finding]:
+        findings = [
+            rules.immediate_serious_risk(fb, self.rules.immediate.risk_score_threshold),
+            rules.visit_rating(fb, self.rules.visits),
+            rules.service_change(fb, self.rules.service_change),
+        ]
+        return [f for f in findings if f is not None]
+
+    async def resolve_by_later_item(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+                                    outbox: Outbox) -> None:
+        """A later visit rated good or outstanding ends a visit concern on the service; a later
+        notice for the service with no failings ends a service-change concern."""
+        if fb.kind == "insight_visit" and visit_resolves(str(fb.content.get("rating"))):
+            rule, why = rules.VISIT_RULE, f"a later visit on {fb.occurred_on} rated" \
+                                          f" {fb.content.get('rating')}"
+        elif fb.kind == "service_change_notice" and not rules.service_change_failings(
+                fb.content, self.rules.service_change):
+            rule, why = rules.SERVICE_CHANGE_RULE, \
+                f"a later notice of {fb.occurred_on} has an engagement plan, EIA, QIA, an" \
+                " adequate consultation and the bodies informed"
+        else:
+            return
+        theme = fb.theme or fb.kind
+        row = await store.open_concern(conn, rules.fingerprint(fb.provider.ods_code, rule, theme))
+        if row is not None and all(date.fromisoformat(e["occurred_on"]) <= fb.occurred_on
+                                   for e in row["evidence"]):
+            await self.resolve_concern(conn, outbox, row, f"resolved: {why}")
+
+    # -- clusters -------------------------------------------------------------------------
+    async def check_cluster(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+                            rule: ClusterRule, outbox: Outbox) -> None:
+        days = rule.window_days
+        items = await store.theme_items(
+            conn, fb.provider.ods_code, rule.kinds, rule.theme,
+            fb.occurred_on - timedelta(days=days - 1), fb.occurred_on + timedelta(days=days - 1),
+            fb.site_code, rule.per_site)
+        window = clusters.find_cluster(items, count=rule.count, days=days,
+                                       anchor=fb.occurred_on, today=self.today())
+        if window is None:
+            return
+        site = f" at site {fb.site_code}" if rule.per_site and fb.site_code else ""
+        kinds = " or ".join(k.replace("_", " ") + "s" for k in rule.kinds)
+        reason = (f"{window.count} {kinds} about {rule.theme}{site} at {fb.provider.name} in"
+                  f" {days} days ({window.start} to {window.end}): the threshold is"
+                  f" {rule.count} in {days} days")
+        figures = {"cluster": rule.name, "count": window.count, "threshold": rule.count,
+                   "window_days": days, "window_start": window.start.isoformat(),
+                   "window_end": window.end.isoformat(), "kinds": rule.kinds,
+                   "site_code": fb.site_code if rule.per_site else None}
+        await self.raise_concern(
+            conn, outbox, fb.provider, CLUSTER_RULE, rule.theme + site, rule.severity, reason,
+            figures, [Evidence(feedback_id=i.feedback_id, kind=i.kind, occurred_on=i.occurred_on,
+                               matched=f"{rule.theme} ({i.occurred_on})") for i in window.items])
+
+    async def review_clusters(self, conn: asyncpg.Connection, outbox: Outbox) -> int:
+        """Resolve the cluster concerns whose window has passed."""
+        by_name = {c.name: c for c in self.rules.clusters}
+        today = self.today()
+        resolved = 0
+        for row in await store.open_concerns(conn, CLUSTER_RULE):
+            rule = by_name.get(row["figures"].get("cluster"))
+            if rule is None:
+                continue
+            days = rule.window_days
+            items = await store.theme_items(
+                conn, row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
+                today, row["figures"].get("site_code"), rule.per_site)
+            current = clusters.window_ending(items, today, days)
+            last = max(date.fromisoformat(e["occurred_on"]) for e in row["evidence"])
+            if clusters.has_passed(last, current, rule.count):
+                await self.resolve_concern(
+                    conn, outbox, row,
+                    f"window passed: {current.count} {rule.theme} item(s) in the {days} days to"
+                    f" {today}, below the threshold of {rule.count}")
+                resolved += 1
+        return resolved
+
+    # -- SPC --------------------------------------------------------------------------------
+    async def check_fft_series(self, conn: asyncpg.Connection, provider: ProviderRef,
+                               metric: Metric, setting: str, outbox: Outbox) -> None:
+        if self.rules.spc.metric(metric.name) is None:
+            return
+        series = fft_series(await store.fft_series(conn, provider.ods_code, setting), metric.name)
+        evidence = [[Evidence(feedback_id=f, kind="fft_monthly", occurred_on=d,
+                              matched=f"{metric.label} {v:.1f}% in {p}") for f, d in items]
+                    for p, v, items in zip(series.periods, series.values, series.feedback,
+                                           strict=True)]
+        await self.judge_series(conn, outbox, provider, metric, setting, series.periods,
+                                series.values, evidence)
+
+    async def check_count_series(self, conn: asyncpg.Connection, outbox: Outbox,
+                                 provider: ProviderRef, metric: Metric, last_month: str) -> None:
+        if self.rules.spc.metric(metric.name) is None:
+            return
+        kind = COUNTED_KINDS[metric.name]
+        until = month_start(shift_month(last_month, 1)) - timedelta(days=1)
+        rows = await store.feedback_dates(conn, provider.ods_code, kind, until)
+        series = count_series([(r["feedback_id"], r["occurred_on"]) for r in rows], last_month)
+        if not series.periods:
+            return
+        evidence = [[Evidence(feedback_id=f, kind=kind, occurred_on=d,
+                              matched=f"{metric.label}: {p}") for f, d in items]
+                    for p, items in zip(series.periods, series.feedback, strict=True)]
+        await self.judge_series(conn, outbox, provider, metric, ALL_SETTINGS, series.periods,
+                                series.values, evidence)
+
+    async def judge_series(self, conn: asyncpg.Connection, outbox: Outbox,
+                           provider: ProviderRef, metric: Metric, setting: str,
+                           periods: Sequence[str], values: Sequence[float],
+                           evidence: Sequence[Sequence[Evidence]]) -> None:
+        """Judge the latest month of one series: raise or add to a concern on special cause in
+        the direction of concern, note an improvement, resolve after enough common cause."""
+        metric_rules = self.rules.spc.metric(metric.name)
+        verdict = spc.assess(values, metric.concern, self.rules.spc.options)
+        if verdict is None or metric_rules is None:
+            return  # fewer than the minimum points: no verdict
+        lim = verdict.chart.limits
+        theme = metric.theme(setting)
+        unit = "%" if metric.percent else ""
+        figures: dict[str, Any] = {
+            "metric": metric.name, "setting": setting, "period": periods[-1],
+            "value": round(values[-1], 3), "mean": round(lim.mean, 3),
+            "lower_limit": round(lim.lower, 3), "upper_limit": round(lim.upper, 3),
+            "mr_bar": round(lim.mr_bar, 3), "points": len(values),
+            "series": [[p, round(v, 3)] for p, v in zip(periods, values, strict=True)]}
+        if verdict.improvement:
+            await store.record_improvement(
+                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
+                period=periods[-1], value=values[-1],
+                signals=_signals_json(verdict.improvement, periods), figures=figures)
+        fp = rules.fingerprint(provider.ods_code, SPC_RULE, theme)
+        if verdict.concern:
+            flagged = sorted({i for s in verdict.concern for i in s.points})
+            figures["signals"] = _signals_json(verdict.concern, periods)
+            reason = (f"{metric.label}{'' if setting == ALL_SETTINGS else f' ({setting})'} at"
+                      f" {provider.name}: special cause variation of concern in {periods[-1]}"
+                      f" ({spc.describe(verdict.concern)}); latest {values[-1]:.1f}{unit}, mean"
+                      f" {lim.mean:.1f}{unit}, process limits {lim.lower:.1f}{unit} to"
+                      f" {lim.upper:.1f}{unit} over {len(values)} months")
+            await self.raise_concern(conn, outbox, provider, SPC_RULE, theme,
+                                     metric_rules.severity, reason, figures,
+                                     [e for i in flagged for e in evidence[i]])
+            return
+        needed = self.rules.spc.resolve_after_common_cause_points
+        row = await store.open_concern(conn, fp)
+        if row is not None and spc_resolved(verdict.common_cause_tail(), needed):
+            await self.resolve_concern(
+                conn, outbox, row,
+                f"signal returned to common cause: no special cause of concern in the latest"
+                f" {verdict.common_cause_tail()} months of {theme} (to {periods[-1]})")
+
+    # -- funnel ------------------------------------------------------------------------------
+    async def check_funnel(self, conn: asyncpg.Connection, setting: str, period: str,
+                           outbox: Outbox) -> None:
+        """Compare the providers of one setting and month on FFT % negative."""
+        cfg = self.rules.funnel
+        rows = [r for r in await store.fft_period(conn, setting, period) if r["responses"] > 0]
+        if len(rows) < cfg.min_providers:
+            return
+        f = funnel([Unit(r["ods_code"], r["negative"], r["responses"]) for r in rows],
+                   winsorise_by=cfg.winsorise, overdispersion=cfg.overdispersion)
+        await store.save_funnel(conn, setting, period, f)
+        theme = METRICS["fft_negative"].theme(setting)
+        for r in rows:  # sorted by ODS code: concern rows are always locked in one order
+            point = f.point(r["ods_code"])
+            provider = await store.provider_ref(conn, r["ods_code"])
+            if point is None or provider is None:
+                continue
+            history = await store.funnel_history(conn, r["ods_code"], setting)
+            if point.band is Band.ABOVE_998 and history[0][0] == period:
+                low, high = f.limits(point.n, Z998)
+                reason = (f"FFT % negative ({setting}) at {provider.name} in {period} is"
+                          f" {100 * point.proportion:.1f}% of {point.n} responses, above the upper"
+                          f" 99.8% limit of {100 * high:.1f}% around the {len(f.points)}-provider"
+                          f" average of {100 * f.target:.1f}% (adjusted z {point.z_adjusted:.2f};"
+                          f" overdispersion phi {f.phi:.2f}, tau² {f.tau2:.5f})")
+                figures = {"setting": setting, "period": period, "events": point.events,
+                           "responses": point.n, "proportion": round(point.proportion, 5),
+                           "target": round(f.target, 5), "z": round(point.z, 3),
+                           "z_adjusted": round(point.z_adjusted, 3),
+                           "upper_998": round(high, 5), "lower_998": round(low, 5),
+                           "upper_95": round(f.limits(point.n, Z95)[1], 5),
+                           "phi": round(f.phi, 4), "tau2": round(f.tau2, 6),
+                           "providers": len(f.points), "band": point.band.value}
+                await self.raise_concern(
+                    conn, outbox, provider, FUNNEL_RULE, theme, cfg.severity, reason, figures,
+                    [Evidence(feedback_id=fid, kind="fft_monthly", occurred_on=month_start(period),
+                              matched=f"{100 * point.proportion:.1f}% negative in {period}")
+                     for fid in r["feedback_ids"]])
+                continue
+            row = await store.open_concern(
+                conn, rules.fingerprint(r["ods_code"], FUNNEL_RULE, theme))
+            flags = [band == Band.ABOVE_998.value for _, band in history]
+            if row is not None and outlier_resolved(flags, cfg.resolve_after_periods):
+                await self.resolve_concern(
+                    conn, outbox, row,
+                    f"signal returned to common cause: within the upper 99.8% limit of the"
+                    f" {setting} funnel in the latest {cfg.resolve_after_periods} months"
+                    f" (to {period})")
+
+    # -- a month's close ------------------------------------------------------------------
+    async def close_month(self, pool: asyncpg.Pool, month: str) -> dict[str, Any]:
+        """Count the month just closed: complaints and GP alerts per month (SPC) and complaint
+        handling, for every provider, one transaction per provider."""
+        providers = 0
+        async with pool.acquire() as conn:
+            ods_codes = await store.providers_with(conn, list(COUNTED_KINDS.values()))
+        for ods in ods_codes:
+            async with pool.acquire() as conn, conn.transaction():
+                provider = await store.provider_ref(conn, ods)
+                if provider is None:
+                    continue
+                outbox = self._outbox(conn)
+                for name in COUNTED_KINDS:
+                    await self.check_count_series(conn, outbox, provider, METRICS[name], month)
+                await self.check_complaint_handling(conn, outbox, provider, month)
+                providers += 1
+        return {"month": month, "providers": providers}
+
+    async def check_complaint_handling(self, conn: asyncpg.Connection, outbox: Outbox,
+                                       provider: ProviderRef, month: str) -> None:
+        cfg = self.rules.complaint_handling
+        months = month_range(shift_month(month, 1 - cfg.window_months), month)
+        since = month_start(shift_month(months[0], -cfg.respond_within_months - 1))
+        window = handling_window(
+            await store.complaints(conn, provider.ods_code, since), months, self.today(),
+            acknowledge_within=cfg.acknowledge_within_working_days,
+            respond_within=cfg.respond_within_months)
+        monthly = [[m.month, m.acknowledgements_due, m.acknowledged_late, m.responses_due,
+                    m.responded_late] for m in window.months]
+        checks = (
+            ("late acknowledgements", window.late_acknowledgements, window.acknowledgements_due,
+             window.late_acknowledgement_share, cfg.late_acknowledgement_share,
+             cfg.acknowledgement_severity,
+             f"acknowledged later than {cfg.acknowledge_within_working_days} working days"),
+            ("overdue responses", window.overdue_responses, window.responses_due,
+             window.overdue_response_share, cfg.overdue_response_share, cfg.response_severity,
+             f"answered later than {cfg.respond_within_months} months"),
+        )
+        for theme, late, due, share, threshold, severity, words in checks:
+            fp = rules.fingerprint(provider.ods_code, HANDLING_RULE, theme)
+            if share is not None and due >= cfg.min_complaints and share >= threshold:
+                reason = (f"Complaint handling at {provider.name}: {len(late)} of {due}"
+                          f" complaints ({100 * share:.0f}%) {words} in {months[0]} to {month};"
+                          f" the threshold is {100 * threshold:.0f}%")
+                figures = {"months": months, "late": len(late), "due": due,
+                           "share": round(share, 4), "threshold": threshold,
+                           "monthly": monthly,
+                           "columns": ["month", "acknowledgements_due", "acknowledged_late",
+                                       "responses_due", "responded_late"]}
+                await self.raise_concern(
+                    conn, outbox, provider, HANDLING_RULE, theme, severity, reason, figures,
+                    [Evidence(feedback_id=c.feedback_id, kind="complaint", occurred_on=c.received_on,
+                              matched=theme[:-1]) for c in late])
+                continue
+            row = await store.open_concern(conn, fp)
+            if row is not None:
+                shown = "no complaints due" if share is None else f"{100 * share:.0f}%"
+                await self.resolve_concern(
+                    conn, outbox, row,
+                    f"signal returned to common cause: {theme} {shown} in {months[0]} to"
+                    f" {month}, below the threshold of {100 * threshold:.0f}%")
+
+    # -- the schedule ---------------------------------------------------------------------
+    async def run_due_jobs(self, pool: asyncpg.Pool) -> list[str]:
+        """Run every review that is due by the clock, each once across replicas."""
+        now = self.clock()
+        sched = self.rules.schedule
+        async with pool.acquire() as conn:
+            await store.ensure_job(conn, MONTH_CLOSE, month_close_at(
+                last_closed_month(now, sched.month_close_days), sched.month_close_days))
+            await store.ensure_job(conn, DAILY_REVIEW, now)
+        ran: list[str] = []
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                job = await store.claim_due_job(conn, now)
+                if job is None:
+                    return ran
+                name = job["job"]
+                if name == MONTH_CLOSE:
+                    month = last_closed_month(now, sched.month_close_days)
+                    result = await self.close_month(pool, month)
+                    due = month_close_at(shift_month(month, 1), sched.month_close_days)
+                elif name == DAILY_REVIEW:
+                    async with pool.acquire() as work, work.transaction():
+                        result = {"clusters_resolved": await self.review_clusters(
+                            work, self._outbox(work))}
+                    due = next_daily_review(now, sched.daily_review_at)
+                else:
+                    log.warning("unknown scheduled job %r: left alone", name)
+                    result, due = {"error": "unknown job"}, now + timedelta(days=365)
+                await store.reschedule(conn, name, due, now, result)
+                log.info("ran %s at %s: %s; next at %s", name, now.isoformat(), result,
+                         due.isoformat())
+                ran.append(name)
+
+    async def schedule_loop(self, pool: Callable[[], asyncpg.Pool]) -> None:
+        """Poll the schedule for the life of the process (errors are logged and retried)."""
+        while True:
+            try:
+                await self.run_due_jobs(pool())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("quality-monitor schedule run failed; retrying")
+            await asyncio.sleep(self.rules.schedule.poll_seconds)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def today(self) -> date:
+        return today_in_london(self.clock())
+
+    def _outbox(self, conn: asyncpg.Connection) -> Outbox:
+        if self.outbox_for is None:
+            raise RuntimeError("Monitor has no outbox factory (build() wires the runtime's)")
+        return self.outbox_for(conn)
+
+    async def raise_concern(self, conn: asyncpg.Connection, outbox: Outbox,
+                            provider: ProviderRef, rule: str, theme: str, severity: Severity,
+                            reason: str, figures: dict[str, Any],
+                            evidence: list[Evidence]) -> None:
         event = await store.raise_or_update(
-            conn, fingerprint=rules.fingerprint(fb.provider.ods_code, finding.rule, finding.theme),
-            provider=fb.provider, rule=finding.rule, theme=finding.theme,
-            severity=finding.severity, reason=finding.reason, figures=finding.figures,
-            evidence=[Evidence(feedback_id=fb.feedback_id, kind=fb.kind,
-                               occurred_on=fb.occurred_on, matched=finding.matched)])
+            conn, fingerprint=rules.fingerprint(provider.ods_code, rule, theme),
+            provider=provider, rule=rule, theme=theme, severity=severity, reason=reason,
+            figures=figures, evidence=evidence)
+        if event is not None:
+            await outbox.add(event)
+
+    async def resolve_concern(self, conn: asyncpg.Connection, outbox: Outbox,
+                              row: asyncpg.Record, resolution: str) -> None:
+        event = await store.resolve(conn, row["concern_id"], resolution, self.clock())
         if event is not None:
             await outbox.add(event)
 
 
-# What this service does, in one table: event consumed -> handler.
-HANDLERS: list[tuple[type[Event], EventHandler[Any]]] = [
-    (FeedbackAccepted, on_feedback_accepted),
-]
+def _signals_json(signals: Sequence[spc.Signal], periods: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"test": s.test, "direction": s.direction.value,
+             "periods": [periods[i] for i in s.points]} for s in signals]
+
+
+def handlers(monitor: Monitor) -> list[tuple[type[Event], EventHandler[Any]]]:
+    """What this service does, in one table: event consumed -> handler."""
+    return [
+        (FeedbackAccepted, monitor.on_feedback_accepted),
+        (ConcernClosed, monitor.on_concern_closed),
+    ]
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
-    return [topology.event_subscription(NAME, cls.event_type) for cls, _ in HANDLERS]
+    return [topology.event_subscription(NAME, cls.event_type)
+            for cls in (FeedbackAccepted, ConcernClosed)]
 
 
-def build(settings: Settings) -> ServiceRuntime:
+def build_monitor(settings: Settings, clock: Clock = utc_now,
+                  monitor_rules: MonitorRules | None = None) -> tuple[ServiceRuntime, Monitor]:
+    """The runtime and its Monitor (tests drive the Monitor's clock and schedule)."""
     runtime = ServiceRuntime(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
-    for event_cls, handler in HANDLERS:
+    monitor = Monitor(monitor_rules or load_rules(settings.monitor_rules_file), clock,
+                      outbox_for=lambda conn: runtime.outbox(conn))
+    for event_cls, handler in handlers(monitor):
         runtime.on_event(event_cls, handler)
-    return runtime
+
+    async def schedule_loop() -> None:
+        await monitor.schedule_loop(lambda: runtime.pool)
+
+    runtime.background(schedule_loop)
+    open_concerns = runtime.metrics.gauge(
+        "carewatch_monitor_open_concerns", "Open concerns by rule and severity.",
+        ["rule", "severity"])
+
+    async def refresh(conn: asyncpg.Connection) -> None:
+        open_concerns.clear()
+        for (rule, severity), n in (await store.open_concern_counts(conn)).items():
+            open_concerns.labels(NAME, rule, severity).set(n)
+
+    runtime.gauge_refreshers.append(refresh)
+    return runtime, monitor
+
+
+def build(settings: Settings, clock: Clock = utc_now) -> ServiceRuntime:
+    return build_monitor(settings, clock)[0]

@@ -1,15 +1,21 @@
-"""quality-monitor's tables: its copy of accepted feedback, and concerns."""
+"""quality-monitor's tables: its copy of accepted feedback, monthly series, concerns and the
+schedule of its reviews. SQL only: the rules are in the pure modules."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 
+from services.quality_monitor.clusters import Item
+from services.quality_monitor.funnel import Funnel
+from services.quality_monitor.handling import Complaint
 from shared.events import (
     ConcernRaised,
+    ConcernResolved,
     ConcernUpdated,
     Evidence,
     FeedbackAccepted,
@@ -36,7 +42,9 @@ async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
     """Open a concern for ``fingerprint`` or add the evidence to the open one.
 
     Severity may rise, never silently fall. Returns the event to publish, or None when the
-    evidence was already on the concern.
+    evidence was already on the concern, or (no concern open) when every piece of it was
+    on the last resolved concern of this fingerprint: a signal the quality team closed is
+    not raised again until new evidence arrives.
     """
     evidence_json = [e.model_dump(mode="json") for e in evidence]
     while True:
@@ -44,6 +52,8 @@ async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
             "SELECT * FROM monitor.concerns WHERE fingerprint = $1 AND status = 'open'"
             " FOR UPDATE", fingerprint)
         if row is None:
+            if await _all_seen_on_last_resolved(conn, fingerprint, evidence_json):
+                return None
             concern_id = uuid.uuid4()
             raised_at = await conn.fetchval(
                 "INSERT INTO monitor.concerns (concern_id, fingerprint, ods_code, provider, rule,"
@@ -81,3 +91,223 @@ async def list_concerns(conn: asyncpg.Connection, status: str | None = "open",
     return await conn.fetch(
         "SELECT * FROM monitor.concerns WHERE ($1::text IS NULL OR status = $1)"
         " ORDER BY raised_at DESC LIMIT $2", status, limit)
+
+
+async def _all_seen_on_last_resolved(conn: asyncpg.Connection, fingerprint: str,
+                                     evidence_json: list[dict[str, Any]]) -> bool:
+    last = await conn.fetchval(
+        "SELECT evidence FROM monitor.concerns WHERE fingerprint = $1 AND status = 'resolved'"
+        " ORDER BY resolved_at DESC NULLS LAST LIMIT 1", fingerprint)
+    if not last:
+        return False
+    seen = {e["feedback_id"] for e in last}
+    return all(e["feedback_id"] in seen for e in evidence_json)
+
+
+# -- serialising work on one provider ------------------------------------------------------
+async def lock(conn: asyncpg.Connection, *keys: str) -> None:
+    """Transaction-scoped advisory locks, taken in the order given. Work that counts other
+    items (one provider's cluster, one provider's FFT series, one funnel) is serialised, so
+    concurrent handlers and replicas count the same items: two GP alerts handled at once
+    still see each other. Keys are narrow, so unrelated work never waits."""
+    for key in keys:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                           f"monitor:{key}")
+
+
+# -- providers -----------------------------------------------------------------------------
+async def record_provider(conn: asyncpg.Connection, provider: ProviderRef) -> None:
+    """Keep the provider's latest description. Read first: an upsert would lock the row on
+    every item, serialising (and deadlocking) replicas' batches on busy providers."""
+    data = provider.model_dump(mode="json")
+    if await conn.fetchval("SELECT provider FROM monitor.providers WHERE ods_code = $1",
+                           provider.ods_code) == data:
+        return
+    await conn.execute(
+        "INSERT INTO monitor.providers (ods_code, provider) VALUES ($1, $2)"
+        " ON CONFLICT (ods_code) DO UPDATE SET provider = EXCLUDED.provider, updated_at = now()",
+        provider.ods_code, data)
+
+
+async def provider_ref(conn: asyncpg.Connection, ods_code: str) -> ProviderRef | None:
+    row = await conn.fetchval("SELECT provider FROM monitor.providers WHERE ods_code = $1",
+                              ods_code)
+    return ProviderRef.model_validate(row) if row else None
+
+
+# -- concerns ------------------------------------------------------------------------------
+async def open_concern(conn: asyncpg.Connection, fingerprint: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM monitor.concerns WHERE fingerprint = $1 AND status = 'open'", fingerprint)
+
+
+async def open_concerns(conn: asyncpg.Connection, rule: str,
+                        ods_code: str | None = None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM monitor.concerns WHERE status = 'open' AND rule = $1"
+        " AND ($2::text IS NULL OR ods_code = $2) ORDER BY fingerprint", rule, ods_code)
+
+
+async def open_concern_counts(conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+    """Open concerns by (rule, severity), for the metrics endpoint."""
+    rows = await conn.fetch("SELECT rule, severity, count(*) AS n FROM monitor.concerns"
+                            " WHERE status = 'open' GROUP BY rule, severity")
+    return {(r["rule"], r["severity"]): r["n"] for r in rows}
+
+
+async def resolve(conn: asyncpg.Connection, concern_id: uuid.UUID, resolution: str,
+                  at: datetime) -> ConcernResolved | None:
+    """Mark an open concern resolved; the event to publish, or None if it was not open."""
+    row = await conn.fetchrow(
+        "UPDATE monitor.concerns SET status = 'resolved', resolved_at = $2, resolution = $3,"
+        " updated_at = $2 WHERE concern_id = $1 AND status = 'open' RETURNING *",
+        concern_id, at, resolution)
+    if row is None:
+        return None
+    return ConcernResolved(
+        concern_id=row["concern_id"], fingerprint=row["fingerprint"],
+        provider=ProviderRef.model_validate(row["provider"]), rule=row["rule"],
+        theme=row["theme"], severity=Severity(row["severity"]), resolution=resolution,
+        resolved_at=at)
+
+
+# -- feedback --------------------------------------------------------------------------------
+async def theme_items(conn: asyncpg.Connection, ods_code: str, kinds: Sequence[str], theme: str,
+                      start: date, end: date, site_code: str | None = None,
+                      per_site: bool = False) -> list[Item]:
+    """Feedback of ``kinds`` on one provider (and site) about ``theme`` dated start..end."""
+    rows = await conn.fetch(
+        "SELECT feedback_id, kind, occurred_on, site_code FROM monitor.feedback"
+        " WHERE ods_code = $1 AND kind = ANY($2::text[]) AND lower(theme) = lower($3)"
+        " AND occurred_on BETWEEN $4 AND $5"
+        " AND (NOT $6 OR site_code IS NOT DISTINCT FROM $7)",
+        ods_code, list(kinds), theme, start, end, per_site, site_code)
+    return [Item(r["feedback_id"], r["kind"], r["occurred_on"], r["site_code"]) for r in rows]
+
+
+async def feedback_dates(conn: asyncpg.Connection, ods_code: str, kind: str,
+                         until: date) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT feedback_id, kind, occurred_on FROM monitor.feedback WHERE ods_code = $1"
+        " AND kind = $2 AND occurred_on <= $3 ORDER BY occurred_on, feedback_id",
+        ods_code, kind, until)
+
+
+async def providers_with(conn: asyncpg.Connection, kinds: Sequence[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT ods_code FROM monitor.feedback WHERE kind = ANY($1::text[])"
+        " ORDER BY ods_code", list(kinds))
+    return [r["ods_code"] for r in rows]
+
+
+async def complaints(conn: asyncpg.Connection, ods_code: str, since: date) -> list[Complaint]:
+    """The provider's complaints received since ``since``, with their handling dates."""
+    rows = await conn.fetch(
+        "SELECT feedback_id, occurred_on, content->>'acknowledged_on' AS ack,"
+        " content->>'responded_on' AS resp FROM monitor.feedback"
+        " WHERE ods_code = $1 AND kind = 'complaint' AND occurred_on >= $2",
+        ods_code, since)
+    return [Complaint(r["feedback_id"], r["occurred_on"],
+                      date.fromisoformat(r["ack"]) if r["ack"] else None,
+                      date.fromisoformat(r["resp"]) if r["resp"] else None) for r in rows]
+
+
+# -- FFT monthly returns ---------------------------------------------------------------------
+async def record_fft_month(conn: asyncpg.Connection, fb: FeedbackAccepted) -> tuple[str, str]:
+    """Keep one monthly FFT return (the latest replaces an earlier one for the same provider,
+    site, setting and month). Returns (setting, period)."""
+    c = fb.content
+    counts = {k: int(c.get(k) or 0) for k in (
+        "very_good", "good", "neither_good_nor_poor", "poor", "very_poor", "dont_know")}
+    setting, period = str(c["setting"]), str(c["period"])
+    await conn.execute(
+        "INSERT INTO monitor.fft_months (ods_code, site_code, setting, period, feedback_id,"
+        " responses, positive, negative) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (ods_code, site_code, setting, period) DO UPDATE SET"
+        " feedback_id = EXCLUDED.feedback_id, responses = EXCLUDED.responses,"
+        " positive = EXCLUDED.positive, negative = EXCLUDED.negative, received_at = now()",
+        fb.provider.ods_code, fb.site_code or "", setting, period, fb.feedback_id,
+        sum(counts.values()), counts["very_good"] + counts["good"],
+        counts["poor"] + counts["very_poor"])
+    return setting, period
+
+
+async def fft_series(conn: asyncpg.Connection, ods_code: str, setting: str) -> list[asyncpg.Record]:
+    """The provider's monthly FFT totals in one setting (sites summed), oldest first."""
+    return await conn.fetch(
+        "SELECT period, sum(responses)::int AS responses, sum(positive)::int AS positive,"
+        " sum(negative)::int AS negative, array_agg(feedback_id ORDER BY site_code) AS feedback_ids"
+        " FROM monitor.fft_months WHERE ods_code = $1 AND setting = $2"
+        " GROUP BY period ORDER BY period", ods_code, setting)
+
+
+async def fft_settings(conn: asyncpg.Connection, ods_code: str) -> list[str]:
+    rows = await conn.fetch("SELECT DISTINCT setting FROM monitor.fft_months WHERE ods_code = $1"
+                            " ORDER BY setting", ods_code)
+    return [r["setting"] for r in rows]
+
+
+async def fft_period(conn: asyncpg.Connection, setting: str, period: str) -> list[asyncpg.Record]:
+    """Every provider's FFT totals for one setting and month."""
+    return await conn.fetch(
+        "SELECT ods_code, sum(responses)::int AS responses, sum(negative)::int AS negative,"
+        " array_agg(feedback_id ORDER BY site_code) AS feedback_ids FROM monitor.fft_months"
+        " WHERE setting = $1 AND period = $2 GROUP BY ods_code ORDER BY ods_code",
+        setting, period)
+
+
+async def save_funnel(conn: asyncpg.Connection, setting: str, period: str, f: Funnel) -> None:
+    await conn.execute("DELETE FROM monitor.funnel_results WHERE setting = $1 AND period = $2",
+                       setting, period)
+    await conn.executemany(
+        "INSERT INTO monitor.funnel_results (setting, period, ods_code, events, responses,"
+        " proportion, z, z_adjusted, band, target, phi, tau2, providers)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        [(setting, period, p.key, p.events, p.n, p.proportion, p.z, p.z_adjusted, p.band.value,
+          f.target, f.phi, f.tau2, len(f.points)) for p in f.points])
+
+
+async def funnel_history(conn: asyncpg.Connection, ods_code: str,
+                         setting: str) -> list[tuple[str, str]]:
+    """(period, band) of the provider on the funnels of one setting, newest month first."""
+    rows = await conn.fetch(
+        "SELECT period, band FROM monitor.funnel_results WHERE ods_code = $1 AND setting = $2"
+        " ORDER BY period DESC", ods_code, setting)
+    return [(r["period"], r["band"]) for r in rows]
+
+
+# -- improvements ------------------------------------------------------------------------------
+async def record_improvement(conn: asyncpg.Connection, *, ods_code: str, metric: str,
+                             setting: str, period: str, value: float,
+                             signals: list[dict[str, Any]], figures: dict[str, Any]) -> bool:
+    """Note special-cause improvement at the latest point of a series (once per month)."""
+    return bool(await conn.fetchval(
+        "INSERT INTO monitor.improvements (ods_code, metric, setting, period, value, signals,"
+        " figures) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true",
+        ods_code, metric, setting, period, value, signals, figures))
+
+
+async def list_improvements(conn: asyncpg.Connection, ods_code: str | None = None,
+                            limit: int = 100) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM monitor.improvements WHERE ($1::text IS NULL OR ods_code = $1)"
+        " ORDER BY recorded_at DESC, ods_code, metric LIMIT $2", ods_code, limit)
+
+
+# -- the schedule ------------------------------------------------------------------------------
+async def ensure_job(conn: asyncpg.Connection, job: str, due_at: datetime) -> None:
+    await conn.execute("INSERT INTO monitor.schedule (job, due_at) VALUES ($1, $2)"
+                       " ON CONFLICT (job) DO NOTHING", job, due_at)
+
+
+async def claim_due_job(conn: asyncpg.Connection, now: datetime) -> asyncpg.Record | None:
+    """One due job, locked for this transaction; replicas skip it (FOR UPDATE SKIP LOCKED)."""
+    return await conn.fetchrow(
+        "SELECT * FROM monitor.schedule WHERE due_at <= $1 ORDER BY due_at"
+        " LIMIT 1 FOR UPDATE SKIP LOCKED", now)
+
+
+async def reschedule(conn: asyncpg.Connection, job: str, due_at: datetime, ran_at: datetime,
+                     result: dict[str, Any]) -> None:
+    await conn.execute("UPDATE monitor.schedule SET due_at = $2, last_run_at = $3,"
+                       " last_result = $4 WHERE job = $1", job, due_at, ran_at, result)

@@ -194,10 +194,6 @@ def test_negation_still_applies_around_never_event() -> None:
     assert harm_mentions("There was no never event.") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: harm_mentions negation scope - a negator anywhere in the 6 words before the harm word "
-    "suppresses it, even when it negates a different verb in the same clause ('did not receive "
-    "... and died'), so clearly asserted deaths/neglect are missed"))
 @pytest.mark.parametrize("text, expected", [
     ("He did not receive his insulin and died.", [("death", "died")]),
     ("Staff never checked on him and he died.", [("death", "died")]),
@@ -209,9 +205,6 @@ def test_negation_of_another_verb_does_not_hide_harm(text: str,
     assert harm_mentions(text) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: HARM_PATTERNS 'serious harm' matches 'fractured hip' and 'broke her hip' but not "
-    "'fractured her hip', the usual wording of a fall with harm"))
 def test_fractured_her_hip_is_serious_harm() -> None:
     assert harm_mentions("She fell and fractured her hip.") == [("serious harm", "fractured her hip")]
 

@@ -1,0 +1,80 @@
+"""Property-based tests of the intake contract: whatever arrives, parse() answers (accepted,
+or rejected with reasons) and never raises."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.intake.validation import Parsed, parse
+from tests.helpers import example
+
+VALID = [example(n)["body"] for n in ("serious-complaint.json", "routine-complaint.json",
+                                      "safeguarding-concern.json")]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children,
+                                                                      max_size=4),
+    max_leaves=20)
+
+
+def assert_answered(result: Parsed | list[Any]) -> None:
+    if isinstance(result, Parsed):
+        assert result.submission.ods_code
+        return
+    assert result, "a rejection must carry at least one reason"
+    for reason in result:
+        assert reason.msg and reason.type
+        assert isinstance(reason.loc, str)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.binary(max_size=2_000), st.sampled_from([None, "application/json", "text/plain", ""]))
+def test_any_bytes_are_answered(body: bytes, content_type: str | None) -> None:
+    assert_answered(parse(body, content_type))
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_json_is_answered(value: Any) -> None:
+    assert_answered(parse(json.dumps(value).encode(), "application/json"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(VALID), st.data())
+def test_mutated_valid_submissions_are_answered(body: dict[str, Any], data: st.DataObject) -> None:
+    mutated = dict(body)
+    key = data.draw(st.sampled_from(sorted(mutated)))
+    action = data.draw(st.sampled_from(["drop", "replace", "add"]))
+    if action == "drop":
+        del mutated[key]
+    elif action == "replace":
+        mutated[key] = data.draw(json_values)
+    else:
+        mutated[data.draw(st.text(max_size=20))] = data.draw(json_values)
+    result = parse(json.dumps(mutated).encode(), "application/json")
+    assert_answered(result)
+    if isinstance(result, Parsed):
+        # Whatever was accepted has its free text redacted and keeps its identity.
+        assert result.content["ods_code"] == result.submission.ods_code
+
+
+# Text that cannot hold personal data: no digits (NHS numbers, phones, postcodes, dates)
+# and no "@" (e-mail addresses), but SQL, HTML and any other unicode.
+no_personal_data = st.text(
+    alphabet=st.characters(blacklist_categories=("Nd", "No", "Cs"), blacklist_characters="@"),
+    max_size=500)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(VALID), no_personal_data)
+def test_free_text_without_personal_data_is_kept_verbatim(body: dict[str, Any], text: str
+                                                          ) -> None:
+    description = f"x{text}x"  # no leading or trailing white space to strip
+    result = parse(json.dumps({**body, "description": description}).encode(), "application/json")
+    assert isinstance(result, Parsed), result
+    assert result.content["description"] == description
+    assert not result.redactions
