@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("carewatch_log",
-                                                                           default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "carewatch_log", default=None)
 _SERVICE = {"name": ""}
 
 
 @contextlib.contextmanager
 def log_context(**fields: object) -> Iterator[None]:
     """Add fields (event_id, submission_id, queue...) to every log line inside the block."""
-    token = _context.set({**_context.get(), **{k: str(v) for k, v in fields.items()
-                                                if v is not None}})
+    token = _context.set({**(_context.get() or {}),
+                          **{k: str(v) for k, v in fields.items() if v is not None}})
     try:
         yield
     finally:
@@ -30,7 +30,7 @@ def log_context(**fields: object) -> Iterator[None]:
 
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.carewatch = _context.get()
+        record.carewatch = _context.get() or {}
         return True
 
 

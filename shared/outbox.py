@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Sequence
+from typing import Protocol
 
 import asyncpg
 from faststream.rabbit import RabbitBroker, RabbitExchange
@@ -43,20 +44,46 @@ class Outbox:
         self.cause = cause
         self.added: list[Envelope] = []
 
-    async def add(self, event: Event) -> Envelope:
-        envelope = event.envelope(self._source, self.submission_id)
+    async def add(self, event: Event, *, submission_id: uuid.UUID | None = None,
+                  reply_to: str | None = None, correlation_id: str | None = None) -> Envelope:
+        """Publish ``event`` on the events exchange once the transaction commits.
+
+        With ``reply_to``, send it instead to that queue only, through the default exchange
+        and without the mandatory flag: a publisher's reply queue may be gone by then, and a
+        returned reply must not hold up the relay."""
+        envelope = event.envelope(self._source, submission_id or self.submission_id)
+        exchange, routing_key = (self._exchange, envelope.type) if reply_to is None \
+            else ("", reply_to)
         await self._conn.execute(
-            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body)'
-            " VALUES ($1, $2, $3, $4)",
-            envelope.id, self._exchange, envelope.type, envelope.to_bytes())
-        if not self.added:
-            # Delivered at commit only, so the relay never wakes for a rolled-back event.
-            await self._conn.execute("SELECT pg_notify($1, '')", notify_channel(self._schema))
-        self.added.append(envelope)
+            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
+            " mandatory, correlation_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            envelope.id, exchange, routing_key, envelope.to_bytes(), reply_to is None,
+            correlation_id)
+        await self._added([envelope])
         return envelope
 
+    async def add_many(self, events: Sequence[tuple[Event, uuid.UUID | None]]) -> list[Envelope]:
+        """Publish several events (each with its submission id) in one round trip."""
+        envelopes = [event.envelope(self._source, sid or self.submission_id)
+                     for event, sid in events]
+        await self._conn.executemany(
+            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body)'
+            " VALUES ($1, $2, $3, $4)",
+            [(e.id, self._exchange, e.type, e.to_bytes()) for e in envelopes])
+        await self._added(envelopes)
+        return envelopes
 
-Publish = Callable[[str, str, bytes, str], Awaitable[object]]
+    async def _added(self, envelopes: list[Envelope]) -> None:
+        if envelopes and not self.added:
+            # Delivered at commit only, so the relay never wakes for a rolled-back event.
+            await self._conn.execute("SELECT pg_notify($1, '')", notify_channel(self._schema))
+        self.added.extend(envelopes)
+
+
+class Publish(Protocol):
+    def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
+                 mandatory: bool = True, correlation_id: str | None = None
+                 ) -> Awaitable[object]: ...
 
 
 class OutboxRelay:
@@ -88,13 +115,15 @@ class OutboxRelay:
         """Publish one batch of committed events; returns how many were published."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f'SELECT seq, event_id, exchange, routing_key, body FROM "{self._schema}".outbox'
+                f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id'
+                f' FROM "{self._schema}".outbox'
                 " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
             if not rows:
                 return 0
             # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s.
             await asyncio.gather(*(
-                self._publish(r["exchange"], r["routing_key"], r["body"], str(r["event_id"]))
+                self._publish(r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
+                              mandatory=r["mandatory"], correlation_id=r["correlation_id"])
                 for r in rows))
             await conn.execute(
                 f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])',
@@ -114,12 +143,13 @@ def publish_via(broker: RabbitBroker, metrics: Metrics | None = None,
     confirmed, ``message_id`` = event id."""
     exchanges: dict[str, RabbitExchange] = {}
 
-    async def publish(exchange: str, routing_key: str, body: bytes, event_id: str) -> object:
+    async def publish(exchange: str, routing_key: str, body: bytes, event_id: str, *,
+                      mandatory: bool = True, correlation_id: str | None = None) -> object:
         ex = exchanges.get(exchange) or exchanges.setdefault(
             exchange, RabbitExchange(exchange, declare=False))
         confirmation = await broker.publish(
-            body, exchange=ex, routing_key=routing_key, persist=True, mandatory=True,
-            message_id=event_id, content_type=CONTENT_TYPE)
+            body, exchange=ex, routing_key=routing_key, persist=True, mandatory=mandatory,
+            message_id=event_id, content_type=CONTENT_TYPE, correlation_id=correlation_id)
         if metrics is not None:
             metrics.published.labels(service, routing_key).inc()
         return confirmation

@@ -12,9 +12,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -30,8 +30,8 @@ from shared.events import Event
 from shared.groupcommit import GroupCommit
 from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
 from shared.logs import log_context
-from shared.retry import retry_transient
 from shared.outbox import Outbox, OutboxRelay, publish_via
+from shared.retry import retry_transient
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -85,7 +85,7 @@ class ServiceRuntime:
         self.http = HttpSurface(self)
         # Service-specific gauges, refreshed from the database when /metrics is scraped.
         self.gauge_refreshers: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
-        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
@@ -117,7 +117,7 @@ class ServiceRuntime:
             description=description or handler.__doc__,
         )(consume)
 
-    def background(self, loop: Callable[[], Awaitable[None]]) -> None:
+    def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A coroutine run for the life of the process (schedules, dispatchers)."""
         self._background.append(loop)
 

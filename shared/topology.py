@@ -78,11 +78,11 @@ class Topology:
         return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
 
     def rabbit_queue(self, sub: Subscription) -> RabbitQueue:
-        return RabbitQueue(
+        return RabbitQueue(  # type: ignore[call-overload]
             sub.queue,
             queue_type=QueueType.QUORUM,
             durable=True,
-            arguments=sub.arguments,  # type: ignore[arg-type]
+            arguments=sub.arguments,
             routing_key=sub.routing_key,
         )
 

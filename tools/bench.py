@@ -158,7 +158,7 @@ async def throughput(n: int, profile_seconds: int) -> dict[str, Any]:
 async def profile(s: Stack, seconds: int) -> dict[str, str]:
     """py-spy top functions of each running service (needs ptrace; root here)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
+    if not os.path.exists(py_spy):
         return {}
     out = {}
     for name, procs in s.procs.items():
@@ -206,7 +206,8 @@ class MailClock:
         msg = message_from_bytes(envelope.content, policy=policy.default)
         for part in msg.walk():
             if part.get_content_type() == "text/calendar":
-                text = part.get_payload(decode=True).decode()
+                payload = part.get_payload(decode=True)
+                text = payload.decode() if isinstance(payload, bytes) else str(payload)
                 for line in text.splitlines():
                     if line.startswith("UID:meeting-"):
                         self.accepted.setdefault(line[12:48], now)

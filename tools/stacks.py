@@ -64,7 +64,7 @@ class Stack:
             async with connection:
                 channel = await connection.channel()
                 counts = [(await channel.declare_queue(sub.queue, passive=True))
-                          .declaration_result.consumer_count for sub in subs]
+                          .declaration_result.consumer_count or 0 for sub in subs]
             if all(c >= replicas for c in counts):
                 return
             if time.monotonic() > deadline:

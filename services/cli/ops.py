@@ -65,7 +65,7 @@ def dlq_list(as_json: JsonOption = False) -> None:
 
 
 def _describe(msg: aio_pika.abc.AbstractIncomingMessage) -> dict[str, Any]:
-    deaths = (msg.headers or {}).get("x-death") or []
+    deaths: Any = (msg.headers or {}).get("x-death") or []
     first: dict[str, Any] = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
     body = msg.body.decode("utf-8", errors="replace")
     return {

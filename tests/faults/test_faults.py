@@ -58,7 +58,7 @@ class Services:
         self._watch: asyncio.Task[None] | None = None
 
     def start(self, name: str) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (kept open by the process)
+        log = open(self.logs / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
                                             env=self.env, cwd=ROOT, stderr=log, stdout=log)
 
