@@ -18,11 +18,8 @@ import aio_pika
 import asyncpg
 import pytest
 
-from services.catalogue import SERVICES, all_subscriptions, builder
-from services.intake import store as intake_store
-from shared.db import migrate
 from shared.settings import Settings
-from shared.topology import Topology
+from tools.stacks import database_url, deprovision, provision
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -63,22 +60,13 @@ def server_urls() -> Iterator[ServerUrls]:
         yield ServerUrls(amqp or LOCAL_AMQP, pg or LOCAL_POSTGRES)
 
 
-def _with_database(dsn: str, name: str) -> str:
-    base, _, query = dsn.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-
-
 @pytest.fixture(scope="session")
 async def settings(server_urls: ServerUrls) -> AsyncIterator[Settings]:
     """Settings of this test session: its own database and its own exchange/queue names."""
     tag = uuid.uuid4().hex[:10]
-    db_name = f"carewatch_test_{tag}"
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
     s = Settings(
         amqp_url=server_urls.amqp,
-        database_url=_with_database(server_urls.postgres_admin, db_name),
+        database_url=database_url(server_urls.postgres_admin, f"carewatch_test_{tag}"),
         namespace=f"cwtest_{tag}",
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
@@ -89,26 +77,9 @@ async def settings(server_urls: ServerUrls) -> AsyncIterator[Settings]:
         graceful_timeout=5,
         http_port=0,
     )
-    topology = Topology(s.namespace, s.delivery_limit)
-    conn = await asyncpg.connect(s.database_url)
-    for name in SERVICES:
-        runtime = builder(name)(s)
-        await migrate(conn, runtime.schema, runtime.migrations)
-    rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
-    await intake_store.upsert_providers(conn, rows)
-    await intake_store.register_feed(conn, "guest", [r["ods_code"] for r in rows], "tests")
-    await conn.close()
-    connection = await aio_pika.connect(s.amqp_url)
-    async with connection:
-        await topology.declare(await connection.channel(), all_subscriptions(topology))
+    await provision(server_urls.postgres_admin, s)
     yield s
-    connection = await aio_pika.connect(s.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await topology.delete_all(channel, all_subscriptions(topology))
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-    await admin.close()
+    await deprovision(server_urls.postgres_admin, s)
 
 
 @pytest.fixture(scope="session")

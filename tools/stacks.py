@@ -96,37 +96,64 @@ class Stack:
         return out
 
 
+def database_url(admin_dsn: str, name: str) -> str:
+    """``admin_dsn`` pointing at database ``name`` (query string kept)."""
+    base, _, query = admin_dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def provision(admin_dsn: str, settings: Settings, feed_user: str = "guest") -> None:
+    """Create the settings' database, migrate every schema, load the provider registry with
+    ``feed_user`` as a feed for every provider, and declare the namespace's topology."""
+    name = settings.database_url.partition("?")[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for service in SERVICES:
+            runtime = builder(service)(settings)
+            await migrate(conn, runtime.schema, runtime.migrations)
+        rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
+        await intake_store.upsert_providers(conn, rows)
+        await intake_store.register_feed(conn, feed_user, [r["ods_code"] for r in rows],
+                                         "isolated stack")
+    finally:
+        await conn.close()
+    topology = Topology(settings.namespace, settings.delivery_limit)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await topology.declare(await connection.channel(), all_subscriptions(topology))
+
+
+async def deprovision(admin_dsn: str, settings: Settings) -> None:
+    """Remove the namespace's exchanges and queues and drop the settings' database."""
+    topology = Topology(settings.namespace, settings.delivery_limit)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await topology.delete_all(await connection.channel(), all_subscriptions(topology))
+    name = settings.database_url.partition("?")[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @contextlib.asynccontextmanager
 async def stack(smtp_port: int = 1025, amqp_url: str = AMQP,
                 admin_dsn: str = ADMIN_DSN) -> AsyncIterator[Stack]:
     """A fresh database and namespace, migrated, seeded and declared; removed afterwards."""
     tag = uuid.uuid4().hex[:8]
     db_name = f"carewatch_bench_{tag}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    settings = Settings(amqp_url=amqp_url, database_url=admin_dsn.rsplit("/", 1)[0] + f"/{db_name}",
+    settings = Settings(amqp_url=amqp_url, database_url=database_url(admin_dsn, db_name),
                         namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0)
-    conn = await asyncpg.connect(settings.database_url)
-    for name in SERVICES:
-        runtime = builder(name)(settings)
-        await migrate(conn, runtime.schema, runtime.migrations)
-    rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
-    await intake_store.upsert_providers(conn, rows)
-    await intake_store.register_feed(conn, "guest", [r["ods_code"] for r in rows], "bench")
-    await conn.close()
-    topology = Topology(settings.namespace, settings.delivery_limit)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        await topology.declare(await connection.channel(), all_subscriptions(topology))
+    await provision(admin_dsn, settings)
     s = Stack(settings, db_name)
     try:
         yield s
     finally:
         s.stop()
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            await topology.delete_all(await connection.channel(), all_subscriptions(topology))
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        await deprovision(admin_dsn, settings)
