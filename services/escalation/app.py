@@ -1,24 +1,41 @@
-"""escalation: books remedial-action meetings and files lesser concerns, by policy.
+"""escalation: turns concerns into accountable action, by policy (services/escalation/policy.yaml).
 
-Consumes: ``concern.raised.v1``, ``concern.updated.v1``.
-Publishes: ``meeting.scheduled.v1`` (through the outbox).
-Stores: schema ``escalation`` (concerns, meetings, bookings, cqrm_agenda, watch_list).
+Consumes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+``feedback.accepted.v1`` (insight visit reports only).
+Publishes (through the outbox): ``meeting.scheduled.v1``, ``meeting.rescheduled.v1``,
+``meeting.cancelled.v1``, ``action.due_soon.v1``, ``action.overdue.v1``,
+``concern.escalated.v1``, ``concern.closed.v1``, ``visit.scheduled.v1``.
+Stores: schema ``escalation`` (concerns, meetings, bookings, cqrm_agenda, watch_list, actions,
+ladder_steps, visits, schedule, audit_log).
 """
 
 from __future__ import annotations
 
-import uuid
+import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from services.escalation import store
-from services.escalation.calendar import first_free_slot
+from services.escalation import schedule, store
+from services.escalation.concerns import Change, agenda_item, merge
+from services.escalation.cqrm import next_cqrm
+from services.escalation.http import add_routes
+from services.escalation.meetings import MeetingPlanner
+from services.escalation.people import People
+from services.escalation.plans import SYSTEM, ActionPlans
 from services.escalation.policy import EscalationPolicy, load_policy
-from shared.events import Attendee, ConcernRaised, ConcernUpdated, Event, MeetingScheduled
+from services.escalation.schedule import Job, Ticker
+from services.escalation.visits import Visits, is_visit_report
+from shared.events import (
+    ConcernRaised,
+    ConcernResolved,
+    ConcernUpdated,
+    Event,
+    FeedbackAccepted,
+)
 from shared.outbox import Outbox
 from shared.runtime import EventHandler, ServiceRuntime
 from shared.settings import Settings
@@ -26,6 +43,7 @@ from shared.topology import Subscription, Topology
 
 NAME = "escalation"
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -33,20 +51,17 @@ def utc_now() -> datetime:
 
 
 class Escalation:
-    """The handlers, with the policy, the commissioner's people and a clock."""
+    """The handlers, with the policy, the people, the clock, and the parts they use."""
 
     def __init__(self, settings: Settings, policy: EscalationPolicy, clock: Clock = utc_now):
         self.policy = policy
         self.clock = clock
-        self.organizer = Attendee(role="organizer", name=settings.commissioner_name,
-                                  email=settings.quality_team_email)
-        self.commissioner_attendees = [
-            Attendee(role="commissioner quality lead", name=settings.quality_lead_name,
-                     email=settings.quality_lead_email),
-            Attendee(role="lay member", name=settings.lay_member_name,
-                     email=settings.lay_member_email),
-        ]
+        self.people = People.from_settings(settings)
+        self.meetings = MeetingPlanner(policy, self.people)
+        self.plans = ActionPlans(policy, self.people, clock)
+        self.visits = Visits(policy, self.people, clock)
 
+    # -- handlers ----------------------------------------------------------------------------
     async def on_concern_raised(self, conn: asyncpg.Connection, concern: ConcernRaised,
                                 outbox: Outbox) -> None:
         """Act on a new concern by the policy for its severity."""
@@ -54,77 +69,191 @@ class Escalation:
 
     async def on_concern_updated(self, conn: asyncpg.Connection, concern: ConcernUpdated,
                                  outbox: Outbox) -> None:
-        """New evidence: refresh the concern; a rise in severity may now need a meeting."""
+        """New evidence updates the meeting's agenda; a rise in severity may bring the meeting
+        forward, or need one now."""
         await self._act(conn, concern, outbox)
 
-    async def _act(self, conn: asyncpg.Connection, concern: ConcernRaised,
-                   outbox: Outbox) -> None:
-        rule = self.policy.for_severity(concern.severity)
-        await store.upsert_concern(conn, concern, rule.action)
-        if rule.action == "meeting":
-            if await store.meeting_for_concern(conn, concern.concern_id) is None:
-                meeting = await self.book_meeting(conn, concern, rule.within_working_days,
-                                                  timedelta(minutes=rule.duration_minutes))
-                await outbox.add(meeting)
-        else:
-            item = f"{concern.provider.name}: {concern.theme} ({concern.severity}): {concern.reason}"
-            await store.add_agenda_item(conn, rule.action, concern, item)
-
-    async def book_meeting(self, conn: asyncpg.Connection, concern: ConcernRaised,
-                           within_working_days: int, duration: timedelta) -> MeetingScheduled:
-        provider_lead = Attendee(role="provider quality lead",
-                                 name=f"Quality lead, {concern.provider.name}",
-                                 email=concern.provider.quality_contact_email)
-        attendees = [provider_lead, *self.commissioner_attendees]
-        keys = [f"provider:{concern.provider.ods_code}",
-                *(f"person:{a.email.lower()}" for a in self.commissioner_attendees)]
+    async def on_concern_resolved(self, conn: asyncpg.Connection, resolved: ConcernResolved,
+                                  outbox: Outbox) -> None:
+        """The concern is over: cancel its meeting if not yet held, take it off the next CQRM
+        and stop its reminders."""
         now = self.clock()
-        await store.lock_attendees(conn, keys)
-        busy = await store.busy_intervals(conn, keys, now)
-        slot = first_free_slot(now, within_working_days=within_working_days, duration=duration,
-                               busy=busy, hours=self.policy.hours(),
-                               minimum_notice=self.policy.minimum_notice)
-        meeting = MeetingScheduled(
-            meeting_id=uuid.uuid4(), concern_id=concern.concern_id, provider=concern.provider,
-            title=f"Remedial action meeting: {concern.provider.name} - {concern.theme}"
-                  f" ({concern.severity})",
-            starts_at=slot.start, ends_at=slot.end, timezone=str(self.policy.hours().tz),
-            location=self.policy.location, deadline=slot.deadline, breach=slot.breach,
-            severity=concern.severity, agenda=agenda(concern),
-            remedial_actions=self.policy.actions_for(
-                concern.rule, concern.figures.get("triggers")),
-            organizer=self.organizer, attendees=attendees)
-        await store.insert_meeting(conn, meeting, keys)
-        return meeting
+        as_concern = ConcernRaised(
+            concern_id=resolved.concern_id, fingerprint=resolved.fingerprint,
+            provider=resolved.provider, rule=resolved.rule, theme=resolved.theme,
+            severity=resolved.severity, reason=resolved.resolution, evidence=[],
+            raised_at=resolved.resolved_at)
+        row, _ = await store.claim_concern(conn, as_concern,
+                                           self.policy.for_severity(resolved.severity).action,
+                                           status="resolved")
+        await store.set_concern_status(conn, resolved.concern_id, "resolved", now)
+        detail: dict[str, Any] = {"resolution": resolved.resolution, "was": row["status"]}
+        meeting = await store.meeting_for_concern(conn, resolved.concern_id)
+        if meeting is not None and meeting["status"] == "scheduled" and meeting["starts_at"] > now:
+            cancelled = await self.meetings.cancel(conn, meeting, resolved.provider,
+                                                   f"concern resolved: {resolved.resolution}", now)
+            await outbox.add(cancelled)
+            detail["meeting_cancelled"] = str(cancelled.meeting_id)
+        item = await store.cqrm_item(conn, resolved.concern_id)
+        if item is not None and (item["cqrm_at"] is None or item["cqrm_at"] > now) \
+                and await store.set_cqrm_status(conn, resolved.concern_id, "withdrawn"):
+            detail["cqrm_item_withdrawn"] = item["cqrm_at"].isoformat() if item["cqrm_at"] else None
+        detail["jobs_cancelled"] = await schedule.cancel_for_concern(
+            conn, resolved.concern_id, now, "concern resolved")
+        await self._audit(conn, resolved.concern_id, resolved.provider.ods_code, now,
+                          "concern resolved", detail, outbox)
+
+    async def on_visit_report(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+                              outbox: Outbox) -> None:
+        """An insight visit (or Enter and View) report: a visit happened; plan its re-visit."""
+        await self.visits.record_visit(conn, fb, outbox)
+
+    # -- acting on a concern -------------------------------------------------------------------
+    async def _act(self, conn: asyncpg.Connection, incoming: ConcernRaised,
+                   outbox: Outbox) -> None:
+        now = self.clock()
+        row, created = await store.claim_concern(
+            conn, incoming, self.policy.for_severity(incoming.severity).action)
+        concern, change = merge(None if created else store.concern_from_row(row), incoming)
+        rule = self.policy.for_severity(concern.severity)
+        await store.save_concern(conn, concern, rule.action)
+        detail: dict[str, Any] = {"event": incoming.event_type, "severity": concern.severity,
+                                  "change": change.describe(), "action": rule.action}
+        if row["status"] != "open":
+            detail["note"] = f"concern already {row['status']}: noted, no action"
+        elif change.changed:
+            if rule.action == "meeting":
+                detail["meeting"] = await self._meeting(conn, concern, change, now, outbox)
+            elif rule.action == "cqrm_agenda":
+                detail["cqrm_at"] = (await self._cqrm_item(conn, concern, now)).isoformat()
+            else:
+                await store.put_watch_item(conn, concern, agenda_item(concern))
+                detail["watch_list"] = True
+            visit = await self.visits.consider_insight_visit(conn, concern, outbox, now)
+            if visit is not None:
+                detail["insight_visit"] = str(visit.visit_id)
+        await self._audit(conn, concern.concern_id, concern.provider.ods_code, now,
+                          "concern raised" if change.is_new else "concern updated", detail,
+                          outbox)
+
+    async def _meeting(self, conn: asyncpg.Connection, concern: ConcernRaised, change: Change,
+                       now: datetime, outbox: Outbox) -> str:
+        row = await store.meeting_for_concern(conn, concern.concern_id)
+        if row is None:
+            meeting = await self.meetings.book(conn, concern, now)
+            await outbox.add(meeting)
+            await store.set_cqrm_status(conn, concern.concern_id, "moved_to_meeting")
+            await store.add_ladder_step(conn, concern.concern_id, "remedial_meeting", now,
+                                        f"{concern.severity} concern: {concern.reason}")
+            await store.set_concern_level(conn, concern.concern_id, "remedial_meeting", now)
+            return (f"booked {meeting.meeting_id} at {meeting.starts_at.isoformat()}"
+                    + (" (breach: after the deadline)" if meeting.breach else ""))
+        if row["status"] != "scheduled":
+            return f"meeting {row['meeting_id']} already {row['status']}; change noted"
+        if row["starts_at"] <= now:
+            return f"meeting {row['meeting_id']} has started; change noted for its outcome"
+        revised = await self.meetings.revise(conn, row, concern, change.describe(), now)
+        await outbox.add(revised)
+        return (f"meeting {revised.meeting_id} {revised.change}, now at"
+                f" {revised.starts_at.isoformat()} (sequence {revised.sequence})")
+
+    async def _cqrm_item(self, conn: asyncpg.Connection, concern: ConcernRaised,
+                         now: datetime) -> datetime:
+        """Put the concern on its provider's next CQRM agenda (an item for a CQRM still to
+        come keeps its place and gets the new text)."""
+        item = await store.cqrm_item(conn, concern.concern_id)
+        if item is not None and item["status"] == "open" and item["cqrm_at"] is not None \
+                and item["cqrm_at"] > now:
+            cqrm_at: datetime = item["cqrm_at"]
+        else:
+            cqrm_at = next_cqrm(now, self.policy.cqrm.pattern_for(concern.provider.ods_code),
+                                self.policy.cqrm.minimum_notice_working_days)
+        await store.put_cqrm_item(conn, concern, agenda_item(concern), cqrm_at)
+        return cqrm_at
+
+    async def _audit(self, conn: asyncpg.Connection, concern_id: Any, ods_code: str,
+                     now: datetime, action: str, detail: dict[str, Any], outbox: Outbox) -> None:
+        cause = outbox.cause
+        published = [str(e.id) for e in outbox.added]
+        await store.audit(conn, concern_id=concern_id, ods_code=ods_code, at=now,
+                          party="system", actor=SYSTEM, action=action,
+                          detail={**detail, "published": published},
+                          event_id=cause.id if cause else None)
 
 
-def agenda(concern: ConcernRaised) -> list[str]:
-    """The meeting's agenda: the concern, why it was raised, and the evidence."""
-    items = [f"The concern: {concern.reason}",
-             f"Rule {concern.rule} on theme '{concern.theme}', severity {concern.severity}."]
-    for e in concern.evidence:
-        matched = f' (matched: "{e.matched}")' if e.matched else ""
-        items.append(f"Evidence: {e.kind} {e.feedback_id} of {e.occurred_on}{matched}")
-    items.append("Remedial actions requested and the provider's response.")
-    return items
+# What this service does, in two tables: event consumed -> handler, and job kind -> job.
+# A handler's third column, if any, picks the messages it wants from a shared event type.
+Predicate = Callable[[dict[str, Any]], bool]
 
 
-def handlers(escalation: Escalation) -> list[tuple[type[Event], EventHandler[Any]]]:
-    """What this service does, in one table: event consumed -> handler."""
+def handlers(e: Escalation) -> list[tuple[type[Event], EventHandler[Any], Predicate | None]]:
     return [
-        (ConcernRaised, escalation.on_concern_raised),
-        (ConcernUpdated, escalation.on_concern_updated),
+        (ConcernRaised, e.on_concern_raised, None),
+        (ConcernUpdated, e.on_concern_updated, None),
+        (ConcernResolved, e.on_concern_resolved, None),
+        (FeedbackAccepted, e.on_visit_report, is_visit_report),
     ]
+
+
+def jobs(e: Escalation) -> dict[str, Job]:
+    return {
+        "action_due_soon": e.plans.due_soon_job,
+        "action_overdue": e.plans.overdue_job,
+        "ladder_review": e.plans.ladder_review_job,
+        "revisit_due": e.visits.revisit_due_job,
+    }
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
     return [topology.event_subscription(NAME, cls.event_type)
-            for cls in (ConcernRaised, ConcernUpdated)]
+            for cls in (ConcernRaised, ConcernUpdated, ConcernResolved, FeedbackAccepted)]
 
 
-def build(settings: Settings, clock: Clock = utc_now) -> ServiceRuntime:
-    runtime = ServiceRuntime(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
-    escalation = Escalation(settings, load_policy(settings.escalation_policy_file), clock)
-    for event_cls, handler in handlers(escalation):
-        runtime.on_event(event_cls, handler)
+class EscalationRuntime(ServiceRuntime):
+    """The service runtime, with its domain (``escalation``) and its schedule (``ticker``)."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        super().__init__(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
+        self.escalation = Escalation(settings, load_policy(settings.escalation_policy_file), clock)
+        self.ticker = Ticker(lambda: self.pool, jobs(self.escalation), self.outbox, clock,
+                             interval=settings.escalation_tick_seconds)
+
+
+def build(settings: Settings, clock: Clock = utc_now) -> EscalationRuntime:
+    runtime = EscalationRuntime(settings, clock)
+    for event_cls, handler, wanted in handlers(runtime.escalation):
+        runtime.on_event(event_cls, handler, wanted=wanted)
+    runtime.background(runtime.ticker.run)
+    add_routes(runtime)
+    add_gauges(runtime, clock)
     return runtime
+
+
+def add_gauges(runtime: ServiceRuntime, clock: Clock) -> None:
+    """Schedule jobs overdue to run or failed, actions and meetings by status."""
+    jobs_gauge = runtime.metrics.gauge(
+        "carewatch_escalation_jobs", "Schedule jobs: due (waiting for a tick), later, failed.",
+        ["state"])
+    actions_gauge = runtime.metrics.gauge(
+        "carewatch_escalation_actions", "Remedial actions by status.", ["status"])
+    meetings_gauge = runtime.metrics.gauge(
+        "carewatch_escalation_meetings", "Remedial-action meetings by status.", ["status"])
+
+    async def refresh(conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE done_at IS NULL AND due_at <= $1) AS due,"
+            " count(*) FILTER (WHERE done_at IS NULL AND due_at > $1) AS later,"
+            " count(*) FILTER (WHERE outcome = 'failed') AS failed FROM escalation.schedule",
+            clock())
+        for state in ("due", "later", "failed"):
+            jobs_gauge.labels(NAME, state).set(row[state])
+        for table, gauge, states in (
+                ("actions", actions_gauge, ("open", "overdue", "completed")),
+                ("meetings", meetings_gauge, ("scheduled", "held", "cancelled"))):
+            counts = {r["status"]: r["n"] for r in await conn.fetch(
+                f"SELECT status, count(*) AS n FROM escalation.{table} GROUP BY status")}
+            for state in states:
+                gauge.labels(NAME, state).set(counts.get(state, 0))
+
+    runtime.gauge_refreshers.append(refresh)
+

@@ -1,7 +1,7 @@
 """England working days, office hours and meeting slots. Pure functions over plain data.
 
-Working days exclude weekends and England bank holidays (including substitute days, from the
-``holidays`` package). Times are Europe/London wall-clock times, so meetings stay in office
+Working days exclude weekends and England bank holidays (including substitute days: see
+``shared.workdays``). Times are Europe/London wall-clock times, so meetings stay in office
 hours across the clock changes.
 """
 
@@ -10,44 +10,39 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays
+# The working-day rules are shared (intake and quality-monitor count statutory deadlines).
+from shared.workdays import is_bank_holiday, is_working_day, next_working_day, working_days_after
+
+__all__ = ["LONDON", "Interval", "OfficeHours", "Slot", "booking_deadline", "candidate_slots",
+           "first_free_slot", "is_bank_holiday", "is_working_day", "next_working_day",
+           "working_days_after", "working_days_before", "working_days_between"]
 
 LONDON = ZoneInfo("Europe/London")
 
 
-@lru_cache(maxsize=64)
-def _england_holidays(year: int) -> holidays.HolidayBase:
-    return holidays.country_holidays("GB", subdiv="ENG", years=year)
-
-
-def is_bank_holiday(day: date) -> bool:
-    return day in _england_holidays(day.year)
-
-
-def is_working_day(day: date) -> bool:
-    return day.weekday() < 5 and not is_bank_holiday(day)
-
-
-def working_days_after(day: date, n: int) -> date:
-    """The n-th working day after ``day`` (``day`` itself does not count)."""
+def working_days_before(day: date, n: int) -> date:
+    """The n-th working day before ``day`` (``day`` itself does not count)."""
     if n < 0:
         raise ValueError("n must be >= 0")
     current = day
     while n > 0:
-        current += timedelta(days=1)
+        current -= timedelta(days=1)
         if is_working_day(current):
             n -= 1
     return current
 
 
-def next_working_day(day: date) -> date:
-    """``day`` if it is a working day, else the next one."""
-    while not is_working_day(day):
-        day += timedelta(days=1)
-    return day
+def working_days_between(start: date, end: date) -> int:
+    """Working days after ``start`` up to and including ``end`` (negative if ``end`` is
+    earlier): 1 from a Friday to the next Monday."""
+    sign, low, high = (1, start, end) if end >= start else (-1, end, start)
+    count, current = 0, low
+    while current < high:
+        current += timedelta(days=1)
+        count += is_working_day(current)
+    return sign * count
 
 
 Interval = tuple[datetime, datetime]

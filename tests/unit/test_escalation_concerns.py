@@ -1,0 +1,98 @@
+"""Merging announcements of a concern (services/escalation/concerns.py): order-free, so that
+``concern.raised`` and ``concern.updated`` may be handled in either order; and the extra
+working-day arithmetic of services/escalation/calendar.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+
+from services.escalation.calendar import working_days_before, working_days_between
+from services.escalation.concerns import agenda, merge
+from shared.events import ConcernRaised, ConcernUpdated, Evidence, ProviderRef, Severity
+
+PROVIDER = ProviderRef(ods_code="RAN", name="Royal National Orthopaedic Hospital NHS Trust",
+                       provider_type="specialist", quality_contact_email="quality.ran@provider.example")
+CONCERN_ID = uuid.uuid4()
+
+
+def evidence(n: int) -> Evidence:
+    return Evidence(feedback_id=uuid.UUID(int=n), kind="complaint", occurred_on=date(2026, 11, n))
+
+
+def raised(severity: Severity, *ev: int, reason: str = "first") -> ConcernRaised:
+    return ConcernRaised(concern_id=CONCERN_ID, fingerprint="fp", provider=PROVIDER,
+                         rule="cluster", theme="falls", severity=severity, reason=reason,
+                         evidence=[evidence(n) for n in ev],
+                         raised_at=datetime(2026, 11, 20, tzinfo=UTC))
+
+
+def updated(severity: Severity, previous: Severity, *ev: int, reason: str) -> ConcernUpdated:
+    return ConcernUpdated(**raised(severity, *ev, reason=reason).model_dump(),
+                          previous_severity=previous)
+
+
+def test_a_new_concern_is_all_change() -> None:
+    concern, change = merge(None, raised(Severity.HIGH, 1))
+    assert change.is_new and change.changed
+    assert concern.severity == Severity.HIGH
+
+
+def test_new_evidence_and_a_rise_in_severity() -> None:
+    concern, change = merge(raised(Severity.HIGH, 1),
+                            updated(Severity.SERIOUS, Severity.HIGH, 1, 2, reason="worse"))
+    assert change.severity_rose and not change.is_new
+    assert [e.feedback_id for e in change.new_evidence] == [uuid.UUID(int=2)]
+    assert concern.severity == Severity.SERIOUS and concern.reason == "worse"
+    assert change.describe() == "severity rose from high to serious; 1 new piece(s) of evidence"
+
+
+def test_the_raise_arriving_after_the_update_changes_nothing() -> None:
+    after_update, _ = merge(None, updated(Severity.SERIOUS, Severity.HIGH, 1, 2, reason="worse"))
+    concern, change = merge(after_update, raised(Severity.HIGH, 1))
+    assert not change.changed
+    assert concern.severity == Severity.SERIOUS  # never falls
+    assert concern.reason == "worse"
+    assert len(concern.evidence) == 2
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_merging_is_order_free(order: tuple[int, ...]) -> None:
+    events = [raised(Severity.MODERATE, 1),
+              updated(Severity.HIGH, Severity.MODERATE, 1, 2, reason="second"),
+              updated(Severity.SERIOUS, Severity.HIGH, 1, 2, 3, reason="third")]
+    known = None
+    for i in order:
+        known, _ = merge(known, events[i])
+    assert known is not None
+    assert known.severity == Severity.SERIOUS
+    assert {e.feedback_id for e in known.evidence} == {uuid.UUID(int=n) for n in (1, 2, 3)}
+
+
+def test_agenda_lists_every_piece_of_evidence() -> None:
+    items = agenda(raised(Severity.SERIOUS, 1, 2))
+    assert items[0] == "The concern: first"
+    assert sum(i.startswith("Evidence:") for i in items) == 2
+
+
+@pytest.mark.parametrize("day, n, expected", [
+    (date(2026, 11, 23), 1, date(2026, 11, 20)),  # Monday - 1 = Friday
+    (date(2026, 12, 29), 1, date(2026, 12, 24)),  # after Christmas and Boxing Day substitute
+    (date(2027, 3, 30), 1, date(2027, 3, 25)),    # after Easter 2027
+    (date(2026, 11, 23), 0, date(2026, 11, 23)),
+])
+def test_working_days_before(day: date, n: int, expected: date) -> None:
+    assert working_days_before(day, n) == expected
+
+
+@pytest.mark.parametrize("start, end, expected", [
+    (date(2026, 11, 20), date(2026, 11, 23), 1),   # Friday to Monday
+    (date(2026, 12, 24), date(2026, 12, 29), 1),   # Christmas Eve to Tuesday 29
+    (date(2026, 12, 23), date(2027, 1, 4), 5),     # 24, 29, 30, 31 Dec, 4 Jan (1 Jan off)
+    (date(2026, 11, 23), date(2026, 11, 23), 0),
+    (date(2026, 11, 23), date(2026, 11, 20), -1),
+])
+def test_working_days_between(start: date, end: date, expected: int) -> None:
+    assert working_days_between(start, end) == expected
