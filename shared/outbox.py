@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
+import aiormq
 import asyncpg
 from faststream.rabbit import RabbitBroker, RabbitExchange
 
@@ -112,24 +113,64 @@ class OutboxRelay:
             self._task = None
 
     async def publish_pending(self) -> int:
-        """Publish one batch of committed events; returns how many were published."""
+        """Publish one batch of committed events; returns how many rows were handled.
+
+        Rows the broker refuses stay in the outbox with the error and are retried with
+        backoff, so one bad row never holds up the others."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id'
-                f' FROM "{self._schema}".outbox'
+                f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
+                f' attempts FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
                 " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
             if not rows:
                 return 0
             # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s.
-            await asyncio.gather(*(
+            results = await asyncio.gather(*(
                 self._publish(r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
                               mandatory=r["mandatory"], correlation_id=r["correlation_id"])
-                for r in rows))
+                for r in rows), return_exceptions=True)
+            done = [r["seq"] for r, res in zip(rows, results, strict=True)
+                    if not isinstance(res, BaseException)]
+            failed: list[tuple[asyncpg.Record, BaseException]] = []
+            # A refused publish closes the channel under its neighbours: try each failed row
+            # again on its own, to tell the bad row from the collateral damage.
+            for row, res in zip(rows, results, strict=True):
+                if not isinstance(res, BaseException):
+                    continue
+                try:
+                    await self._publish_alone(row)
+                    done.append(row["seq"])
+                except Exception as exc:
+                    failed.append((row, exc))
+            if failed and not done:
+                # Nothing got through: the broker is likely down; the caller backs off.
+                raise failed[0][1]
             await conn.execute(
-                f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])',
-                [r["seq"] for r in rows])
-        self.published += len(rows)
+                f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])', done)
+            for row, error in failed:
+                delay = min(300.0, 2.0 ** min(row["attempts"], 8))
+                await conn.execute(
+                    f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1,'
+                    " last_error = $2, next_attempt_at = now() + make_interval(secs => $3)"
+                    " WHERE seq = $1", row["seq"], repr(error)[:2000], delay)
+                log.error("outbox %s: event %s refused by the broker (attempt %d, retry in"
+                          " %.0fs): %r", self._schema, row["event_id"], row["attempts"] + 1,
+                          delay, error)
+        self.published += len(done)
         return len(rows)
+
+    async def _publish_alone(self, row: asyncpg.Record, tries: int = 4) -> None:
+        """Publish one row, giving a channel closed by a neighbour's refusal time to reopen."""
+        for attempt in range(tries):
+            try:
+                await self._publish(row["exchange"], row["routing_key"], row["body"],
+                                    str(row["event_id"]), mandatory=row["mandatory"],
+                                    correlation_id=row["correlation_id"])
+                return
+            except aiormq.exceptions.ChannelInvalidStateError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.25 * (attempt + 1))
 
     async def _run(self) -> None:
         await drain_on_notify(self._pool, notify_channel(self._schema), self.publish_pending,

@@ -191,17 +191,21 @@ async def _outbox_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = []
     for service, schema in SCHEMAS.items():
         r = await conn.fetchrow(
-            f'SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(created_at)) AS age'
+            f'SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(created_at)) AS age,'
+            f' count(*) FILTER (WHERE attempts > 0) AS refused,'
+            f' (array_agg(last_error ORDER BY seq) FILTER (WHERE attempts > 0))[1] AS error'
             f' FROM "{schema}".outbox')
         rows.append({"service": service, "backlog": r["backlog"],
-                     "oldest_seconds": round(r["age"] or 0, 1)})
+                     "oldest_seconds": round(r["age"] or 0, 1),
+                     "refused_by_broker": r["refused"], "last_error": r["error"] or ""})
     return rows
 
 
 @outbox_app.command("status")
 def outbox_status(as_json: JsonOption = False) -> None:
     """Events committed but not yet published, per service (should be near zero)."""
-    print_rows(with_db(_outbox_rows), as_json, ["service", "backlog", "oldest_seconds"])
+    print_rows(with_db(_outbox_rows), as_json,
+               ["service", "backlog", "oldest_seconds", "refused_by_broker", "last_error"])
 
 
 async def _status(settings: Settings) -> dict[str, Any]:

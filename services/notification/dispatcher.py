@@ -1,9 +1,12 @@
 """Sends recorded notifications: at once when woken, retried with backoff, never lost.
 
-A notification row is locked (``FOR UPDATE SKIP LOCKED``) while it is being sent, so
-replicas never send the same one concurrently. If the process dies after the SMTP server
-accepted the message but before the row is marked sent, the message is sent again on
-restart, with the same Message-ID: that window is the only source of a second copy.
+Each notification is sent inside its own transaction that holds its row locked
+(``FOR UPDATE SKIP LOCKED``): replicas never send the same one concurrently, and the row is
+marked in the same transaction as soon as its own send returns. If the process dies during
+a send, the lock dies with its connection and the row is due again at once, so nothing is
+lost. The one source of a second copy is the window between the server accepting the
+message and that commit; the copy carries the same Message-ID (webhooks: the same
+``X-Carewatch-Delivery``) so the receiving side can drop it.
 """
 
 from __future__ import annotations
@@ -11,21 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import asyncpg
 
 from services.notification import store
-from services.notification.channels import DeliveryError, EmailChannel
+from services.notification.channels import Channel, DeliveryError, Outgoing
 from shared.events import NotificationFailed
 from shared.runtime import ServiceRuntime
 from shared.wakeup import drain_on_notify
 
 log = logging.getLogger(__name__)
-
-Renderer = Callable[[asyncpg.Record], EmailMessage]
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -34,56 +34,75 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class Dispatcher:
-    def __init__(self, runtime: ServiceRuntime, channel: EmailChannel, render: Renderer,
-                 batch_size: int = 20) -> None:
+    def __init__(self, runtime: ServiceRuntime, channels: Mapping[str, Channel],
+                 batch_size: int = 20, concurrency: int = 4) -> None:
         self.runtime = runtime
-        self.channel = channel
-        self.render = render
+        self.channels = channels
         self.batch_size = batch_size
+        self.concurrency = concurrency
 
     async def dispatch_due(self) -> int:
-        """Send one batch of due notifications; returns how many were attempted."""
-        settings = self.runtime.settings
+        """Send due notifications, ``concurrency`` at a time, up to ``batch_size``;
+        returns how many were attempted."""
+        share = max(1, self.batch_size // self.concurrency)
+        done = await asyncio.gather(*(self._worker(share) for _ in range(self.concurrency)))
+        return sum(done)
+
+    async def _worker(self, limit: int) -> int:
+        attempted = 0
+        while attempted < limit and await self.dispatch_one():
+            attempted += 1
+        return attempted
+
+    async def dispatch_one(self) -> bool:
+        """Claim, send and settle one due notification; False when none is due."""
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            rows = await store.claim_due(conn, self.batch_size)
-            if not rows:
-                return 0
-            results = await asyncio.gather(*(self._send(row) for row in rows))
-            for row, error in zip(rows, results, strict=True):
-                attempt = row["attempts"] + 1
-                if error is None:
-                    await store.mark(conn, row["notification_id"], status="sent",
-                                     attempt=attempt, outcome="sent", detail=None)
-                    log.info("sent %s %s to %s", row["event_type"], row["notification_id"],
-                             row["recipient"])
-                elif error.permanent or attempt >= settings.notification_max_attempts:
-                    await store.mark(conn, row["notification_id"], status="failed",
-                                     attempt=attempt, outcome="failed", detail=str(error))
-                    await self.runtime.outbox(conn).add(NotificationFailed(
-                        notification_id=row["notification_id"],
-                        source_event_id=row["source_event_id"], channel=row["channel"],
-                        recipient=row["recipient"], attempts=attempt, last_error=str(error)))
-                    log.error("notification %s to %s failed for good after %d attempts: %s",
-                              row["notification_id"], row["recipient"], attempt, error)
-                else:
-                    delay = backoff_delay(attempt, settings.notification_backoff_base,
-                                          settings.notification_backoff_cap)
-                    await store.mark(conn, row["notification_id"], status="pending",
-                                     attempt=attempt, outcome="retry", detail=str(error),
-                                     next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
-                    log.warning("notification %s to %s failed (attempt %d), retry in %.1fs: %s",
-                                row["notification_id"], row["recipient"], attempt, delay, error)
-        return len(rows)
+            row = await store.claim_next(conn)
+            if row is None:
+                return False
+            error = await self._send(row)
+            await self._settle(conn, row, error)
+        return True
 
     async def _send(self, row: asyncpg.Record) -> DeliveryError | None:
+        channel = self.channels.get(row["channel"])
+        if channel is None:
+            return DeliveryError(f"no channel {row['channel']!r} is configured", permanent=True)
         try:
-            await self.channel.send(self.render(row))
+            await channel.deliver(Outgoing.from_row(row))
         except DeliveryError as exc:
             return exc
         except Exception as exc:  # a rendering bug must not block the other rows
             log.exception("could not build notification %s", row["notification_id"])
             return DeliveryError(f"{type(exc).__name__}: {exc}", permanent=True)
         return None
+
+    async def _settle(self, conn: asyncpg.Connection, row: asyncpg.Record,
+                      error: DeliveryError | None) -> None:
+        settings = self.runtime.settings
+        attempt = row["attempts"] + 1
+        if error is None:
+            await store.mark(conn, row["notification_id"], status="sent", attempt=attempt,
+                             outcome="sent", detail=None)
+            log.info("sent %s %s to %s by %s", row["event_type"], row["notification_id"],
+                     row["recipient"], row["channel"])
+        elif error.permanent or attempt >= settings.notification_max_attempts:
+            await store.mark(conn, row["notification_id"], status="failed", attempt=attempt,
+                             outcome="failed", detail=str(error))
+            await self.runtime.outbox(conn).add(NotificationFailed(
+                notification_id=row["notification_id"], source_event_id=row["source_event_id"],
+                channel=row["channel"], recipient=row["recipient"], attempts=attempt,
+                last_error=str(error)))
+            log.error("notification %s to %s failed for good after %d attempts: %s",
+                      row["notification_id"], row["recipient"], attempt, error)
+        else:
+            delay = backoff_delay(attempt, settings.notification_backoff_base,
+                                  settings.notification_backoff_cap)
+            await store.mark(conn, row["notification_id"], status="pending", attempt=attempt,
+                             outcome="retry", detail=str(error),
+                             next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
+            log.warning("notification %s to %s failed (attempt %d), retry in %.1fs: %s",
+                        row["notification_id"], row["recipient"], attempt, delay, error)
 
     async def run(self) -> None:
         """Wake on NOTIFY, or every second for retries that have come due."""

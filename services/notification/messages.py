@@ -1,16 +1,37 @@
-"""E-mail messages built from templates (pure). User text is escaped in the HTML part."""
+"""What a notification says, built from templates (pure). User text is escaped in HTML.
+
+Every event has a ``Summary`` (title, severity, provider, text, facts, items): the alert and
+group e-mails and the webhook posts are all rendered from summaries. Meetings get their own
+e-mail with an RFC 5545 invitation (REQUEST, or CANCEL on cancellation).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.notification.invitations import build_invitation
-from shared.events import MeetingScheduled
+from shared.events import (
+    EVENT_TYPES,
+    ActionDueSoon,
+    ActionOverdue,
+    ConcernEscalated,
+    ConcernRaised,
+    ConcernResolved,
+    ConcernUpdated,
+    Event,
+    FeedbackRejected,
+    MeetingCancelled,
+    MeetingRescheduled,
+    MeetingScheduled,
+    VisitScheduled,
+)
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -18,8 +39,145 @@ _templates = Environment(
     undefined=StrictUndefined,
     keep_trailing_newline=True,
 )
+LONDON = ZoneInfo("Europe/London")
+# NHS identity colours by severity, for webhook cards and the HTML e-mails.
+COLOURS = {"serious": "#d5281b", "high": "#ed8b00", "moderate": "#ffb81c", "low": "#005eb8",
+           "resolved": "#007f3b", None: "#425563"}
 
 
+def one_line(text: str) -> str:
+    """Header injection: no line breaks in a subject, whatever the user text contains."""
+    return " ".join(text.split())
+
+
+def _local(value: Any, fmt: str = "%a %d %b %Y %H:%M") -> str:
+    return value.astimezone(LONDON).strftime(fmt)
+
+
+# -- summaries ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Summary:
+    """One event, as people read it."""
+
+    title: str
+    text: str
+    severity: str | None = None
+    provider: str | None = None
+    status: Literal["firing", "resolved", "info"] = "info"
+    facts: tuple[tuple[str, str], ...] = ()
+    items: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def colour(self) -> str:
+        return COLOURS["resolved"] if self.status == "resolved" else COLOURS.get(
+            self.severity, COLOURS[None])
+
+
+def parse_event(event_type: str, payload: dict[str, Any]) -> Event:
+    return EVENT_TYPES[event_type].model_validate(payload)
+
+
+def summarise(event: Event) -> Summary:
+    """The summary of any event notification routes."""
+    provider = getattr(event, "provider", None)
+    who = f"{provider.name} ({provider.ods_code})" if provider is not None else None
+    if isinstance(event, ConcernResolved):
+        return Summary(
+            title=f"Resolved: {event.severity} concern at {who}: {event.theme}",
+            text=event.resolution, severity=event.severity, provider=who, status="resolved",
+            facts=(("Rule", event.rule), ("Theme", event.theme),
+                   ("Resolved", _local(event.resolved_at))))
+    if isinstance(event, ConcernRaised):
+        facts = [("Rule", event.rule), ("Theme", event.theme),
+                 ("Severity", str(event.severity)), ("Raised", _local(event.raised_at)),
+                 ("Evidence", str(len(event.evidence)))]
+        if isinstance(event, ConcernUpdated):
+            facts.append(("Previous severity", str(event.previous_severity)))
+        facts += [(str(k), str(v)) for k, v in event.figures.items()
+                  if isinstance(v, str | int | float)]
+        return Summary(
+            title=f"{'Updated' if isinstance(event, ConcernUpdated) else 'New'} {event.severity} concern at {who}:"
+                  f" {event.theme}",
+            text=event.reason, severity=event.severity, provider=who, status="firing",
+            facts=tuple(facts),
+            items=tuple(f"{e.kind} of {e.occurred_on}"
+                        + (f': "{e.matched}"' if e.matched else "") for e in event.evidence))
+    if isinstance(event, MeetingScheduled):
+        verb = ("Cancelled" if isinstance(event, MeetingCancelled)
+                else "Moved" if isinstance(event, MeetingRescheduled) else "Booked")
+        text = (event.reason if isinstance(event, MeetingCancelled)
+                else event.change if isinstance(event, MeetingRescheduled)
+                else f"Remedial action meeting with {who}.")
+        return Summary(
+            title=f"{verb}: {event.title} - {_local(event.starts_at)}", text=text,
+            severity=event.severity, provider=who,
+            facts=(("When", f"{_local(event.starts_at)} to {_local(event.ends_at, '%H:%M')}"),
+                   ("Where", event.location)),
+            items=tuple(event.agenda))
+    if isinstance(event, ActionDueSoon | ActionOverdue):
+        action = event.action
+        late = isinstance(event, ActionOverdue)
+        when = (f"overdue by {event.days_overdue} days" if isinstance(event, ActionOverdue)
+                else f"due in {event.days_left} days")
+        return Summary(
+            title=f"Remedial action {when} at {who}", text=action.description,
+            severity="high" if late else "moderate", provider=who, status="firing",
+            facts=(("Owner", action.owner), ("Due", action.due_on.isoformat()),
+                   ("Status", action.status)))
+    if isinstance(event, ConcernEscalated):
+        level = event.level.replace("_", " ")
+        return Summary(
+            title=f"Escalated to {level}: {who}", text=event.reason, severity="serious",
+            provider=who, status="firing",
+            facts=(("Level", level),),
+            items=tuple(f"{_local(step.at, '%d %b %Y')}: {step.level.replace('_', ' ')}"
+                        f" - {step.reason}" for step in event.history))
+    if isinstance(event, VisitScheduled):
+        kind = event.visit_kind.replace("_", " ")
+        return Summary(title=f"{kind.capitalize()} due by {event.due_on:%d %b %Y}: {who}",
+                       text=event.reason, provider=who,
+                       facts=(("Visit", kind), ("Due by", event.due_on.isoformat())))
+    if isinstance(event, FeedbackRejected):
+        return Summary(title=f"Submission rejected from {event.feed_user or 'unknown feed'}"
+                             f" for {event.ods_code or 'unknown provider'}",
+                       text=f"{len(event.reasons)} problem(s) in submission"
+                            f" {event.submission_id}.",
+                       items=tuple(f"{r.loc or '(message)'}: {r.msg}" for r in event.reasons))
+    return Summary(title=event.event_type, text=str(event.subject() or ""), provider=who)
+
+
+# -- subjects -------------------------------------------------------------------------------
+def meeting_subject(meeting: MeetingScheduled) -> str:
+    starts = meeting.starts_at.astimezone(ZoneInfo(meeting.timezone))
+    prefix = ("Cancelled" if isinstance(meeting, MeetingCancelled)
+              else "Updated invitation" if isinstance(meeting, MeetingRescheduled)
+              else "Invitation")
+    return f"{prefix}: {one_line(meeting.title)} - {starts:%a %d %b %Y %H:%M}"
+
+
+def event_subject(event: Event) -> str:
+    if isinstance(event, MeetingScheduled):
+        return meeting_subject(event)
+    return one_line(summarise(event).title)
+
+
+def group_subject(labels: dict[str, str], alerts: list[dict[str, Any]], digest: bool) -> str:
+    """E.g. ``[carewatch] 20 concerns at Whittington Health (RKE): 20 new``."""
+    counts: dict[str, int] = {}
+    for a in alerts:
+        counts[a["change"]] = counts.get(a["change"], 0) + 1
+    changes = ", ".join(f"{n} {c}" for c, n in counts.items() if c != "open")
+    firing = sum(1 for a in alerts if a["status"] == "firing")
+    where = (f" at {labels['provider_name']} ({labels['provider']})"
+             if labels.get("provider_name") else
+             f" at {labels['provider']}" if labels.get("provider") else "")
+    what = "Daily digest: " if digest else ""
+    count = f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
+    return one_line(f"[carewatch] {what}{count}{where}"
+                    f" ({firing} open{', ' + changes if changes else ''})")
+
+
+# -- e-mails --------------------------------------------------------------------------------
 def _when(meeting: MeetingScheduled) -> dict[str, str]:
     tz = ZoneInfo(meeting.timezone)
     fmt = "%A %d %B %Y, %H:%M"
@@ -28,28 +186,116 @@ def _when(meeting: MeetingScheduled) -> dict[str, str]:
             "deadline": meeting.deadline.astimezone(tz).strftime(fmt)}
 
 
-def meeting_subject(meeting: MeetingScheduled) -> str:
-    starts = meeting.starts_at.astimezone(ZoneInfo(meeting.timezone))
-    # Header injection: no line breaks in a subject, whatever the titles contain.
-    title = " ".join(meeting.title.split())
-    return f"Invitation: {title} - {starts:%a %d %b %Y %H:%M}"
-
-
-def meeting_invitation_email(meeting: MeetingScheduled, *, sender: str, recipient: str,
-                             message_id: str) -> EmailMessage:
-    """The invitation e-mail: plain text, HTML, and the RFC 5545 invitation (METHOD:REQUEST)
-    both inline (for calendar clients) and as ``invite.ics``."""
-    context = {"meeting": meeting, **_when(meeting)}
+def _envelope(subject: str, sender: str, recipient: str, message_id: str) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = meeting_subject(meeting)
+    msg["Subject"] = one_line(subject)
     msg["From"] = sender
     msg["To"] = recipient
     msg["Message-ID"] = message_id
     msg["Date"] = formatdate(usegmt=True)
+    return msg
+
+
+def meeting_invitation_email(meeting: MeetingScheduled, *, sender: str, recipient: str,
+                             message_id: str) -> EmailMessage:
+    """The invitation e-mail: plain text, HTML, and the RFC 5545 invitation both inline (for
+    calendar clients) and as ``invite.ics``: METHOD:REQUEST for a new or moved meeting (the
+    same UID, a higher SEQUENCE), METHOD:CANCEL for a cancelled one."""
+    method: Literal["REQUEST", "CANCEL"] = (
+        "CANCEL" if isinstance(meeting, MeetingCancelled) else "REQUEST")
+    notice = (f"This meeting is cancelled: {meeting.reason}"
+              if isinstance(meeting, MeetingCancelled) else
+              f"This meeting has changed: {meeting.change}"
+              if isinstance(meeting, MeetingRescheduled) else None)
+    context = {"meeting": meeting, "notice": notice, **_when(meeting)}
+    msg = _envelope(meeting_subject(meeting), sender, recipient, message_id)
     msg.set_content(_templates.get_template("meeting_scheduled.txt.j2").render(context))
     msg.add_alternative(_templates.get_template("meeting_scheduled.html.j2").render(context),
                         subtype="html")
-    ics = build_invitation(meeting, "REQUEST")
-    msg.add_alternative(ics.decode(), subtype="calendar", params={"method": "REQUEST"})
-    msg.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
+    ics = build_invitation(meeting, method)
+    msg.add_alternative(ics.decode(), subtype="calendar", params={"method": method})
+    msg.add_attachment(ics, maintype="application", subtype="ics",
+                       filename="cancel.ics" if method == "CANCEL" else "invite.ics")
     return msg
+
+
+def alert_email(summary: Summary, *, subject: str, sender: str, recipient: str,
+                message_id: str) -> EmailMessage:
+    """One event told at once: plain text and HTML."""
+    context = {"s": summary, "colour": summary.colour}
+    msg = _envelope(subject, sender, recipient, message_id)
+    msg.set_content(_templates.get_template("alert.txt.j2").render(context))
+    msg.add_alternative(_templates.get_template("alert.html.j2").render(context),
+                        subtype="html")
+    return msg
+
+
+def group_email(payload: dict[str, Any], *, subject: str, sender: str, recipient: str,
+                message_id: str) -> EmailMessage:
+    """A group's (or a digest's) notification: every alert with what changed."""
+    entries = [(a["change"], summarise(parse_event(a["event_type"], a["payload"])))
+               for a in payload["alerts"]]
+    context = {"entries": entries, "labels": payload["labels"], "reason": payload["reason"],
+               "digest": payload.get("digest", False)}
+    msg = _envelope(subject, sender, recipient, message_id)
+    msg.set_content(_templates.get_template("group.txt.j2").render(context))
+    msg.add_alternative(_templates.get_template("group.html.j2").render(context),
+                        subtype="html")
+    return msg
+
+
+def notification_email(*, kind: str, event_type: str, payload: dict[str, Any], subject: str,
+                       sender: str, recipient: str, message_id: str) -> EmailMessage:
+    """The e-mail for a recorded notification of any kind."""
+    if kind in ("group", "digest"):
+        return group_email(payload, subject=subject, sender=sender, recipient=recipient,
+                           message_id=message_id)
+    event = parse_event(event_type, payload)
+    if isinstance(event, MeetingScheduled):
+        return meeting_invitation_email(event, sender=sender, recipient=recipient,
+                                        message_id=message_id)
+    return alert_email(summarise(event), subject=subject, sender=sender, recipient=recipient,
+                       message_id=message_id)
+
+
+# -- webhooks -------------------------------------------------------------------------------
+def _summaries(kind: str, event_type: str, payload: dict[str, Any]
+               ) -> list[tuple[str | None, Summary]]:
+    if kind in ("group", "digest"):
+        return [(a["change"], summarise(parse_event(a["event_type"], a["payload"])))
+                for a in payload["alerts"]]
+    return [(None, summarise(parse_event(event_type, payload)))]
+
+
+def webhook_body(*, kind: str, event_type: str, payload: dict[str, Any], subject: str,
+                 notification_id: str, route: str | None,
+                 style: Literal["slack", "teams"] = "slack") -> dict[str, Any]:
+    """The JSON a team's webhook receives: ``text`` (what every Slack/Teams client shows)
+    plus Slack ``attachments`` or a Teams ``MessageCard`` section per alert, and a
+    ``carewatch`` section for machines (ids, kind, event type, the data)."""
+    summaries = _summaries(kind, event_type, payload)
+    machine = {"notification_id": notification_id, "kind": kind, "event_type": event_type,
+               "route": route, "payload": payload}
+    if style == "teams":
+        return {
+            "@type": "MessageCard", "@context": "https://schema.org/extensions",
+            "summary": subject, "themeColor": summaries[0][1].colour.lstrip("#"),
+            "title": subject, "text": subject,
+            "sections": [{
+                "activityTitle": f"{change}: {s.title}" if change else s.title,
+                "text": s.text,
+                "facts": [{"name": k, "value": v} for k, v in s.facts],
+            } for change, s in summaries],
+            "carewatch": machine,
+        }
+    return {
+        "text": subject,
+        "attachments": [{
+            "fallback": s.title, "color": s.colour,
+            "title": f"{change}: {s.title}" if change else s.title,
+            "text": "\n".join([s.text, *(f"- {i}" for i in s.items)]),
+            "fields": [{"title": k, "value": v, "short": len(v) < 40} for k, v in s.facts],
+            "footer": "carewatch",
+        } for change, s in summaries],
+        "carewatch": machine,
+    }
