@@ -54,6 +54,10 @@ class Event(BaseModel):
     def subject(self) -> str | None:
         return None
 
+    def routing_key(self) -> str:
+        """The event type, and for some events a suffix a consumer may bind on."""
+        return self.event_type
+
     def envelope(self, source: str, submission_id: uuid.UUID | None = None) -> Envelope:
         return Envelope(
             source=source,
@@ -88,6 +92,11 @@ class FeedbackAccepted(Event):
 
     def subject(self) -> str:
         return self.provider.ods_code
+
+    def routing_key(self) -> str:
+        # feedback.accepted.v1.<kind>: a service that needs one kind (escalation: insight
+        # visits) binds to it alone instead of receiving the whole stream.
+        return f"{self.event_type}.{self.kind}"
 
 
 class FeedbackRejected(Event):

@@ -53,7 +53,7 @@ class Outbox:
         and without the mandatory flag: a publisher's reply queue may be gone by then, and a
         returned reply must not hold up the relay."""
         envelope = event.envelope(self._source, submission_id or self.submission_id)
-        exchange, routing_key = (self._exchange, envelope.type) if reply_to is None \
+        exchange, routing_key = (self._exchange, event.routing_key()) if reply_to is None \
             else ("", reply_to)
         await self._conn.execute(
             f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
@@ -70,7 +70,8 @@ class Outbox:
         await self._conn.executemany(
             f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body)'
             " VALUES ($1, $2, $3, $4)",
-            [(e.id, self._exchange, e.type, e.to_bytes()) for e in envelopes])
+            [(e.id, self._exchange, event.routing_key(), e.to_bytes())
+             for e, (event, _) in zip(envelopes, events, strict=True)])
         await self._added(envelopes)
         return envelopes
 

@@ -45,6 +45,12 @@ def _log_retry(state: RetryCallState) -> None:
 async def retry_transient(work: Callable[[], Awaitable[T]], *, for_seconds: float = 120.0) -> T:
     """Run ``work`` (a whole transaction: safe to run again), retrying transient failures
     with jittered exponential backoff for up to ``for_seconds``; other errors raise at once."""
+    try:
+        return await work()  # the usual case, without building a retrier per message
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("transient failure, retrying: %r", exc)
     async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(initial=0.1, max=5.0),

@@ -101,17 +101,16 @@ class ServiceRuntime:
         return sub
 
     def on_event(self, event_cls: type[E], handler: EventHandler[E], *,
-                 description: str | None = None,
-                 wanted: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 description: str | None = None, suffix: str = "#") -> None:
         """Consume ``event_cls`` from this service's own quorum queue, once per event id.
 
-        With ``wanted``, events whose data it refuses are acknowledged untouched (no
-        transaction, no inbox row): for a service that needs a few of a busy event type."""
+        ``suffix`` narrows the binding to ``<type>.<suffix>`` (events whose routing key
+        carries a suffix, such as ``feedback.accepted.v1.<kind>``)."""
         sub = self.add_subscription(
-            self.topology.event_subscription(self.name, event_cls.event_type))
+            self.topology.event_subscription(self.name, event_cls.event_type, suffix))
 
         async def consume(message: RabbitMessage) -> None:
-            await self.consume_event(message, sub, event_cls, handler, wanted)
+            await self.consume_event(message, sub, event_cls, handler)
 
         consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}"
         self.broker.subscriber(
@@ -132,15 +131,11 @@ class ServiceRuntime:
 
     # -- consuming ----------------------------------------------------------------------
     async def consume_event(self, message: RabbitMessage, sub: Subscription,
-                            event_cls: type[E], handler: EventHandler[E],
-                            wanted: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                            event_cls: type[E], handler: EventHandler[E]) -> None:
         try:
             envelope = Envelope.from_bytes(message.body)
             if envelope.type != event_cls.event_type:
                 raise PoisonMessage(f"expected {event_cls.event_type}, got {envelope.type}")
-            if wanted is not None and not wanted(envelope.data):
-                self.metrics.messages.labels(self.name, sub.queue, "skipped").inc()
-                return
             event = event_cls.model_validate(envelope.data)
         except (ValidationError, PoisonMessage) as exc:
             await self.record_failure(message, sub, f"poison: {exc}")
@@ -333,3 +328,11 @@ def run(runtime_factory: Callable[[Settings], ServiceRuntime]) -> None:
     configure_logging(settings.log_level, settings.log_format, runtime.name)
     app = runtime.app
     asyncio.run(app.run())
+
+
+def subscriptions_of(build: Callable[[Settings], ServiceRuntime],
+                     topology: Topology) -> list[Subscription]:
+    """The queues a service subscribes, read from the runtime its ``build`` makes, so the
+    handler table stays the one place that says what a service consumes."""
+    return build(Settings(namespace=topology.namespace,
+                          delivery_limit=topology.delivery_limit)).subscriptions

@@ -63,8 +63,12 @@ class Topology:
         }
         return Subscription(service, exchange, routing_key, name, arguments)
 
-    def event_subscription(self, service: str, event_type: str) -> Subscription:
-        return self.subscription(service, self.events_exchange, event_type)
+    def event_subscription(self, service: str, event_type: str,
+                           suffix: str = "#") -> Subscription:
+        """The service's queue for ``event_type``, bound to ``<type>.#`` (every routing-key
+        suffix, and none) or to ``<type>.<suffix>`` alone."""
+        return self.subscription(service, self.events_exchange, f"{event_type}.{suffix}",
+                                 event_type)
 
     def submissions_subscription(self) -> Subscription:
         return self.subscription("intake", self.submissions_exchange, "submission.#",

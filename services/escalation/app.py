@@ -28,7 +28,7 @@ from services.escalation.people import People
 from services.escalation.plans import SYSTEM, ActionPlans
 from services.escalation.policy import EscalationPolicy, load_policy
 from services.escalation.schedule import Job, Ticker
-from services.escalation.visits import Visits, is_visit_report
+from services.escalation.visits import Visits
 from shared.events import (
     ConcernRaised,
     ConcernResolved,
@@ -37,7 +37,7 @@ from shared.events import (
     FeedbackAccepted,
 )
 from shared.outbox import Outbox
-from shared.runtime import EventHandler, ServiceRuntime
+from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -182,16 +182,14 @@ class Escalation:
 
 
 # What this service does, in two tables: event consumed -> handler, and job kind -> job.
-# A handler's third column, if any, picks the messages it wants from a shared event type.
-Predicate = Callable[[dict[str, Any]], bool]
-
-
-def handlers(e: Escalation) -> list[tuple[type[Event], EventHandler[Any], Predicate | None]]:
+# The third column is the routing-key suffix bound: of the whole feedback stream, only the
+# insight visit reports (feedback.accepted.v1.insight_visit) reach escalation.
+def handlers(e: Escalation) -> list[tuple[type[Event], EventHandler[Any], str]]:
     return [
-        (ConcernRaised, e.on_concern_raised, None),
-        (ConcernUpdated, e.on_concern_updated, None),
-        (ConcernResolved, e.on_concern_resolved, None),
-        (FeedbackAccepted, e.on_visit_report, is_visit_report),
+        (ConcernRaised, e.on_concern_raised, "#"),
+        (ConcernUpdated, e.on_concern_updated, "#"),
+        (ConcernResolved, e.on_concern_resolved, "#"),
+        (FeedbackAccepted, e.on_visit_report, "insight_visit"),
     ]
 
 
@@ -205,8 +203,7 @@ def jobs(e: Escalation) -> dict[str, Job]:
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
-    return [topology.event_subscription(NAME, cls.event_type)
-            for cls in (ConcernRaised, ConcernUpdated, ConcernResolved, FeedbackAccepted)]
+    return subscriptions_of(build, topology)
 
 
 class EscalationRuntime(ServiceRuntime):
@@ -221,8 +218,8 @@ class EscalationRuntime(ServiceRuntime):
 
 def build(settings: Settings, clock: Clock = utc_now) -> EscalationRuntime:
     runtime = EscalationRuntime(settings, clock)
-    for event_cls, handler, wanted in handlers(runtime.escalation):
-        runtime.on_event(event_cls, handler, wanted=wanted)
+    for event_cls, handler, suffix in handlers(runtime.escalation):
+        runtime.on_event(event_cls, handler, suffix=suffix)
     runtime.background(runtime.ticker.run)
     add_routes(runtime)
     add_gauges(runtime, clock)

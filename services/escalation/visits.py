@@ -153,8 +153,3 @@ def _visited_on(fb: FeedbackAccepted) -> date:
         return date.fromisoformat(raw) if isinstance(raw, str) else fb.occurred_on
     except ValueError:
         return fb.occurred_on
-
-
-def is_visit_report(data: dict[str, object]) -> bool:
-    """The accepted feedback escalation cares about: insight visit reports."""
-    return data.get("kind") == "insight_visit"

@@ -50,7 +50,7 @@ from shared.events import (
     VisitScheduled,
 )
 from shared.outbox import Outbox
-from shared.runtime import EventHandler, ServiceRuntime
+from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -160,8 +160,7 @@ def handlers(n: Notification) -> list[tuple[type[Event], EventHandler[Any]]]:
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
-    consumed: tuple[type[Event], ...] = (*ROUTED, FeedbackRejected)
-    return [topology.event_subscription(NAME, cls.event_type) for cls in consumed]
+    return subscriptions_of(build, topology)
 
 
 def build(settings: Settings, channels: Mapping[str, Channel] | None = None,

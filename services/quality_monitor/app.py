@@ -56,7 +56,7 @@ from shared.events import (
     Severity,
 )
 from shared.outbox import Outbox
-from shared.runtime import EventHandler, ServiceRuntime
+from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -85,6 +85,7 @@ class Monitor:
         self.rules = monitor_rules
         self.clock = clock
         self.outbox_for = outbox_for
+        self._providers_committed: dict[str, dict[str, Any]] = {}
 
     # -- consumed events ------------------------------------------------------------------
     async def on_feedback_accepted(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
@@ -101,7 +102,7 @@ class Monitor:
                      f"funnel:{fb.content['setting']}:{fb.content['period']}"]
         await store.lock(conn, *keys)
         await store.record_feedback(conn, fb)
-        await store.record_provider(conn, fb.provider)
+        await store.record_provider(conn, fb.provider, self._providers_committed)
         for finding in self.item_findings(fb):
             await self.raise_concern(
                 conn, outbox, fb.provider, finding.rule, finding.theme, finding.severity,
@@ -475,8 +476,7 @@ def handlers(monitor: Monitor) -> list[tuple[type[Event], EventHandler[Any]]]:
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
-    return [topology.event_subscription(NAME, cls.event_type)
-            for cls in (FeedbackAccepted, ConcernClosed)]
+    return subscriptions_of(build, topology)
 
 
 def build_monitor(settings: Settings, clock: Clock = utc_now,

@@ -116,12 +116,20 @@ async def lock(conn: asyncpg.Connection, *keys: str) -> None:
 
 
 # -- providers -----------------------------------------------------------------------------
-async def record_provider(conn: asyncpg.Connection, provider: ProviderRef) -> None:
+async def record_provider(conn: asyncpg.Connection, provider: ProviderRef,
+                          committed: dict[str, dict[str, Any]] | None = None) -> None:
     """Keep the provider's latest description. Read first: an upsert would lock the row on
-    every item, serialising (and deadlocking) replicas' batches on busy providers."""
+    every item, serialising (and deadlocking) replicas' batches on busy providers.
+
+    ``committed`` remembers descriptions already seen committed (rows are never deleted), so
+    a busy provider costs no query at all once its row is known to be current."""
     data = provider.model_dump(mode="json")
+    if committed is not None and committed.get(provider.ods_code) == data:
+        return
     if await conn.fetchval("SELECT provider FROM monitor.providers WHERE ods_code = $1",
                            provider.ods_code) == data:
+        if committed is not None:
+            committed[provider.ods_code] = data
         return
     await conn.execute(
         "INSERT INTO monitor.providers (ods_code, provider) VALUES ($1, $2)"

@@ -255,5 +255,5 @@ async def test_nothing_lost_nothing_duplicated_under_faults(
         "a second copy may only repeat the same Message-ID"
     poisoned = {sub.dead_letter_queue: POISON for sub in
                 all_subscriptions(Topology(settings.namespace, settings.delivery_limit))
-                if sub.routing_key == "feedback.accepted.v1"}
+                if sub.routing_key == "feedback.accepted.v1.#"}
     assert dead == poisoned, "the poison messages, and nothing else, are dead-lettered"

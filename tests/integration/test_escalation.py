@@ -124,7 +124,7 @@ class Publisher:
             aio_pika.Message(envelope.to_bytes(), message_id=str(envelope.id),
                              content_type=CONTENT_TYPE,
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=envelope.type, mandatory=True)
+            routing_key=event.routing_key(), mandatory=True)
         return envelope
 
 
@@ -617,7 +617,7 @@ async def test_a_visit_schedules_its_revisit_about_twelve_months_later(
     clock.now = london(2031, 6, 4, 10, 0)
     report = visit_report("RQY", date(2031, 6, 3))
     await publisher.send(report, source="carewatch/intake")
-    # Other accepted feedback is not for escalation: acked without a transaction.
+    # Other accepted feedback is not for escalation: its routing key is not bound.
     other = visit_report("RQY", date(2031, 6, 3), kind="complaint")
     other_sent = await publisher.send(other, source="carewatch/intake")
 
