@@ -109,7 +109,10 @@ class ServiceRuntime:
         sub = self.add_subscription(
             self.topology.event_subscription(self.name, event_cls.event_type, suffix))
 
-        async def consume(message: RabbitMessage) -> None:
+        async def consume() -> None:
+            # The message comes from the context rather than as an injected parameter:
+            # FastStream resolves an injected message in a worker thread, a hop per message.
+            message: RabbitMessage = self.broker.context.get_local("message")
             await self.consume_event(message, sub, event_cls, handler)
 
         consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}"
@@ -118,6 +121,8 @@ class ServiceRuntime:
             self.topology.rabbit_exchange(sub.exchange),
             title=f"{self.name}:{event_cls.event_type}",
             description=description or handler.__doc__,
+            # Events never get a framework reply, whatever reply_to they carry.
+            no_reply=True,
         )(consume)
 
     def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -270,22 +275,26 @@ class ServiceRuntime:
         log.info("%s started: consuming %s", self.name, [s.queue for s in self.subscriptions])
 
     async def stopping(self) -> None:
+        """Before the broker stops: no new work; what is committed so far is published
+        while the broker is still connected (later commits go at the next start, or with
+        another replica's relay)."""
         self.ready = False
         await self.http.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-    async def closed(self) -> None:
-        """After the broker has stopped (in-flight handlers done): flush, then close."""
-        await self.commits.stop()
         if self.relay:
             try:
                 await asyncio.wait_for(self.relay.publish_pending(), 5)
             except Exception:
                 log.warning("outbox not flushed at shutdown; it is published at next start",
                             exc_info=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def closed(self) -> None:
+        """After the broker has stopped (in-flight handlers done): close."""
+        await self.commits.stop()
+        if self.relay:
             await self.relay.stop()
         if self._pool is not None:
             await self._pool.close()

@@ -42,6 +42,8 @@ for _module in (intake_cli, monitor_cli, escalation_cli, notification_cli, ops):
     for _name, _group in _module.COMMAND_GROUPS.items():
         app.add_typer(_group, name=_name)
 app.command("status")(ops.status)
+for _name, _command in intake_cli.COMMANDS.items():
+    app.command(_name)(_command)
 
 
 # -- setting up ----------------------------------------------------------------------------
@@ -119,11 +121,14 @@ def seed(providers_file: Annotated[Path, typer.Option(help="Provider registry CS
 
 @app.command()
 def docs() -> None:
-    """Regenerate the AsyncAPI document of every service into docs/asyncapi/."""
+    """Regenerate the AsyncAPI document of every service into docs/asyncapi/, and intake's
+    OpenAPI document into docs/openapi/."""
     from services.cli.asyncapi import write_all
+    from services.intake.openapi import write as write_openapi
 
     for path in write_all():
         typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {write_openapi()}")
 
 
 @app.command()

@@ -1,21 +1,25 @@
 """intake: the front door for provider feeds.
 
-Consumes: provider submissions on ``{ns}.submissions`` (routing key ``submission.<kind>.v1``).
-Publishes: ``feedback.accepted.v1``, ``feedback.rejected.v1`` (through the outbox).
-Stores: schema ``intake`` (providers, feeds, feedback, quarantine).
+Consumes: provider submissions on ``{ns}.submissions`` (routing key ``submission.<kind>.v1``),
+authenticated by the broker-validated ``user_id``; and the same over HTTP
+(``POST /v1/submissions``, ``/v1/submissions/batch``), authenticated by the feed's API key.
+Publishes: ``feedback.accepted.v1``, ``feedback.rejected.v1`` (through the outbox), and a
+rejection back to the publisher's ``reply_to`` queue when it gave one.
+Stores: schema ``intake`` (providers, feeds, feedback, quarantine, receipts).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 
-from faststream.rabbit import RabbitMessage
+import asyncpg
+from faststream.rabbit import Channel, RabbitMessage
 
-from services.intake import store
-from services.intake.validation import Parsed, parse, submission_id
-from shared.events import FeedbackAccepted, FeedbackRejected, RejectionReason
+from services.intake import api, store
+from services.intake.admission import AdmissionBatcher, Admissions, Incoming
+from services.intake.validation import MAX_BODY_BYTES
+from shared.logs import log_context
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
@@ -28,72 +32,60 @@ def subscriptions(topology: Topology) -> list[Subscription]:
     return [topology.submissions_subscription()]
 
 
+def admissions_for(runtime: ServiceRuntime) -> Admissions:
+    """intake's one way in, bound to a runtime's pool and outbox (also used by the CLI)."""
+    return Admissions(lambda: runtime.pool, runtime.outbox, runtime.settings.namespace,
+                      keep_body_bytes=MAX_BODY_BYTES)
+
+
 def build(settings: Settings) -> ServiceRuntime:
     runtime = ServiceRuntime(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
     sub = runtime.add_subscription(runtime.topology.submissions_subscription())
+    admissions = admissions_for(runtime)
+    # Messages handled at the same time are admitted as one batch, in one transaction;
+    # with a prefetch of several batches, the next one gathers while one commits.
+    batch_size = settings.commit_batch_size
+    batcher = AdmissionBatcher(admissions.admit_many, max_size=batch_size)
 
     @runtime.broker.subscriber(
         runtime.topology.rabbit_queue(sub),
         runtime.topology.rabbit_exchange(sub.exchange),
+        channel=Channel(prefetch_count=max(settings.prefetch_count, 4 * batch_size)),
+        # Rejections go back to reply_to through the outbox; no empty framework reply.
+        no_reply=True,
         title="intake:submission",
         description="A provider feed's submission: one JSON object whose `kind` selects the"
                     " schema. Authenticated by the AMQP `user_id` property.",
     )
-    async def on_submission(message: RabbitMessage) -> None:
+    async def on_submission() -> None:
+        # The message is taken from the context, not injected as a parameter: FastStream
+        # resolves an injected message in a worker thread, a hop per message. (The running
+        # application may give the broker its own context: look it up on each call.)
+        message: RabbitMessage = runtime.broker.context.get_local("message")
         raw = message.raw_message
-        with runtime.measure(sub) as outcome:
+        item = Incoming(
+            body=message.body, feed_user=raw.user_id, message_id=raw.message_id or None,
+            routing_key=raw.routing_key, content_type=raw.content_type or None,
+            redelivered=bool(raw.redelivered), reply_to=raw.reply_to or None,
+            correlation_id=raw.correlation_id or None)
+        with runtime.measure(sub) as outcome, log_context(
+                submission_id=item.submission_id, feed_user=item.feed_user,
+                message_id=item.message_id):
             try:
-                outcome["outcome"], _ = await admit(
-                    runtime, body=message.body, feed_user=raw.user_id,
-                    message_id=message.message_id or None, routing_key=raw.routing_key,
-                    content_type=message.content_type or None,
-                    redelivered=bool(raw.redelivered))
+                outcome["outcome"] = (await batcher.admit(item)).outcome
             except Exception as exc:
                 await runtime.record_failure(message, sub, repr(exc))
-                log.exception("intake failed on message %s", message.message_id)
+                log.exception("intake failed on message %s", raw.message_id)
                 raise
 
+    api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics)
+
+    quarantined = runtime.metrics.gauge(
+        "carewatch_intake_quarantine_open", "Rejected submissions not yet resolved.", [])
+
+    async def refresh_quarantine(conn: asyncpg.Connection) -> None:
+        quarantined.labels(NAME).set(await conn.fetchval(
+            "SELECT count(*) FROM intake.quarantine WHERE status = 'open'"))
+
+    runtime.gauge_refreshers.append(refresh_quarantine)
     return runtime
-
-
-async def admit(runtime: ServiceRuntime, *, body: bytes, feed_user: str | None,
-                message_id: str | None, routing_key: str | None,
-                content_type: str | None, redelivered: bool = False) -> tuple[str, uuid.UUID]:
-    """Accept, de-duplicate or quarantine one submission. Returns (outcome, submission id):
-    outcome is ``accepted``, ``duplicate`` or ``rejected``."""
-    sid = submission_id(feed_user, message_id, body)
-    parsed = parse(body, content_type)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        reasons: list[RejectionReason]
-        if isinstance(parsed, Parsed):
-            sub = parsed.submission
-            provider = await store.provider_for_feed(conn, feed_user, sub.ods_code)
-            if not isinstance(provider, RejectionReason):
-                feedback_id = uuid.uuid4()
-                outbox = runtime.outbox(conn, sid)
-                if not await store.insert_feedback(
-                        conn, feedback_id=feedback_id, submission_id=sid,
-                        ods_code=sub.ods_code, record_id=sub.record_id, kind=sub.kind,
-                        version=sub.version, occurred_on=sub.occurred_on(), theme=sub.theme(),
-                        content=parsed.content, redactions=parsed.redactions,
-                        feed_user=feed_user, count_duplicate=not redelivered):
-                    return "duplicate", sid
-                await outbox.add(FeedbackAccepted(
-                    feedback_id=feedback_id, submission_id=sid, provider=provider,
-                    kind=sub.kind, provider_record_id=sub.record_id,
-                    occurred_on=sub.occurred_on(), theme=sub.theme(), site_code=sub.site_code,
-                    content=parsed.content))
-                return "accepted", sid
-            reasons = [provider]
-            ods, kind, record = sub.ods_code, sub.kind, sub.record_id
-        else:
-            reasons, ods, kind, record = parsed, None, None, None
-        if await store.quarantine(conn, submission_id=sid, feed_user=feed_user,
-                                  routing_key=routing_key, message_id=message_id,
-                                  content_type=content_type, body=body, reasons=reasons):
-            await runtime.outbox(conn, sid).add(FeedbackRejected(
-                submission_id=sid, feed_user=feed_user, ods_code=ods, kind=kind,
-                provider_record_id=record, reasons=reasons))
-            log.info("submission %s from %s rejected: %s", sid, feed_user,
-                     "; ".join(f"{r.loc or '<message>'}: {r.msg}" for r in reasons))
-        return "rejected", sid

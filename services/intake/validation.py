@@ -12,11 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.intake.derived import derived_fields
 from services.intake.redaction import redact
 from shared.events import RejectionReason
 from shared.submissions import KINDS, SUBMISSION_ADAPTER, SubmissionModel
 
 MAX_BODY_BYTES = 1_048_576
+# Media types taken as JSON (compared without parameters and case-insensitively); a missing
+# content type is taken as JSON too.
 ACCEPTED_CONTENT_TYPES = {None, "", "application/json", "text/json"}
 _SUBMISSION_NS = uuid.UUID("6f1d3a52-3b8e-4f55-9a43-1d5c2f0b7e11")
 
@@ -40,14 +43,34 @@ def reason(loc: str, msg: str, type_: str) -> RejectionReason:
     return RejectionReason(loc=loc, msg=msg, type=type_)
 
 
-def parse(body: bytes, content_type: str | None = None) -> Parsed | list[RejectionReason]:
-    """Validate a submission body against the contract and redact its free text."""
-    if len(body) > MAX_BODY_BYTES:
-        return [reason("", f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}",
+def content_type_problem(content_type: str | None) -> str | None:
+    """Why ``content_type`` is not JSON in UTF-8, or None if it is (``application/json``,
+    ``text/json``, any case, with an optional ``charset=utf-8``; or no content type)."""
+    if content_type is None:
+        return None
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() not in ACCEPTED_CONTENT_TYPES:
+        return f"content type {content_type!r} is not application/json"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and \
+                value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"content type {content_type!r}: JSON must be UTF-8 encoded"
+    return None
+
+
+def parse(body: bytes, content_type: str | None = None,
+          size: int | None = None) -> Parsed | list[RejectionReason]:
+    """Validate a submission body against the contract, redact its free text and add the
+    derived fields. ``size`` is the body's full size when ``body`` is only its beginning
+    (an oversized HTTP request is not read to the end)."""
+    size = len(body) if size is None else size
+    if size > MAX_BODY_BYTES:
+        return [reason("", f"body is {size} bytes; the limit is {MAX_BODY_BYTES}",
                        "too_large")]
-    if content_type not in ACCEPTED_CONTENT_TYPES:
-        return [reason("", f"content type {content_type!r} is not application/json",
-                       "content_type")]
+    problem = content_type_problem(content_type)
+    if problem:
+        return [reason("", problem, "content_type")]
     try:
         submission = SUBMISSION_ADAPTER.validate_json(body)
     except ValidationError as exc:
@@ -61,6 +84,7 @@ def parse(body: bytes, content_type: str | None = None) -> Parsed | list[Rejecti
             content[name] = result.text
             for label, n in result.found.items():
                 found[label] = found.get(label, 0) + n
+    content.update(derived_fields(submission))
     return Parsed(submission, content, found)
 
 

@@ -33,7 +33,9 @@ def test_exchange_names_are_namespaced() -> None:
 
 @pytest.mark.parametrize("sub, queue, exchange, routing_key", [
     (lambda t: t.event_subscription("escalation", "concern.raised.v1"),
-     "cw1.escalation.concern.raised.v1", "cw1.events", "concern.raised.v1"),
+     "cw1.escalation.concern.raised.v1", "cw1.events", "concern.raised.v1.#"),
+    (lambda t: t.event_subscription("escalation", "feedback.accepted.v1", "insight_visit"),
+     "cw1.escalation.feedback.accepted.v1", "cw1.events", "feedback.accepted.v1.insight_visit"),
     (lambda t: t.submissions_subscription(), "cw1.intake.submissions", "cw1.submissions",
      "submission.#"),
     (lambda t: t.subscription("notification", "cw1.events", "meeting.#", "meetings"),

@@ -174,10 +174,6 @@ def test_wrong_content_type_is_refused(content_type: str) -> None:
     assert content_type in reason.msg
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: parse() compares the whole content type with ACCEPTED_CONTENT_TYPES, so "
-    "'application/json; charset=utf-8' (and 'Application/JSON') - both application/json - "
-    "are rejected with type 'content_type'"))
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
 def test_json_content_type_with_parameters_or_other_case_is_accepted(content_type: str) -> None:
     accepted(raw(example_body("routine-complaint")), content_type)

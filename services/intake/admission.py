@@ -1,0 +1,334 @@
+"""Admission: intake's one way in. Every door (AMQP, HTTP, the bulk loader, a quarantine
+resubmission) hands submissions to ``Admissions.admit_many``, which validates, authorises,
+redacts, de-duplicates, stores or quarantines them, writes a receipt and puts the events in
+the outbox, all in one transaction per batch.
+
+Outcomes:
+- ``accepted``: stored, ``feedback.accepted`` published.
+- ``duplicate``: the provider's record (ODS code + record id) was accepted before; counted on
+  the stored feedback (unless the broker is redelivering the same message).
+- ``rejected``: quarantined with machine-readable reasons, ``feedback.rejected`` published,
+  and sent back to the publisher's ``reply_to`` queue when it gave one.
+
+A *replay* is the very same submission again (same feed, message id and bytes, hence the same
+submission id): it changes nothing but the duplicate count, and reports what became of the
+first copy (``first_outcome``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.intake import store
+from services.intake.validation import Parsed, parse, submission_id
+from shared.events import FeedbackAccepted, FeedbackRejected, ProviderRef, RejectionReason
+from shared.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One submission as it arrived, whichever door it came through."""
+
+    body: bytes
+    feed_user: str | None
+    message_id: str | None = None
+    routing_key: str | None = None
+    content_type: str | None = None
+    redelivered: bool = False  # the broker delivers this message again
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    size: int | None = None  # the full size, when ``body`` is only the beginning
+    resubmission_of: uuid.UUID | None = None
+
+    @property
+    def submission_id(self) -> uuid.UUID:
+        return submission_id(self.feed_user, self.message_id, self.body)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What became of one submission."""
+
+    submission_id: uuid.UUID
+    outcome: str
+    reasons: list[RejectionReason] = field(default_factory=list)
+    feedback_id: uuid.UUID | None = None
+    replay: bool = False
+    first_outcome: str | None = None  # for a replay: the outcome of the first copy
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"submission_id": str(self.submission_id),
+                               "outcome": self.outcome}
+        if self.feedback_id:
+            out["feedback_id"] = str(self.feedback_id)
+        if self.reasons:
+            out["reasons"] = [r.model_dump() for r in self.reasons]
+        if self.replay:
+            out["replay"] = True
+            out["first_outcome"] = self.first_outcome
+        return out
+
+
+def authorise(feed_user: str | None, ods_code: str,
+              registry: store.Registry) -> ProviderRef | RejectionReason:
+    """The provider a feed may submit for, or why it may not: the ODS code must be a
+    registered provider, and the feed known, not revoked and registered for that code."""
+    provider = registry.providers.get(ods_code)
+    if provider is None:
+        return RejectionReason(loc="ods_code", msg=f"unknown ODS code {ods_code}",
+                               type="unknown_provider")
+    if not feed_user:
+        return RejectionReason(loc="", msg="the message has no user_id: feeds must identify"
+                               " themselves", type="unauthenticated")
+    if feed_user not in registry.active_feeds or (feed_user, ods_code) not in registry.grants:
+        return RejectionReason(loc="ods_code", msg=f"feed {feed_user!r} is not registered to"
+                               f" submit for {ods_code}", type="forbidden")
+    return provider
+
+
+def reply_queue(reply_to: str | None, namespace: str) -> str | None:
+    """The queue a rejection may be sent back to: a publisher's own reply queue, never one
+    of carewatch's queues (a feed must not be able to make intake write into them)."""
+    if not reply_to or len(reply_to) > 255:
+        return None
+    if reply_to == namespace or reply_to.startswith(f"{namespace}."):
+        return None
+    return reply_to
+
+
+def _describe(reasons: list[RejectionReason]) -> str:
+    return "; ".join(f"{r.loc or '<message>'}: {r.msg}" for r in reasons)
+
+
+class Admissions:
+    """Admits submissions into intake's schema and outbox."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool],
+                 outbox: Callable[[asyncpg.Connection], Outbox], namespace: str,
+                 keep_body_bytes: int) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._namespace = namespace
+        self._keep_body_bytes = keep_body_bytes
+
+    async def admit(self, item: Incoming) -> Admission:
+        [admission] = await self.admit_many([item])
+        return admission
+
+    async def admit_many(self, items: Sequence[Incoming]) -> list[Admission]:
+        """Admit a batch in one transaction; one Admission per item, in order."""
+        parsed = [parse(i.body, i.content_type, i.size) for i in items]
+        async with self._pool().acquire() as conn, conn.transaction():
+            return await self._admit(conn, items, parsed)
+
+    async def _admit(self, conn: asyncpg.Connection, items: Sequence[Incoming],
+                     parsed: list[Parsed | list[RejectionReason]]) -> list[Admission]:
+        sids = [i.submission_id for i in items]
+        earlier = await store.receipts(conn, set(sids))
+        wanted = [p.submission for p in parsed if isinstance(p, Parsed)]
+        registry = await store.registry_for(
+            conn, {i.feed_user for i in items if i.feed_user}, {s.ods_code for s in wanted})
+
+        results: list[Admission | None] = [None] * len(items)
+        first_in_batch: dict[uuid.UUID, int] = {}
+        to_store: list[tuple[int, store.FeedbackRow, ProviderRef]] = []
+        to_quarantine: list[tuple[int, store.QuarantineRow, Parsed | None]] = []
+        replays: list[int] = []
+        for n, (item, sid, p) in enumerate(zip(items, sids, parsed, strict=True)):
+            if sid in earlier or sid in first_in_batch:
+                replays.append(n)
+                continue
+            first_in_batch[sid] = n
+            if isinstance(p, Parsed):
+                sub = p.submission
+                provider = authorise(item.feed_user, sub.ods_code, registry)
+                if isinstance(provider, ProviderRef):
+                    to_store.append((n, store.FeedbackRow(
+                        feedback_id=uuid.uuid4(), submission_id=sid, ods_code=sub.ods_code,
+                        provider_record_id=sub.record_id, kind=sub.kind, version=sub.version,
+                        occurred_on=sub.occurred_on(), theme=sub.theme(), content=p.content,
+                        redactions=p.redactions, feed_user=item.feed_user), provider))
+                    continue
+                reasons = [provider]
+            else:
+                reasons = p
+            to_quarantine.append((n, self._quarantine_row(item, sid, reasons),
+                                  p if isinstance(p, Parsed) else None))
+
+        outbox = self._outbox(conn)
+        duplicates: Counter[tuple[str, str]] = Counter()
+        stored = await store.insert_feedback(conn, [row for _, row, _ in to_store])
+        accepted_events: list[tuple[FeedbackAccepted, uuid.UUID | None]] = []
+        receipts: list[store.Receipt] = []
+        for n, row, provider in to_store:
+            key = (row.ods_code, row.provider_record_id)
+            if row.submission_id in stored:
+                result = Admission(row.submission_id, ACCEPTED, feedback_id=row.feedback_id)
+                accepted_events.append((FeedbackAccepted(
+                    feedback_id=row.feedback_id, submission_id=row.submission_id,
+                    provider=provider, kind=row.kind, provider_record_id=row.provider_record_id,
+                    occurred_on=row.occurred_on, theme=row.theme,
+                    site_code=row.content.get("site_code"), content=row.content),
+                    row.submission_id))
+            else:
+                result = Admission(row.submission_id, DUPLICATE)
+                if not items[n].redelivered:
+                    duplicates[key] += 1
+            results[n] = result
+            receipts.append(store.Receipt(row.submission_id, row.feed_user, result.outcome,
+                                          result.feedback_id, *key))
+        await outbox.add_many(accepted_events)
+
+        kept = await store.quarantine(conn, [row for _, row, _ in to_quarantine])
+        rejected_events: list[tuple[FeedbackRejected, uuid.UUID | None]] = []
+        for n, q, valid in to_quarantine:
+            results[n] = Admission(q.submission_id, REJECTED, q.reasons)
+            ods, kind, record = ((valid.submission.ods_code, valid.submission.kind,
+                                  valid.submission.record_id) if valid else (None, None, None))
+            event = FeedbackRejected(
+                submission_id=q.submission_id, feed_user=q.feed_user, ods_code=ods, kind=kind,
+                provider_record_id=record, reasons=q.reasons)
+            if q.submission_id in kept:
+                rejected_events.append((event, q.submission_id))
+                log.info("submission %s from %s rejected: %s", q.submission_id,
+                         q.feed_user, _describe(q.reasons))
+            await self._reply(outbox, items[n], event)
+            receipts.append(store.Receipt(q.submission_id, q.feed_user, REJECTED, None,
+                                          ods, record))
+        await outbox.add_many(rejected_events)
+
+        for n in replays:
+            results[n] = await self._replay(conn, outbox, items[n], sids[n], earlier,
+                                            results, first_in_batch, duplicates)
+        await store.count_duplicates(conn, dict(duplicates))
+        await store.insert_receipts(conn, receipts)
+        return [r for r in results if r is not None]
+
+    async def _replay(self, conn: asyncpg.Connection, outbox: Outbox, item: Incoming,
+                      sid: uuid.UUID, earlier: dict[uuid.UUID, asyncpg.Record],
+                      results: list[Admission | None], first_in_batch: dict[uuid.UUID, int],
+                      duplicates: Counter[tuple[str, str]]) -> Admission:
+        """The same submission again: nothing changes but the duplicate count; a rejected
+        one is answered again with its reasons when the publisher asks for a reply."""
+        if sid in earlier:
+            receipt = earlier[sid]
+            first = receipt["outcome"]
+            key = (receipt["ods_code"], receipt["provider_record_id"])
+            reasons = [RejectionReason(**r) for r in receipt["reasons"] or []]
+        else:
+            prior = results[first_in_batch[sid]]
+            assert prior is not None
+            first, reasons = prior.outcome, prior.reasons
+            parsed = parse(item.body, item.content_type, item.size)
+            key = ((parsed.submission.ods_code, parsed.submission.record_id)
+                   if isinstance(parsed, Parsed) else (None, None))
+        if first == REJECTED:
+            await self._reply(outbox, item, FeedbackRejected(
+                submission_id=sid, feed_user=item.feed_user, ods_code=key[0],
+                provider_record_id=key[1], reasons=reasons))
+            return Admission(sid, REJECTED, reasons, replay=True, first_outcome=first)
+        if not item.redelivered and key[0] and key[1]:
+            duplicates[(key[0], key[1])] += 1
+        return Admission(sid, DUPLICATE, replay=True, first_outcome=first)
+
+    def _quarantine_row(self, item: Incoming, sid: uuid.UUID,
+                        reasons: list[RejectionReason]) -> store.QuarantineRow:
+        return store.QuarantineRow(
+            submission_id=sid, feed_user=item.feed_user, routing_key=item.routing_key,
+            message_id=item.message_id, content_type=item.content_type,
+            # An oversized body is kept only in part: enough to see what it was.
+            body=item.body[:self._keep_body_bytes],
+            body_size=item.size if item.size is not None else len(item.body),
+            reasons=reasons, reply_to=item.reply_to, correlation_id=item.correlation_id,
+            resubmission_of=item.resubmission_of)
+
+    async def _reply(self, outbox: Outbox, item: Incoming, event: FeedbackRejected) -> None:
+        queue = None if item.redelivered else reply_queue(item.reply_to, self._namespace)
+        if queue:
+            await outbox.add(event, submission_id=event.submission_id, reply_to=queue,
+                             correlation_id=item.correlation_id or item.message_id)
+
+
+Admit = Callable[[Sequence[Incoming]], Awaitable[list[Admission]]]
+
+
+class AdmissionBatcher:
+    """Admits single submissions arriving together (a consumer runs up to its prefetch count
+    of handlers at once) as one batch: while a batch commits, the submissions arriving
+    meanwhile gather into the next one, so batches grow with the load and a lone submission
+    is never kept waiting. If a batch fails, each of its submissions is admitted alone, so
+    one bad submission cannot fail the others.
+
+    The runtime's ``shared.groupcommit.GroupCommit`` shares a transaction between handlers
+    that each run their own statements; this hands the whole batch to ``admit_many``, whose
+    statements are set-based (one per table for the batch), which is what lets intake keep
+    up with a bulk load."""
+
+    def __init__(self, admit_many: Admit, *, max_size: int = 250, committers: int = 2) -> None:
+        self._admit_many = admit_many
+        self._max_size = max_size
+        self._committers = committers
+        self._active = 0
+        self._waiting: list[tuple[Incoming, asyncio.Future[Admission]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def admit(self, item: Incoming) -> Admission:
+        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._active < self._committers:
+            self._active += 1
+            task = asyncio.create_task(self._drain(), name="intake-admission-batch")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the handlers already scheduled join this batch
+            while self._waiting:
+                batch = self._waiting[:self._max_size]
+                del self._waiting[:self._max_size]
+                await self._commit(batch)
+        finally:
+            self._active -= 1
+
+    async def _commit(self, batch: list[tuple[Incoming, asyncio.Future[Admission]]]) -> None:
+        try:
+            results = await self._admit_many([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            log.warning("a batch of %d submissions failed (%r); admitting each alone",
+                        len(batch), exc)
+            for item, future in batch:
+                try:
+                    [result] = await self._admit_many([item])
+                except Exception as one:
+                    _settle(future, one)
+                else:
+                    _settle(future, result)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[Admission], result: Admission | BaseException) -> None:
+    if future.done():  # the waiting handler was cancelled (shutdown)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

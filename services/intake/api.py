@@ -1,0 +1,287 @@
+"""intake's HTTP API, for provider feeds that cannot speak AMQP.
+
+Mounted on the service's own FastAPI app (beside /health, /ready, /metrics). Every request is
+authenticated by the feed's API key and admitted through the same ``Admissions`` as AMQP
+messages: the same validation, authorisation, redaction, de-duplication, quarantine and
+outbox.
+
+Status codes of ``POST /v1/submissions``:
+- 202 accepted; 200 duplicate (the record was accepted before: a retry is safe and changes
+  nothing, so it is a success, not a conflict);
+- 401 no API key, or not a valid one (nothing is stored: the sender is unknown);
+- 403 the feed is not registered for the body's ODS code; 413 body over 1 MiB;
+  415 not JSON; 422 the body does not meet the contract (field-level ``reasons``, the same
+  list an AMQP rejection carries). Every 4xx after authentication is quarantined.
+"""
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from services.intake import store
+from services.intake.admission import ACCEPTED, DUPLICATE, REJECTED, Admission, Admissions, Incoming
+from services.intake.credentials import api_key_hash, key_matches
+from services.intake.validation import MAX_BODY_BYTES
+from shared.events import RejectionReason
+from shared.http import Metrics
+from shared.submissions import SUBMISSION_ADAPTER
+
+MAX_BATCH_ITEMS = 1000
+MAX_BATCH_BYTES = 32 * 1_048_576
+# Past this many bytes a request is no longer read at all (only its size is reported).
+READ_LIMIT = 64 * 1_048_576
+NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-seq",
+                "application/ndjson"}
+
+Outcome = Literal["accepted", "duplicate", "rejected"]
+
+API_DESCRIPTION = """\
+Provider feeds that cannot publish to RabbitMQ post their submissions here. Each request
+carries the feed's API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`; an operator
+issues it with `carewatch feeds create FEED --ods CODE --api-key`). A feed may submit only
+for the ODS codes it is registered for.
+
+Submissions go through the same admission as AMQP messages: validated against the schema of
+their `kind`, personal data redacted from free text, de-duplicated on the provider's
+`record_id`, stored and announced as `feedback.accepted.v1`; or quarantined with
+machine-readable reasons and announced as `feedback.rejected.v1`.
+
+202 accepted, 200 duplicate (a safe retry), 401 no valid key (nothing stored), 403 not this
+feed's provider, 413 over 1 MiB, 415 not JSON, 422 invalid (field-level `reasons`).
+"""
+
+
+class SubmissionResult(BaseModel):
+    """What became of one submission."""
+
+    submission_id: uuid.UUID
+    outcome: Outcome
+    feedback_id: uuid.UUID | None = Field(None, description="Set when accepted.")
+    reasons: list[RejectionReason] = Field(
+        default_factory=list, description="Why it was rejected: one entry per problem, with the"
+        " dotted path of the field (`loc`), a message and a machine-readable `type`.")
+    replay: bool = Field(False, description="The very same submission (same feed, Idempotency-Key"
+                         " and body) was received before; nothing changed.")
+    first_outcome: Outcome | None = Field(None, description="For a replay: what became of the"
+                                          " first copy.")
+
+
+class BatchItemResult(SubmissionResult):
+    index: int = Field(description="Position of the item in the batch, from 0.")
+    status: int = Field(description="The status code this item would have had on its own.")
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class Receipt(SubmissionResult):
+    received_at: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def status_for(admission: Admission) -> int:
+    """The HTTP status of one admission (see the module docstring)."""
+    if admission.outcome == ACCEPTED:
+        return 202
+    if admission.outcome == DUPLICATE:
+        return 200
+    types = {r.type for r in admission.reasons}
+    for reason_type, status in (("unauthenticated", 401), ("forbidden", 403),
+                                ("too_large", 413), ("content_type", 415)):
+        if reason_type in types:
+            return status
+    return 422
+
+
+def split_batch(body: bytes, content_type: str | None) -> list[bytes] | str:
+    """The items of a batch body (a JSON array, or one JSON object per line), each as the
+    bytes to admit; or why the batch as a whole cannot be read."""
+    media = (content_type or "application/json").partition(";")[0].strip().lower()
+    if media in NDJSON_TYPES:
+        return [line for line in body.split(b"\n") if line.strip()]
+    if media not in ("application/json", "text/json"):
+        return f"content type {content_type!r}: send a JSON array or application/x-ndjson"
+    try:
+        items = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return f"the batch is not a JSON array: {str(exc)[:200]}"
+    if not isinstance(items, list):
+        return "the batch must be a JSON array of submissions"
+    return [json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+            for item in items]
+
+
+async def read_body(chunks: AsyncIterator[bytes], keep: int) -> tuple[bytes, int]:
+    """The first ``keep`` bytes of a request body and its full size (counting stops at
+    READ_LIMIT), without holding more than ``keep`` bytes."""
+    kept: list[bytes] = []
+    held = size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if held < keep:
+            part = chunk[:keep - held]
+            kept.append(part)
+            held += len(part)
+        if size > READ_LIMIT:
+            break
+    return b"".join(kept), size
+
+
+def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Pool],
+            metrics: Metrics) -> None:
+    """Add intake's routes to the service's FastAPI app."""
+    bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                        description="The feed's API key: `Authorization: Bearer <key>`.")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                              description="The feed's API key, as `X-API-Key: <key>`.")
+
+    async def authenticated_feed(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+            x_api_key: Annotated[str | None, Security(header_key)]) -> str:
+        key = credentials.credentials if credentials else x_api_key
+        if not key:
+            raise HTTPException(401, "no API key: send `Authorization: Bearer <key>` or"
+                                " `X-API-Key: <key>`", headers={"WWW-Authenticate": "Bearer"})
+        row = await store.feed_for_api_key(pool(), api_key_hash(key))
+        if row is None or not key_matches(key, row["api_key_sha256"]):
+            raise HTTPException(401, "the API key is not valid, or its feed is revoked",
+                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return str(row["feed_user"])
+
+    Feed = Annotated[str, Security(authenticated_feed)]
+    unauthorised: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "No valid API key."}}
+
+    def count(outcome: str) -> None:
+        metrics.messages.labels(metrics.service, "http", outcome).inc()
+
+    router = APIRouter(prefix="/v1", tags=["submissions"])
+
+    @router.post(
+        "/submissions", summary="Submit one piece of feedback",
+        description="The body is one submission (JSON, UTF-8, at most 1 MiB) whose `kind`"
+        " selects the schema. An `Idempotency-Key` header (up to 200 characters) makes a"
+        " retry of the same body a recognised replay.",
+        responses={202: {"model": SubmissionResult, "description": "Accepted."},
+                   200: {"model": SubmissionResult, "description": "Duplicate of a record"
+                         " accepted before; nothing changed."},
+                   **unauthorised,
+                   403: {"model": SubmissionResult, "description": "The feed may not submit"
+                         " for this ODS code (quarantined)."},
+                   413: {"model": SubmissionResult, "description": "Body over 1 MiB."},
+                   415: {"model": SubmissionResult, "description": "Not JSON."},
+                   422: {"model": SubmissionResult, "description": "Invalid: field-level"
+                         " reasons (quarantined)."}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Submission"}}}}},
+        status_code=202, response_model=None)
+    async def submit(request: Request, feed: Feed) -> JSONResponse:
+        body, size = await read_body(request.stream(), MAX_BODY_BYTES + 1)
+        admission = await admissions.admit(Incoming(
+            body=body, feed_user=feed, message_id=_idempotency_key(request),
+            content_type=request.headers.get("content-type"), size=size))
+        count(admission.outcome)
+        return JSONResponse(admission.as_json(), status_code=status_for(admission))
+
+    @router.post(
+        "/submissions/batch", summary="Submit up to 1,000 submissions at once",
+        description="A JSON array of submissions, or `application/x-ndjson` (one submission"
+        " per line). Admitted together in one transaction; the result of each item is given"
+        " in order, with the status it would have had on its own. With an `Idempotency-Key`,"
+        " item *i* gets the key `<key>:<i>`.",
+        responses={200: {"model": BatchResult, "description": "Every item's outcome."},
+                   400: {"model": Problem, "description": "The batch cannot be read."},
+                   **unauthorised,
+                   413: {"model": Problem, "description": "Over 32 MiB or 1,000 items."},
+                   415: {"model": Problem, "description": "Neither JSON nor NDJSON."}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_ITEMS,
+                                            "items": {"$ref": "#/components/schemas/Submission"}}},
+            "application/x-ndjson": {"schema": {"type": "string",
+                                                "description": "One submission per line."}}}}},
+        response_model=None)
+    async def submit_batch(request: Request, feed: Feed) -> JSONResponse:
+        body, size = await read_body(request.stream(), MAX_BATCH_BYTES + 1)
+        if size > MAX_BATCH_BYTES:
+            return _problem(413, f"batch is {size} bytes; the limit is {MAX_BATCH_BYTES}")
+        items = split_batch(body, request.headers.get("content-type"))
+        if isinstance(items, str):
+            return _problem(415 if items.startswith("content type") else 400, items)
+        if len(items) > MAX_BATCH_ITEMS:
+            return _problem(413, f"{len(items)} items; the limit is {MAX_BATCH_ITEMS}")
+        key = _idempotency_key(request)
+        admitted = await admissions.admit_many([
+            Incoming(body=item, feed_user=feed, content_type="application/json",
+                     message_id=f"{key}:{n}" if key else None)
+            for n, item in enumerate(items)])
+        results = []
+        for n, admission in enumerate(admitted):
+            count(admission.outcome)
+            results.append({"index": n, "status": status_for(admission), **admission.as_json()})
+        totals = {o: sum(a.outcome == o for a in admitted) for o in (ACCEPTED, DUPLICATE, REJECTED)}
+        return JSONResponse({**totals, "results": results})
+
+    @router.get(
+        "/submissions/{submission_id}", summary="What became of a submission",
+        description="The receipt of a submission this feed sent, over HTTP or AMQP.",
+        responses={200: {"model": Receipt}, **unauthorised,
+                   404: {"model": Problem, "description": "No such submission from this feed."}},
+        response_model=None)
+    async def receipt(submission_id: uuid.UUID, feed: Feed) -> JSONResponse:
+        async with pool().acquire() as conn:
+            row = (await store.receipts(conn, [submission_id])).get(submission_id)
+        if row is None or row["feed_user"] != feed:
+            return _problem(404, f"no submission {submission_id} from feed {feed!r}")
+        out: dict[str, Any] = {"submission_id": str(submission_id), "outcome": row["outcome"],
+                               "received_at": row["received_at"].isoformat()}
+        if row["feedback_id"]:
+            out["feedback_id"] = str(row["feedback_id"])
+        if row["reasons"]:
+            out["reasons"] = row["reasons"]
+        return JSONResponse(out)
+
+    api.include_router(router)
+    api.description = API_DESCRIPTION
+    _document_submission_schema(api)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    return key.strip()[:200] if key and key.strip() else None
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _document_submission_schema(api: FastAPI) -> None:
+    """Add the submission contract (every kind's schema) to the OpenAPI components: the
+    routes read the raw body, so that a malformed one is quarantined with its reasons
+    rather than refused before intake sees it."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        spec = generate()
+        full = SUBMISSION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(full.pop("$defs", {}))
+        schemas["Submission"] = full
+        return spec
+
+    api.openapi = openapi  # type: ignore[method-assign]
