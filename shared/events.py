@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from shared.envelope import Envelope
 
@@ -74,6 +74,12 @@ class RejectionReason(BaseModel):
     loc: str = Field(description="Dotted path of the offending field ('' for the whole message)")
     msg: str
     type: str
+
+    @field_validator("loc", "msg", "type")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # A field name sent by a feed may hold a NUL, which PostgreSQL cannot store.
+        return value.replace("\x00", "\\u0000")
 
 
 class FeedbackAccepted(Event):

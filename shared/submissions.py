@@ -96,6 +96,15 @@ class SubmissionBase(BaseModel):
     def theme(self) -> str | None:
         return None
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # PostgreSQL can store no NUL character in text or jsonb: refuse it here, with a
+        # reason, rather than fail later where the submission could only be dead-lettered.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text contains a NUL character (\\u0000), which is not allowed")
+        return value
+
 
 def _not_in_future(value: date) -> date:
     if value > today_in_england():
