@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import aio_pika
+import aiormq
 
 from tools.stream import Item
 
@@ -24,14 +25,18 @@ def message_id(run: str, index: int) -> str:
 async def publish_items(items: Sequence[Item], *, url: str, namespace: str, run: str,
                         user_id: str = "guest", window: int = 500,
                         rate: float | None = None,
-                        progress: Callable[[int], None] | None = None) -> float:
+                        progress: Callable[[int], None] | None = None,
+                        give_up_after: float = 120.0) -> float:
     """Publish every item; returns the seconds it took. ``rate`` caps messages per second."""
     started = time.perf_counter()
     done = 0
+    last_progress = time.monotonic()
     while done < len(items):
+        if time.monotonic() - last_progress > give_up_after:
+            raise TimeoutError(f"no progress for {give_up_after:.0f}s at item {done}")
         try:
             connection = await aio_pika.connect(url, timeout=10)
-        except (aio_pika.exceptions.AMQPError, OSError) as exc:
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             log.warning("broker unreachable (%r); retrying", exc)
             await asyncio.sleep(1)
             continue
@@ -50,13 +55,16 @@ async def publish_items(items: Sequence[Item], *, url: str, namespace: str, run:
                             routing_key=f"submission.{items[i].kind}.v1", mandatory=True)
                         for i in chunk))
                     done = chunk.stop
+                    last_progress = time.monotonic()
                     if progress:
                         progress(done)
                     if rate:
                         ahead = done / rate - (time.perf_counter() - started)
                         if ahead > 0:
                             await asyncio.sleep(ahead)
-        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
+        except (TimeoutError, aiormq.exceptions.AMQPError,
+                aiormq.exceptions.ChannelInvalidStateError, OSError) as exc:
+            # A broker restart surfaces as a closed channel or connection: resume.
             log.warning("publishing interrupted at %d (%r); resuming", done, exc)
             await asyncio.sleep(1)
     return time.perf_counter() - started
