@@ -145,10 +145,11 @@ async def throughput(n: int, profile_seconds: int) -> dict[str, Any]:
         # Sustained rate: between 10% and 90% of the stream, after start-up.
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted // 10, 600, "warm-up")
         t0, c0 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
-        profiles = await profile(s, profile_seconds) if profile_seconds else {}
-        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted * 9 // 10, 1200,
+        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted * 7 // 10, 1200,
                        "throughput")
         t1, c1 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
+        # Profiled after the measured window: py-spy takes CPU from a two-core machine.
+        profiles = await profile(s, profile_seconds) if profile_seconds else {}
         rss = s.rss_mib()
         await conn.close()
         rate = (c1 - c0) / (t1 - t0)
@@ -251,6 +252,7 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
             pairs = [(p["ods_code"], subj) for p in load_providers() for subj in KO41aSubject]
             random.Random(3).shuffle(pairs)
             published: dict[str, float] = {}
+            missed = 0
             to_meeting: list[float] = []
             to_mail: list[float] = []
             for i in range(samples):
@@ -260,18 +262,20 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
                 await publish_items([serious_complaint(ods, subject, record)],
                                     url=s.settings.amqp_url, namespace=s.settings.namespace,
                                     run=record)
-                meeting = await poll_meeting(conn, record, timeout=30)
-                to_meeting.append(meeting[1] - published[record])
+                try:
+                    meeting = await poll_meeting(conn, record, timeout=30)
+                    to_meeting.append(meeting[1] - published[record])
+                    await wait_mail(clock, meeting[0], timeout=30)
+                    to_mail.append(clock.accepted[meeting[0]] - published[record])
+                except TimeoutError:
+                    missed += 1  # counted against the figures, not hidden
                 await asyncio.sleep(0.2 + random.random() * 0.1)
-                meetings_ids = meeting[0]
-                await wait_mail(clock, meetings_ids, timeout=30)
-                to_mail.append(clock.accepted[meetings_ids] - published[record])
             if background:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await background
             await conn.close()
-            return {"meeting": to_meeting, "mail": to_mail}
+            return {"meeting": to_meeting, "mail": to_mail, "missed": missed}
     finally:
         controller.stop()
 
@@ -338,10 +342,13 @@ def machine() -> list[str]:
             "- Broker, database and services all on this one machine."]
 
 
-def stats(values: list[float]) -> str:
+def stats(values: list[float], missed: int = 0) -> str:
+    if not values:
+        return f"no sample completed ({missed} over 30 s)"
+    late = f"; {missed} not within 30 s" if missed else ""
     return (f"p50 {percentile(values, 50) * 1000:.0f} ms, p95 {percentile(values, 95) * 1000:.0f}"
             f" ms, p99 {percentile(values, 99) * 1000:.0f} ms (n={len(values)},"
-            f" max {max(values) * 1000:.0f} ms)")
+            f" max {max(values) * 1000:.0f} ms{late})")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -371,15 +378,16 @@ async def main(args: argparse.Namespace) -> None:
         f" queue, persistent, {args.ceiling} messages of ~609 bytes): **{ceiling:,.0f} msgs/s**.",
         f"- carewatch through intake and quality-monitor, everything persisted (validation,"
         f" redaction, de-duplication, feedback stored, outbox relayed with confirms, monitor"
-        f" inbox and rules), sustained over the middle 80% of {t['n']:,} realistic"
+        f" inbox and rules), sustained from 10% to 70% of {t['n']:,} realistic"
         f" submissions: **{t['rate']:,.0f} submissions/s**, **{t['rate'] / ceiling:.0%} of the"
         f" ceiling**. Target: 1,000/s, on the way to 50% of the ceiling.", "",
         "## Latency of a serious risk",
         "Publish of a serious complaint (a distinct provider and theme each time) to the"
         " remedial-action meeting committed, and to the invitation accepted by the SMTP server.", "",
         "| load | to meeting | to e-mail |", "|---|---|---|",
-        f"| idle | {stats(idle['meeting'])} | {stats(idle['mail'])} |",
-        f"| {args.load:.0f} submissions/s | {stats(loaded['meeting'])} | {stats(loaded['mail'])} |",
+        f"| idle | {stats(idle['meeting'], idle['missed'])} | {stats(idle['mail'], idle['missed'])} |",
+        f"| {args.load:.0f} submissions/s | {stats(loaded['meeting'], loaded['missed'])} |"
+        f" {stats(loaded['mail'], loaded['missed'])} |",
         "", "Targets: p99 under 0.5 s to the meeting and under 2 s to the e-mail.", "",
         "## Memory (RSS at steady state)",
         *(f"- {name}: {mib:.0f} MiB" for name, mib in sorted(year["rss"].items())), "",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -264,7 +264,7 @@ async def test_each_service_reports_ready_and_exports_metrics(pipeline: Any) -> 
 
     runtimes, _ = pipeline
     async with httpx.AsyncClient() as client:
-        for name, runtime in runtimes.items():
+        for runtime in runtimes.values():
             base = f"http://127.0.0.1:{runtime.http.port}"
             ready = await client.get(f"{base}/ready")
             assert ready.status_code == 200, ready.text

@@ -63,9 +63,11 @@ def test_mutated_valid_submissions_are_answered(body: dict[str, Any], data: st.D
 
 
 # Text that cannot hold personal data: no digits (NHS numbers, phones, postcodes, dates)
-# and no "@" (e-mail addresses), but SQL, HTML and any other unicode.
+# and no "@" (e-mail addresses), but SQL, HTML and any other unicode; no NUL, which the
+# contract refuses (PostgreSQL cannot store it).
 no_personal_data = st.text(
-    alphabet=st.characters(blacklist_categories=("Nd", "No", "Cs"), blacklist_characters="@"),
+    alphabet=st.characters(blacklist_categories=("Nd", "No", "Cs"),
+                           blacklist_characters="@\x00"),
     max_size=500)
 
 
@@ -78,3 +80,14 @@ def test_free_text_without_personal_data_is_kept_verbatim(body: dict[str, Any], 
     assert isinstance(result, Parsed), result
     assert result.content["description"] == description
     assert not result.redactions
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(VALID), no_personal_data, no_personal_data)
+def test_a_nul_character_anywhere_in_free_text_is_refused_with_a_reason(
+        body: dict[str, Any], before: str, after: str) -> None:
+    result = parse(json.dumps({**body, "description": f"x{before}\x00{after}"}).encode(),
+                   "application/json")
+    assert not isinstance(result, Parsed)
+    assert [(r.loc, r.type) for r in result] == [("description", "value_error")]
+    assert "NUL" in result[0].msg
