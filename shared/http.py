@@ -10,7 +10,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -114,7 +114,3 @@ class HttpSurface:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 5)
         self._server = self._task = None
-
-
-def json_error(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)

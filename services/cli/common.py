@@ -31,7 +31,9 @@ def run_async(coro: Awaitable[T]) -> T:
         raise fail(f"{type(exc).__name__}: {exc}") from exc
 
 
-async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def with_connection(settings: Settings,
+                          work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` with a connection to the settings' database (inside a coroutine)."""
     from shared.db import create_pool
 
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
@@ -45,7 +47,7 @@ async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awai
 def with_db(work: Callable[[asyncpg.Connection], Awaitable[T]],
             settings: Settings | None = None) -> T:
     """Run ``work`` with a connection to the configured database."""
-    return run_async(_with_db(settings or get_settings(), work))
+    return run_async(with_connection(settings or get_settings(), work))
 
 
 def print_rows(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str],

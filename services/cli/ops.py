@@ -11,7 +11,7 @@ import asyncpg
 import typer
 
 from services.catalogue import SERVICES, all_subscriptions
-from services.cli.common import JsonOption, fail, print_rows, run_async, with_db
+from services.cli.common import JsonOption, fail, print_rows, run_async, with_connection, with_db
 from shared.settings import Settings, get_settings
 from shared.topology import Subscription, Topology
 
@@ -91,9 +91,7 @@ async def _failures(settings: Settings, service: str,
                 {"attempt": r["attempt"], "error": r["error"], "at": str(r["failed_at"])})
         return out
 
-    from services.cli.common import _with_db
-
-    return await _with_db(settings, work)
+    return await with_connection(settings, work)
 
 
 async def _peek(settings: Settings, sub: Subscription, limit: int) -> list[dict[str, Any]]:
@@ -237,9 +235,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
                 "SELECT status, count(*) FROM notification.notifications GROUP BY status")),
         }
 
-    from services.cli.common import _with_db
-
-    db = await _with_db(settings, work)
+    db = await with_connection(settings, work)
     queues = [{"service": s.service, "queue": s.queue, "messages": counts[s.queue][0],
                "consumers": counts[s.queue][1], "dead_letters": counts[s.dead_letter_queue][0]}
               for s in subs]
