@@ -53,7 +53,9 @@ async def retry_transient(work: Callable[[], Awaitable[T]], *, for_seconds: floa
         log.warning("transient failure, retrying: %r", exc)
     async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            # Short first waits: a deadlock or serialisation failure clears at once; a restart
+            # of the broker or database takes the longer waits.
+            wait=wait_exponential_jitter(multiplier=0.05, jitter=0.1, max=5.0),
             stop=stop_after_delay(for_seconds),
             before_sleep=_log_retry,
             reraise=True):

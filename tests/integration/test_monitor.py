@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import aio_pika
@@ -92,7 +92,11 @@ async def purge_downstream(amqp: aio_pika.abc.AbstractConnection, settings: Sett
 @pytest.fixture(scope="module")
 async def stack(settings: Settings, amqp: aio_pika.abc.AbstractConnection
                 ) -> AsyncIterator[Stack]:
-    clock = FakeClock()
+    # The scenario runs on a virtual day, the 22nd of last month: where the day falls in its
+    # month decides how far the month close lies ahead, and so which clusters have passed
+    # by then. Its data is dated from that day; the monitor's clock starts there too.
+    today = (datetime.now(LONDON).date().replace(day=1) - timedelta(days=1)).replace(day=22)
+    clock = FakeClock(datetime.combine(today, time(12), LONDON))
     rules = load_rules().model_copy(update={"schedule": load_rules().schedule.model_copy(
         update={"poll_seconds": 3600})})  # the test drives the schedule
     intake = builder("intake")(settings)
@@ -101,7 +105,7 @@ async def stack(settings: Settings, amqp: aio_pika.abc.AbstractConnection
     channel = await capture_concern_events(amqp, settings, events)
     await intake.start()
     await runtime.start()
-    yield Stack(intake, runtime, monitor, clock, events, datetime.now(LONDON).date())
+    yield Stack(intake, runtime, monitor, clock, events, today)
     await runtime.stop()
     await intake.stop()
     await channel.close()
