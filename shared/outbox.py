@@ -9,14 +9,17 @@ the event is published again: consumers are idempotent on the event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+import aio_pika
 import aiormq
 import asyncpg
-from faststream.rabbit import RabbitBroker, RabbitExchange
+from asyncpg.transaction import Transaction
 
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.events import Event
@@ -88,23 +91,61 @@ class Publish(Protocol):
                  ) -> Awaitable[object]: ...
 
 
+@dataclass
+class _Claim:
+    """One batch of outbox rows, locked in an open transaction while its publishes are out."""
+
+    conn: asyncpg.Connection
+    transaction: Transaction
+    rows: list[asyncpg.Record]
+    sent: Sequence[Awaitable[object]] = ()
+
+
 class OutboxRelay:
-    """Publishes a schema's committed outbox rows, woken by NOTIFY, polling as a backstop."""
+    """Publishes a schema's committed outbox rows, woken by NOTIFY, polling as a backstop.
+
+    The relay loop keeps up to ``in_flight`` batches out at once: while one batch waits for
+    the broker's confirms, the next is claimed and sent. Each batch's rows stay locked in
+    their own transaction (``FOR UPDATE SKIP LOCKED``) until its confirms are in and the rows
+    are deleted, so another batch, or another replica, never takes them twice; a crash
+    before the delete means they are published again."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str, publish: Publish, *,
-                 batch_size: int = 500, poll_interval: float = 1.0) -> None:
+                 batch_size: int = 500, poll_interval: float = 1.0,
+                 backlog_limit: int = 5000, in_flight: int = 2) -> None:
         self._pool = pool
         self._schema = schema
         self._publish = publish
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._backlog_limit = backlog_limit
+        # Set while the outbox has room: consumers wait on it before taking on more work.
+        self._room = asyncio.Event()
+        self._room.set()
+        self._slots = asyncio.Semaphore(in_flight)
+        self._settling: set[asyncio.Task[int]] = set()
+        self._settle_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self.published = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
+    async def wait_for_room(self) -> None:
+        """Return once the outbox holds fewer than ``backlog_limit`` publishable events.
+
+        Backpressure: a consumer that stores events faster than the relay publishes them
+        would only grow the outbox (every event then waits longer, and the relay's scans
+        slow down); waiting leaves the messages in the broker's durable queue instead."""
+        await self._room.wait()
+
+    def release_waiters(self) -> None:
+        """Let every waiting consumer on (at shutdown: what they store is published at the
+        next start)."""
+        self._room.set()
+
     async def stop(self) -> None:
+        self.release_waiters()
         if self._task:
             self._task.cancel()
             try:
@@ -112,24 +153,73 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        # Batches already sent finish: their confirms are coming, and their rows are deleted.
+        await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def publish_pending(self) -> int:
-        """Publish one batch of committed events; returns how many rows were handled.
+        """Publish one batch of committed events and wait for the broker's confirms; returns
+        how many rows were handled (shutdown and tests; the loop pipelines batches).
 
         Rows the broker refuses stay in the outbox with the error and are retried with
         backoff, so one bad row never holds up the others."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        claim = await self._claim()
+        return 0 if claim is None else await self._settle(claim)
+
+    async def _send_next(self) -> int:
+        """The loop's step: claim and send a batch, and settle it in the background."""
+        if self._settle_error is not None:
+            error, self._settle_error = self._settle_error, None
+            raise error  # the loop backs off: the broker or the database is likely down
+        await self._slots.acquire()
+        try:
+            claim = await self._claim()
+        except BaseException:
+            self._slots.release()
+            raise
+        if claim is None:
+            self._slots.release()
+            return 0
+        task = asyncio.create_task(self._settle(claim), name=f"outbox-settle-{self._schema}")
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+        return len(claim.rows)
+
+    def _settled(self, task: asyncio.Task[int]) -> None:
+        self._settling.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            self._settle_error = task.exception()
+
+    async def _claim(self) -> _Claim | None:
+        """Lock the next batch of due rows and send each to the broker (confirms pending)."""
+        conn = await self._pool.acquire()
+        transaction = conn.transaction()
+        try:
+            await transaction.start()
             rows = await conn.fetch(
                 f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
                 f' attempts FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
                 " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
-            if not rows:
-                return 0
-            # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s.
-            results = await asyncio.gather(*(
-                self._publish(r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
-                              mandatory=r["mandatory"], correlation_id=r["correlation_id"])
-                for r in rows), return_exceptions=True)
+        except BaseException:
+            await self._finish(conn, transaction, commit=False)
+            raise
+        if not rows:
+            await self._finish(conn, transaction, commit=False)
+            return None
+        # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s. The
+        # publishes start in row order, so the broker receives the events in that order.
+        sent = [asyncio.ensure_future(self._publish(
+                    r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
+                    mandatory=r["mandatory"], correlation_id=r["correlation_id"]))
+                for r in rows]
+        return _Claim(conn, transaction, rows, sent)
+
+    async def _settle(self, claim: _Claim) -> int:
+        """Wait for the batch's confirms, delete what the broker took, park what it refused."""
+        conn, rows = claim.conn, claim.rows
+        committed = False
+        try:
+            results = await asyncio.gather(*claim.sent, return_exceptions=True)
             done = [r["seq"] for r, res in zip(rows, results, strict=True)
                     if not isinstance(res, BaseException)]
             failed: list[tuple[asyncpg.Record, BaseException]] = []
@@ -157,8 +247,38 @@ class OutboxRelay:
                 log.error("outbox %s: event %s refused by the broker (attempt %d, retry in"
                           " %.0fs): %r", self._schema, row["event_id"], row["attempts"] + 1,
                           delay, error)
+            backlog = await self._backlog(conn) if len(rows) == self._batch_size else 0
+            await self._finish(conn, claim.transaction, commit=True)
+            committed = True
+        finally:
+            if not committed:
+                await self._finish(conn, claim.transaction, commit=False)
         self.published += len(done)
+        if backlog >= self._backlog_limit:
+            if self._room.is_set():
+                log.info("outbox %s holds %d+ events: consumers pause until it drains",
+                         self._schema, backlog)
+            self._room.clear()
+        else:
+            self._room.set()
         return len(rows)
+
+    async def _backlog(self, conn: asyncpg.Connection) -> int:
+        """Due rows beyond this batch, counted up to the limit only (cheap however deep)."""
+        return await conn.fetchval(
+            f'SELECT count(*) FROM (SELECT 1 FROM "{self._schema}".outbox'
+            " WHERE next_attempt_at <= now() LIMIT $1) AS pending", self._backlog_limit)
+
+    async def _finish(self, conn: asyncpg.Connection, transaction: Transaction, *,
+                      commit: bool) -> None:
+        try:
+            if commit:
+                await transaction.commit()
+            else:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+        finally:
+            await self._pool.release(conn)
 
     async def _publish_alone(self, row: asyncpg.Record, tries: int = 4) -> None:
         """Publish one row, giving a channel closed by a neighbour's refusal time to reopen."""
@@ -174,26 +294,57 @@ class OutboxRelay:
                 await asyncio.sleep(0.25 * (attempt + 1))
 
     async def _run(self) -> None:
-        await drain_on_notify(self._pool, notify_channel(self._schema), self.publish_pending,
+        await drain_on_notify(self._pool, notify_channel(self._schema), self._send_next,
                               batch_size=self._batch_size, poll_interval=self._poll_interval,
                               name=f"outbox relay for {self._schema}")
 
 
-def publish_via(broker: RabbitBroker, metrics: Metrics | None = None,
-                service: str = "") -> Publish:
-    """A ``Publish`` that sends through a FastStream RabbitBroker: persistent, mandatory,
-    confirmed, ``message_id`` = event id."""
-    exchanges: dict[str, RabbitExchange] = {}
+class AmqpPublisher:
+    """The relay's ``Publish`` over a connection of its own, with plain aio-pika: persistent,
+    mandatory, confirmed, ``message_id`` = event id; returned messages raise.
 
-    async def publish(exchange: str, routing_key: str, body: bytes, event_id: str, *,
-                      mandatory: bool = True, correlation_id: str | None = None) -> object:
-        ex = exchanges.get(exchange) or exchanges.setdefault(
-            exchange, RabbitExchange(exchange, declare=False))
-        confirmation = await broker.publish(
-            body, exchange=ex, routing_key=routing_key, persist=True, mandatory=mandatory,
-            message_id=event_id, content_type=CONTENT_TYPE, correlation_id=correlation_id)
-        if metrics is not None:
-            metrics.published.labels(service, routing_key).inc()
+    The relay publishes every event a service emits, so its per-message cost matters:
+    FastStream's publish path (message construction, middleware, exchange lookups) costs
+    more than the AMQP work itself. A connection of its own also keeps the consumers' acks
+    from queueing behind a burst of publishes. The connection is robust: after a broker
+    restart it reconnects, and the relay's backoff covers the gap."""
+
+    def __init__(self, url: str, *, app_id: str, metrics: Metrics | None = None,
+                 service: str = "") -> None:
+        self._url = url
+        self._app_id = app_id
+        self._metrics = metrics
+        self._service = service
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": f"{self._app_id} outbox relay"})
+        self._channel = await self._connection.channel(publisher_confirms=True,
+                                                       on_return_raises=True)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = None
+        self._exchanges.clear()
+
+    async def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
+                       mandatory: bool = True, correlation_id: str | None = None) -> object:
+        if self._channel is None:
+            raise RuntimeError("the outbox publisher is not connected")
+        ex = self._exchanges.get(exchange)
+        if ex is None:
+            ex = self._channel.default_exchange if exchange == "" else \
+                await self._channel.get_exchange(exchange, ensure=False)
+            self._exchanges[exchange] = ex
+        confirmation = await ex.publish(
+            aio_pika.Message(body, message_id=event_id, content_type=CONTENT_TYPE,
+                             correlation_id=correlation_id, app_id=self._app_id,
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key, mandatory=mandatory)
+        if self._metrics is not None:
+            self._metrics.published.labels(self._service, routing_key).inc()
         return confirmation
-
-    return publish

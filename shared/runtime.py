@@ -30,7 +30,7 @@ from shared.events import Event
 from shared.groupcommit import GroupCommit
 from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
 from shared.logs import log_context
-from shared.outbox import Outbox, OutboxRelay, publish_via
+from shared.outbox import AmqpPublisher, Outbox, OutboxRelay
 from shared.retry import retry_transient
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
@@ -78,6 +78,7 @@ class ServiceRuntime:
             log_level=logging.DEBUG,
         )
         self._pool: asyncpg.Pool | None = None
+        self.publisher: AmqpPublisher | None = None
         self.relay: OutboxRelay | None = None
         self.metrics = Metrics(name)
         # Concurrent messages share transactions (see shared/groupcommit.py).
@@ -135,6 +136,11 @@ class ServiceRuntime:
                       f"carewatch/{self.name}", submission_id, cause)
 
     # -- consuming ----------------------------------------------------------------------
+    async def room_for_work(self) -> None:
+        """Wait while this service's outbox is deeper than its backlog limit (backpressure)."""
+        if self.relay is not None:
+            await self.relay.wait_for_room()
+
     async def consume_event(self, message: RabbitMessage, sub: Subscription,
                             event_cls: type[E], handler: EventHandler[E]) -> None:
         try:
@@ -148,6 +154,7 @@ class ServiceRuntime:
                       message.message_id, sub.queue, exc)
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             raise RejectMessage() from exc
+        await self.room_for_work()
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
                 submission_id=envelope.submissionid):
@@ -261,10 +268,14 @@ class ServiceRuntime:
 
     async def started(self) -> None:
         """After the broker starts: relay and background loops running."""
+        self.publisher = AmqpPublisher(self.settings.amqp_url, app_id=f"carewatch-{self.name}",
+                                       metrics=self.metrics, service=self.name)
+        await self.publisher.connect()
         self.relay = OutboxRelay(
-            self.pool, self.schema, publish_via(self.broker, self.metrics, self.name),
+            self.pool, self.schema, self.publisher,
             batch_size=self.settings.outbox_batch_size,
-            poll_interval=self.settings.outbox_poll_interval)
+            poll_interval=self.settings.outbox_poll_interval,
+            backlog_limit=self.settings.outbox_backlog_limit)
         self.relay.start()
         self._tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}")
                        for loop in self._background]
@@ -281,6 +292,7 @@ class ServiceRuntime:
         self.ready = False
         await self.http.stop()
         if self.relay:
+            self.relay.release_waiters()
             try:
                 await asyncio.wait_for(self.relay.publish_pending(), 5)
             except Exception:
@@ -296,6 +308,8 @@ class ServiceRuntime:
         await self.commits.stop()
         if self.relay:
             await self.relay.stop()
+        if self.publisher:
+            await self.publisher.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     graceful_timeout: float = 15.0
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_poll_interval: float = 1.0
+    # Consumers pause while more events than this wait in the service's outbox: the CPU then
+    # goes to publishing what is stored, not to storing more (a deep outbox only adds delay).
+    outbox_backlog_limit: int = Field(default=5000, ge=1)
     notification_max_attempts: int = Field(default=6, ge=1)
     notification_backoff_base: float = 2.0
     notification_backoff_cap: float = 300.0

@@ -68,6 +68,7 @@ def build(settings: Settings) -> ServiceRuntime:
             routing_key=raw.routing_key, content_type=raw.content_type or None,
             redelivered=bool(raw.redelivered), reply_to=raw.reply_to or None,
             correlation_id=raw.correlation_id or None)
+        await runtime.room_for_work()
         with runtime.measure(sub) as outcome, log_context(
                 submission_id=item.submission_id, feed_user=item.feed_user,
                 message_id=item.message_id):
