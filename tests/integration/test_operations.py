@@ -92,35 +92,3 @@ async def test_unknown_queue_is_a_clear_error(settings: Settings) -> None:
     code, out = await carewatch(settings, "dlq", "show", "no.such.queue")
     assert code == 2
     assert "no such queue" in out
-
-
-async def test_a_row_the_broker_refuses_does_not_hold_up_the_outbox(
-        settings: Settings, db: asyncpg.Pool) -> None:
-    """An event bound for a deleted exchange waits with its error; the rest flow."""
-    from shared.outbox import AmqpPublisher, OutboxRelay
-
-    publisher = AmqpPublisher(settings.amqp_url, app_id="carewatch-test")
-    await publisher.connect()
-    try:
-        good, bad = uuid.uuid4(), uuid.uuid4()
-        await db.execute("DELETE FROM monitor.outbox")
-        await db.executemany(
-            "INSERT INTO monitor.outbox (event_id, exchange, routing_key, body)"
-            " VALUES ($1, $2, $3, $4)",
-            [(bad, f"{settings.namespace}.no-such-exchange", "x.v1", b"{}"),
-             (good, f"{settings.namespace}.events", "nobody.listens.v1", b"{}")])
-        relay = OutboxRelay(db, "monitor", publisher)
-        assert await relay.publish_pending() == 2
-        rows = await db.fetch("SELECT event_id, attempts, last_error FROM monitor.outbox")
-        assert [r["event_id"] for r in rows] == [bad], "the good row was published"
-        assert rows[0]["attempts"] == 1 and "no-such-exchange" in rows[0]["last_error"]
-        assert await relay.publish_pending() == 0, "the bad row waits for its retry time"
-        # The channel closed by the refusal has reopened: the next row goes through.
-        await db.execute(
-            "INSERT INTO monitor.outbox (event_id, exchange, routing_key, body)"
-            " VALUES ($1, $2, 'nobody.listens.v1', '{}')", uuid.uuid4(), f"{settings.namespace}.events")
-        assert await relay.publish_pending() == 1
-        assert await db.fetchval("SELECT count(*) FROM monitor.outbox") == 1
-        await db.execute("DELETE FROM monitor.outbox")
-    finally:
-        await publisher.close()

@@ -1,0 +1,117 @@
+"""The outbox relay against the real broker and database, in a scratch schema of its own (no
+service's relay races the test for the rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.db import migrate
+from shared.outbox import AmqpPublisher, OutboxRelay
+from shared.settings import Settings
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def schema(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[str]:
+    name = f"relay_{uuid.uuid4().hex[:8]}"
+    async with db.acquire() as conn:
+        await migrate(conn, name, tmp_path)  # the shared messaging tables only
+    yield name
+    await db.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+async def publisher(settings: Settings) -> AsyncIterator[AmqpPublisher]:
+    p = AmqpPublisher(settings.amqp_url, app_id="carewatch-test")
+    await p.connect()
+    yield p
+    await p.close()
+
+
+async def add_rows(db: asyncpg.Pool, schema: str, exchange: str, routing_key: str,
+                   n: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(n)]
+    await db.executemany(
+        f'INSERT INTO "{schema}".outbox (event_id, exchange, routing_key, body)'
+        " VALUES ($1, $2, $3, $4)", [(i, exchange, routing_key, b"{}") for i in ids])
+    return ids
+
+
+async def test_a_row_the_broker_refuses_does_not_hold_up_the_outbox(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    """An event bound for a deleted exchange waits with its error; the rest flow."""
+    events = f"{settings.namespace}.events"
+    [bad] = await add_rows(db, schema, f"{settings.namespace}.no-such-exchange", "x.v1", 1)
+    await add_rows(db, schema, events, "nobody.listens.v1", 1)
+    relay = OutboxRelay(db, schema, publisher)
+    assert await relay.publish_pending() == 2
+    rows = await db.fetch(f'SELECT event_id, attempts, last_error FROM "{schema}".outbox')
+    assert [r["event_id"] for r in rows] == [bad], "the good row was published"
+    assert rows[0]["attempts"] == 1 and "no-such-exchange" in rows[0]["last_error"]
+    assert await relay.publish_pending() == 0, "the bad row waits for its retry time"
+    # The channel the refusal closed has reopened: the next row goes through.
+    await add_rows(db, schema, events, "nobody.listens.v1", 1)
+    assert await relay.publish_pending() == 1
+    assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 1
+
+
+async def test_the_relay_loop_publishes_every_row_once_in_order(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher,
+        amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """With batches pipelined, every event arrives exactly once, in outbox order."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    routing_key = f"relaytest.{schema}.v1"
+    await queue.bind(f"{settings.namespace}.events", routing_key=routing_key)
+    ids = await add_rows(db, schema, f"{settings.namespace}.events", routing_key, 1234)
+    relay = OutboxRelay(db, schema, publisher, batch_size=100, poll_interval=0.2)
+    relay.start()
+    received: list[str] = []
+
+    async def all_received() -> bool:
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            received.append(message.message_id or "")
+        return len(received) >= len(ids)
+
+    try:
+        await eventually(all_received, timeout=60, what="every outbox row published")
+    finally:
+        await relay.stop()
+    await asyncio.sleep(0.3)
+    await all_received()  # and nothing more: no row went twice
+    assert received == [str(i) for i in ids]
+    assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
+    assert relay.published == len(ids)
+    await channel.close()
+
+
+async def test_consumers_wait_while_the_outbox_is_over_its_limit(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    relay = OutboxRelay(db, schema, publisher, batch_size=10, backlog_limit=15)
+    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 40)
+    await relay.wait_for_room()  # nothing measured yet: room
+    assert await relay.publish_pending() == 10  # 30 left: over the limit
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(relay.wait_for_room(), 0.2)
+    assert await relay.publish_pending() == 10  # 20 left: still over
+    waiting = asyncio.create_task(relay.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert await relay.publish_pending() == 10  # 10 left: under the limit again
+    await asyncio.wait_for(waiting, 1)
+    # Shutdown lets every waiting consumer on.
+    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 40)
+    assert await relay.publish_pending() == 10
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(relay.wait_for_room(), 0.1)
+    relay.release_waiters()
+    await asyncio.wait_for(relay.wait_for_room(), 1)
