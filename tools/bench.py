@@ -11,7 +11,11 @@ separate processes, as they run in production:
    by the SMTP server, at idle and under background load;
 4. the memory (RSS) of each service at steady state;
 5. the time to replay an ICB's year of feedback through all four services;
-6. a py-spy profile of intake and quality-monitor under load (when py-spy is installed).
+6. a py-spy profile of intake and quality-monitor under load (when py-spy is installed);
+7. where the cores went: the CPU of every process (services, broker, database, load
+   generator) per submission, in the throughput run and in the year.
+
+An "## Analysis" section written by the engineers is carried over from the previous file.
 """
 
 from __future__ import annotations
@@ -144,16 +148,19 @@ async def throughput(n: int, profile_seconds: int) -> dict[str, Any]:
         s.start("intake", "quality_monitor")
         # Sustained rate: between 10% and 90% of the stream, after start-up.
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted // 10, 600, "warm-up")
+        meter = s.cpu().start()
         t0, c0 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted * 7 // 10, 1200,
                        "throughput")
         t1, c1 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
+        wall, cpu = meter.read()
         # Profiled after the measured window: py-spy takes CPU from a two-core machine.
         profiles = await profile(s, profile_seconds) if profile_seconds else {}
         rss = s.rss_mib()
         await conn.close()
         rate = (c1 - c0) / (t1 - t0)
-        return {"n": n, "accepted": accepted, "rate": rate, "rss": rss, "profiles": profiles}
+        return {"n": n, "accepted": accepted, "rate": rate, "rss": rss, "profiles": profiles,
+                "cpu": cpu, "wall": wall, "handled": c1 - c0}
 
 
 async def profile(s: Stack, seconds: int) -> dict[str, str]:
@@ -162,6 +169,7 @@ async def profile(s: Stack, seconds: int) -> dict[str, str]:
     if not os.path.exists(py_spy):
         return {}
     out = {}
+    running = []
     for name, procs in s.procs.items():
         path = ROOT / "var" / f"profile-{name}.txt"
         proc = await asyncio.create_subprocess_exec(
@@ -169,7 +177,8 @@ async def profile(s: Stack, seconds: int) -> dict[str, str]:
             "--format", "raw", "--output", str(path), "--nonblocking",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         out[name] = str(path)
-        await proc.wait() if name == list(s.procs)[-1] else None
+        running.append(proc)
+    await asyncio.gather(*(proc.wait() for proc in running))
     return {name: summarise_profile(Path(path)) for name, path in out.items()}
 
 
@@ -311,6 +320,7 @@ async def icb_year(n: int) -> dict[str, Any]:
         s.start(*SERVICES)
         conn = await asyncpg.connect(s.settings.database_url)
         await s.wait_consuming()
+        meter = s.cpu().start()
         started = time.perf_counter()
         publishing = asyncio.create_task(publish_items(
             items, url=s.settings.amqp_url, namespace=s.settings.namespace,
@@ -318,9 +328,11 @@ async def icb_year(n: int) -> dict[str, Any]:
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted, 7200, "ICB year")
         await publishing
         elapsed = time.perf_counter() - started
+        wall, cpu = meter.read()
         rss = s.rss_mib()
         await conn.close()
-        return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss}
+        return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss, "cpu": cpu,
+                "wall": wall, "handled": accepted}
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -340,6 +352,30 @@ def machine() -> list[str]:
             f"- RabbitMQ {versions[0] if versions else '?'}; "
             f"{versions[1] if len(versions) > 1 else 'PostgreSQL ?'}",
             "- Broker, database and services all on this one machine."]
+
+
+def cpu_table(run: dict[str, Any], cores: int) -> list[str]:
+    """Where the cores went during a run: CPU per submission and share of the machine."""
+    wall, handled = run["wall"], max(1, run["handled"])
+    rows = ["| process | CPU per submission | share of the machine |", "|---|---|---|"]
+    total = 0.0
+    for name, seconds in sorted(run["cpu"].items(), key=lambda kv: -kv[1]):
+        total += seconds
+        rows.append(f"| {name} | {1000 * seconds / handled:.2f} ms | {seconds / wall / cores:.0%} |")
+    rows.append(f"| **all** | **{1000 * total / handled:.2f} ms** | **{total / wall / cores:.0%}** |")
+    return rows
+
+
+def previous_analysis(path: Path) -> list[str]:
+    """The engineers' analysis in the last BENCHMARKS.md, kept (and marked as such) so that
+    a re-run does not erase what was learnt; its figures are those of the run it names."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    marker = "\n## Analysis"
+    if marker not in text:
+        return []
+    return ["## Analysis", *text.split(marker, 1)[1].splitlines()[1:]]
 
 
 def stats(values: list[float], missed: int = 0) -> str:
@@ -400,9 +436,20 @@ async def main(args: argparse.Namespace) -> None:
         report += ["## Where the time goes (py-spy, self time, during the throughput run)"]
         for name, text in t["profiles"].items():
             report += [f"{name}:", "```", text, "```"]
-    report += ["## What limits each figure", args.notes or "(see the closing notes)", ""]
-    out = ROOT / "BENCHMARKS.md"
-    out.write_text("\n".join(report) + "\n")
+    cores = os.cpu_count() or 1
+    report += [
+        "## Where the cores went",
+        f"CPU seconds of each process over the measured window, per submission handled, and"
+        f" as a share of this machine's {cores} cores (the broker's and the database's"
+        " processes included).", "",
+        f"Throughput run ({t['handled']:,} submissions through intake and quality-monitor in"
+        f" {t['wall']:.0f} s):", "", *cpu_table(t, cores), "",
+        f"An ICB's year ({year['handled']:,} submissions through all four services, the load"
+        f" generator publishing alongside, {year['wall']:.0f} s):", "",
+        *cpu_table(year, cores), ""]
+    out = Path(args.out)
+    report += previous_analysis(out) or ["## Analysis", "(written by the engineers after a run)", ""]
+    out.write_text("\n".join(report).rstrip() + "\n")
     log(f"wrote {out}")
 
 
@@ -414,7 +461,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--load", type=float, default=500.0)
     p.add_argument("--year", type=int, default=330_000)
     p.add_argument("--profile", type=int, default=10, help="seconds of py-spy (0: none)")
-    p.add_argument("--notes", default="")
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the report to write")
     return p.parse_args()
 
 

@@ -84,6 +84,11 @@ class Stack:
                     p.kill()
         self.procs.clear()
 
+    def cpu(self) -> CpuMeter:
+        """A CPU meter over this stack's services, the broker, the database and this process."""
+        groups = {name: [p.pid for p in procs] for name, procs in self.procs.items()}
+        return CpuMeter(groups)
+
     def rss_mib(self) -> dict[str, float]:
         out = {}
         for name, procs in self.procs.items():
@@ -94,6 +99,77 @@ class Stack:
                         if line.startswith("VmRSS:"):
                             out[name] = int(line.split()[1]) / 1024
         return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_of_user(user: str) -> list[int]:
+    """Every process of a system user (the broker's or the database's), if it exists here."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used between ``start`` and ``read``, per service process group, by the
+    local broker (user rabbitmq), the local database (user postgres; its backends are
+    listed at each reading), this process (the load generator) and everything else on the
+    machine. On a shared machine this says where the cores went, and so what limits a
+    figure."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self._groups = groups
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def _now(self) -> dict[str, float]:
+        totals = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in self._groups.items()}
+        totals["rabbitmq"] = sum(_cpu_seconds(p) for p in _pids_of_user("rabbitmq"))
+        totals["postgresql"] = sum(_cpu_seconds(p) for p in _pids_of_user("postgres"))
+        times = os.times()
+        totals["load generator"] = times.user + times.system
+        totals["machine"] = _machine_busy_seconds()
+        return totals
+
+    def start(self) -> CpuMeter:
+        import time
+
+        self._start, self._t0 = self._now(), time.perf_counter()
+        return self
+
+    def read(self) -> tuple[float, dict[str, float]]:
+        """(wall seconds, CPU seconds per name) since ``start``."""
+        import time
+
+        now = self._now()
+        used = {name: max(0.0, now[name] - self._start.get(name, 0.0)) for name in now}
+        machine = used.pop("machine")
+        used["everything else"] = max(0.0, machine - sum(used.values()))
+        return time.perf_counter() - self._t0, used
 
 
 def database_url(admin_dsn: str, name: str) -> str:
