@@ -208,6 +208,9 @@ class FFTResponseV1(SubmissionBase):
 
 
 Period = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+# A month's count at one site and setting: far above any real one, and bounded so that the
+# six answers' total still fits the 32-bit integers quality-monitor keeps (10**30 did not).
+MonthlyCount = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class FFTMonthlyV1(SubmissionBase):
@@ -219,13 +222,13 @@ class FFTMonthlyV1(SubmissionBase):
     kind: Literal["fft_monthly"]
     period: Period
     setting: FFTSetting
-    very_good: int = Field(ge=0)
-    good: int = Field(ge=0)
-    neither_good_nor_poor: int = Field(ge=0)
-    poor: int = Field(ge=0)
-    very_poor: int = Field(ge=0)
-    dont_know: int = Field(ge=0)
-    total_eligible: int | None = Field(default=None, ge=0)
+    very_good: MonthlyCount
+    good: MonthlyCount
+    neither_good_nor_poor: MonthlyCount
+    poor: MonthlyCount
+    very_poor: MonthlyCount
+    dont_know: MonthlyCount
+    total_eligible: MonthlyCount | None = None
 
     @field_validator("period")
     @classmethod

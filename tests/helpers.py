@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +83,43 @@ def smtp_server(port: int) -> tuple[Controller, Inbox]:
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     return controller, inbox
+
+
+class Receiver:
+    """An HTTP server that records webhook posts and answers with the queued statuses."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        # Each post's header lines as received, repeated names included.
+        self.header_lines: list[list[tuple[str, str]]] = []
+        self.statuses: list[int] = []
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.header_lines.append(list(self.headers.items()))
+                    receiver.posts.append((self.path, dict(self.headers.items()), body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def calendar_part(msg: EmailMessage) -> bytes:

@@ -121,8 +121,18 @@ def split_batch(body: bytes, content_type: str | None) -> list[bytes] | str:
         return f"the batch is not a JSON array: {str(exc)[:200]}"
     if not isinstance(items, list):
         return "the batch must be a JSON array of submissions"
-    return [json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
-            for item in items]
+    return [_item_bytes(item) for item in items]
+
+
+def _item_bytes(item: Any) -> bytes:
+    """One item of a JSON array batch as the bytes to admit: its JSON, compact, in UTF-8. Text
+    with a lone surrogate escape (``"\\ud800"``, which Python's JSON reader lets through) has
+    no UTF-8 form: it stays escaped, and admission rejects the item as invalid JSON."""
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(item, separators=(",", ":")).encode()
 
 
 async def read_body(chunks: AsyncIterator[bytes], keep: int) -> tuple[bytes, int]:

@@ -6,7 +6,9 @@ Pure functions: no broker, no database.
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +87,26 @@ def parse(body: bytes, content_type: str | None = None,
             for label, n in result.found.items():
                 found[label] = found.get(label, 0) + n
     content.update(derived_fields(submission))
+    not_finite = [reason(loc, "Input should be a finite number", "finite_number")
+                  for loc in _not_finite(content)]
+    if not_finite:
+        return not_finite
     return Parsed(submission, content, found)
+
+
+def _not_finite(value: Any, loc: str = "") -> Iterator[str]:
+    """Where a submission holds NaN or an infinity (``NaN``, ``Infinity``, ``1e999`` or the
+    string ``"NaN"`` in a number field). JSON has no such numbers and PostgreSQL cannot store
+    them in jsonb: refused here, with a reason, rather than failing at the insert, where an
+    HTTP submission could only get a 500 and an AMQP one be dead-lettered."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _not_finite(item, f"{loc}.{key}" if loc else str(key))
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from _not_finite(item, f"{loc}.{n}" if loc else str(n))
 
 
 def _reason_of(error: Any) -> RejectionReason:

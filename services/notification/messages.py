@@ -267,34 +267,45 @@ def _summaries(kind: str, event_type: str, payload: dict[str, Any]
     return [(None, summarise(parse_event(event_type, payload)))]
 
 
+def _shown(text: str) -> str:
+    """Text a Slack or Teams client shows (and interprets), with ``&``, ``<`` and ``>``
+    escaped as entities, which both show as the characters: Slack reads ``<...>`` as its
+    control sequences (``<!channel>`` notifies everyone, ``<url|label>`` is a link under any
+    label) and Teams renders HTML in connector cards, so user text must not reach them raw."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_body(*, kind: str, event_type: str, payload: dict[str, Any], subject: str,
                  notification_id: str, route: str | None,
                  style: Literal["slack", "teams"] = "slack") -> dict[str, Any]:
     """The JSON a team's webhook receives: ``text`` (what every Slack/Teams client shows)
     plus Slack ``attachments`` or a Teams ``MessageCard`` section per alert, and a
-    ``carewatch`` section for machines (ids, kind, event type, the data)."""
+    ``carewatch`` section for machines (ids, kind, event type, the data). What people are
+    shown is escaped (``_shown``); the machine section is the data as it is."""
     summaries = _summaries(kind, event_type, payload)
     machine = {"notification_id": notification_id, "kind": kind, "event_type": event_type,
                "route": route, "payload": payload}
+    subject = _shown(subject)
     if style == "teams":
         return {
             "@type": "MessageCard", "@context": "https://schema.org/extensions",
             "summary": subject, "themeColor": summaries[0][1].colour.lstrip("#"),
             "title": subject, "text": subject,
             "sections": [{
-                "activityTitle": f"{change}: {s.title}" if change else s.title,
-                "text": s.text,
-                "facts": [{"name": k, "value": v} for k, v in s.facts],
+                "activityTitle": _shown(f"{change}: {s.title}" if change else s.title),
+                "text": _shown(s.text),
+                "facts": [{"name": _shown(k), "value": _shown(v)} for k, v in s.facts],
             } for change, s in summaries],
             "carewatch": machine,
         }
     return {
         "text": subject,
         "attachments": [{
-            "fallback": s.title, "color": s.colour,
-            "title": f"{change}: {s.title}" if change else s.title,
-            "text": "\n".join([s.text, *(f"- {i}" for i in s.items)]),
-            "fields": [{"title": k, "value": v, "short": len(v) < 40} for k, v in s.facts],
+            "fallback": _shown(s.title), "color": s.colour,
+            "title": _shown(f"{change}: {s.title}" if change else s.title),
+            "text": _shown("\n".join([s.text, *(f"- {i}" for i in s.items)])),
+            "fields": [{"title": _shown(k), "value": _shown(v), "short": len(v) < 40}
+                       for k, v in s.facts],
             "footer": "carewatch",
         } for change, s in summaries],
         "carewatch": machine,

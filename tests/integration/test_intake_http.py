@@ -253,6 +253,22 @@ async def test_batch_as_a_json_array(api: Api) -> None:
     assert response.json()["accepted"] == 3
 
 
+async def test_batch_item_with_a_lone_surrogate_is_rejected_not_a_server_error(api: Api) -> None:
+    # Python's JSON reader lets "\ud800" through; the item has no UTF-8 form. Found by the
+    # fuzz run (tests/fuzz): it was a 500 for the whole batch.
+    good = fresh(example_message("survey-result")["body"])
+    content = b'[' + body_bytes(good) + b', {"kind": "complaint", "description": "\\ud800"}]'
+    response = await api.client.post("/v1/submissions/batch", content=content, headers={
+        "Authorization": f"Bearer {api.key}", "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["accepted"], result["rejected"]) == (1, 1)
+    rejected = result["results"][1]
+    assert (rejected["status"], rejected["reasons"][0]["type"]) == (422, "json_invalid")
+    assert (await quarantined(api.pool, rejected["submission_id"]))["reasons"] == \
+        rejected["reasons"]
+
+
 @pytest.mark.parametrize("content, content_type, status", [
     pytest.param(b"[" * 100_000, "application/json", 400, id="not an array"),
     pytest.param(b'{"kind": "complaint"}', "application/json", 400, id="an object"),

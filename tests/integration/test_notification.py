@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from shared.events import (
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import free_port
-from tests.helpers import Inbox, calendar_part, carewatch, eventually
+from tests.helpers import Inbox, Receiver, calendar_part, carewatch, eventually
 
 pytestmark = pytest.mark.integration
 SECRET = "test-webhook-secret"
@@ -83,38 +81,6 @@ class MailServer(Inbox):
             self.refused += 1
             return "451 4.3.0 Mail server temporarily unavailable"
         return await super().handle_DATA(server, session, envelope)
-
-
-class Receiver:
-    """An HTTP server that records webhook posts and answers with the queued statuses."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                receiver.posts.append((self.path, dict(self.headers.items()), body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 ROUTING = """

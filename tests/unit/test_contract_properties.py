@@ -1,5 +1,5 @@
 """Property-based tests of the intake contract: whatever arrives, parse() answers (accepted,
-or rejected with reasons) and never raises."""
+or rejected with reasons) and never raises; whatever it accepts can be stored as JSON."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from tests.helpers import example
 
 VALID = [example(n)["body"] for n in ("serious-complaint.json", "routine-complaint.json",
                                       "safeguarding-concern.json")]
+# With number fields, for NaN and the infinities.
+NUMERIC = [example(n)["body"] for n in ("survey-result.json", "prom-score.json")]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children,
                                                                       max_size=4),
     max_leaves=20)
@@ -24,6 +26,8 @@ json_values = st.recursive(
 def assert_answered(result: Parsed | list[Any]) -> None:
     if isinstance(result, Parsed):
         assert result.submission.ods_code
+        # What is accepted goes into a jsonb column: strict JSON (no NaN, no Infinity).
+        json.dumps(result.content, allow_nan=False)
         return
     assert result, "a rejection must carry at least one reason"
     for reason in result:
@@ -44,7 +48,7 @@ def test_any_json_is_answered(value: Any) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(VALID), st.data())
+@given(st.sampled_from(VALID + NUMERIC), st.data())
 def test_mutated_valid_submissions_are_answered(body: dict[str, Any], data: st.DataObject) -> None:
     mutated = dict(body)
     key = data.draw(st.sampled_from(sorted(mutated)))
@@ -91,3 +95,11 @@ def test_a_nul_character_anywhere_in_free_text_is_refused_with_a_reason(
     assert not isinstance(result, Parsed)
     assert [(r.loc, r.type) for r in result] == [("description", "value_error")]
     assert "NUL" in result[0].msg
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(NUMERIC), st.sampled_from(["score", "national_score"]),
+       st.floats() | st.sampled_from(["NaN", "inf", "-Infinity", "1e999"]))
+def test_any_number_in_a_number_field_is_answered_and_storable(
+        body: dict[str, Any], field: str, number: float | str) -> None:
+    assert_answered(parse(json.dumps({**body, field: number}).encode(), "application/json"))

@@ -197,6 +197,22 @@ def test_teams_webhook_gets_a_message_card_per_alert() -> None:
     assert doc["sections"][0]["activityTitle"].startswith("new: New low concern")
 
 
+@pytest.mark.parametrize("recipient", ["team", "teams"])
+def test_webhook_text_people_see_is_escaped_and_the_data_is_kept_as_it_is(recipient: str) -> None:
+    # Slack reads <...> as control sequences (<!channel> pings everyone, <url|label> hides a
+    # link) and Teams renders HTML: user text reaches either only escaped.
+    reason = "Ward 7 <!channel> <https://evil.example|log in> <img src=x onerror=alert(1)> & co"
+    _, body, _ = WebhookChannel(HOOKS).render(outgoing(concern("serious", reason=reason),
+                                                       recipient=recipient))
+    doc = json.loads(body)
+    shown = json.dumps({k: v for k, v in doc.items() if k != "carewatch"})
+    assert "<" not in shown and ">" not in shown
+    assert "&lt;!channel&gt; &lt;https://evil.example|log in&gt;" in shown
+    assert "&lt;script&gt;x&lt;/script&gt;" in shown or recipient == "teams"  # the evidence
+    assert "&amp; co" in shown
+    assert doc["carewatch"]["payload"]["reason"] == reason
+
+
 def test_unknown_webhook_is_a_permanent_failure() -> None:
     from services.notification.channels import DeliveryError
 
