@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from shared.envelope import Envelope
+from shared.submissions import KINDS
 
 
 class Severity(StrEnum):
@@ -54,9 +55,20 @@ class Event(BaseModel):
     def subject(self) -> str | None:
         return None
 
+    # The routing-key suffixes the event can carry (empty: none), and those of them that
+    # travel in the urgent lane: consumers get a queue of their own for those, and the outbox
+    # relay publishes them first, so they never wait behind routine volume.
+    routing_suffixes: ClassVar[tuple[str, ...]] = ()
+    urgent_suffixes: ClassVar[frozenset[str]] = frozenset()
+
     def routing_key(self) -> str:
         """The event type, and for some events a suffix a consumer may bind on."""
         return self.event_type
+
+    @property
+    def urgent(self) -> bool:
+        """Whether the event travels in the urgent lane."""
+        return self.routing_key().rpartition(".")[2] in self.urgent_suffixes
 
     def envelope(self, source: str, submission_id: uuid.UUID | None = None) -> Envelope:
         return Envelope(
@@ -84,6 +96,11 @@ class RejectionReason(BaseModel):
 
 class FeedbackAccepted(Event):
     event_type: ClassVar[str] = "feedback.accepted.v1"
+    routing_suffixes: ClassVar[tuple[str, ...]] = KINDS
+    # The kinds that exist to report risk: a serious one must not queue behind the routine
+    # volume of FFT responses, reviews and survey returns.
+    urgent_suffixes: ClassVar[frozenset[str]] = frozenset(
+        {"complaint", "safeguarding_concern", "gp_alert"})
 
     feedback_id: uuid.UUID
     submission_id: uuid.UUID

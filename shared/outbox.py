@@ -60,9 +60,9 @@ class Outbox:
             else ("", reply_to)
         await self._conn.execute(
             f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
-            " mandatory, correlation_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            " mandatory, correlation_id, priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             envelope.id, exchange, routing_key, envelope.to_bytes(), reply_to is None,
-            correlation_id)
+            correlation_id, priority(event))
         await self._added([envelope])
         return envelope
 
@@ -71,9 +71,9 @@ class Outbox:
         envelopes = [event.envelope(self._source, sid or self.submission_id)
                      for event, sid in events]
         await self._conn.executemany(
-            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body)'
-            " VALUES ($1, $2, $3, $4)",
-            [(e.id, self._exchange, event.routing_key(), e.to_bytes())
+            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
+            " priority) VALUES ($1, $2, $3, $4, $5)",
+            [(e.id, self._exchange, event.routing_key(), e.to_bytes(), priority(event))
              for e, (event, _) in zip(envelopes, events, strict=True)])
         await self._added(envelopes)
         return envelopes
@@ -83,6 +83,11 @@ class Outbox:
             # Delivered at commit only, so the relay never wakes for a rolled-back event.
             await self._conn.execute("SELECT pg_notify($1, '')", notify_channel(self._schema))
         self.added.extend(envelopes)
+
+
+def priority(event: Event) -> int:
+    """The relay publishes higher priorities first (urgent lane: 1; the rest: 0)."""
+    return 1 if event.urgent else 0
 
 
 class Publish(Protocol):
@@ -199,7 +204,7 @@ class OutboxRelay:
             rows = await conn.fetch(
                 f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
                 f' attempts FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
-                " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
+                " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
         except BaseException:
             await self._finish(conn, transaction, commit=False)
             raise
@@ -207,7 +212,9 @@ class OutboxRelay:
             await self._finish(conn, transaction, commit=False)
             return None
         # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s. The
-        # publishes start in row order, so the broker receives the events in that order.
+        # publishes start in row order, so the broker receives the events in that order
+        # (urgent-lane events first; only feedback.accepted has them, and its order across
+        # pieces of feedback does not matter).
         sent = [asyncio.ensure_future(self._publish(
                     r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
                     mandatory=r["mandatory"], correlation_id=r["correlation_id"]))

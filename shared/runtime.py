@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import uuid
@@ -47,6 +48,16 @@ async def raw_body(message: RabbitMessage) -> bytes:
     return message.body
 
 
+def _described(text: str, sub: Subscription) -> str:
+    """The handler's description, and for a queue with several bindings, all of them (the
+    AsyncAPI address shows the first only)."""
+    if not sub.extra_routing_keys:
+        return text
+    lane = "urgent lane" if sub.queue.endswith(".urgent") else "routine lane"
+    return (f"{inspect.cleandoc(text)}\n\nThe {lane}: queue `{sub.queue}`, bound to"
+            f" {', '.join(f'`{k}`' for k in sub.routing_keys)}.")
+
+
 class PoisonMessage(Exception):
     """A message that can never be handled: dead-letter it at once, with the reason."""
 
@@ -83,6 +94,8 @@ class ServiceRuntime:
         self.metrics = Metrics(name)
         # Concurrent messages share transactions (see shared/groupcommit.py).
         self.commits = GroupCommit(lambda: self.pool, settings.commit_batch_size)
+        # The urgent lane's own: its transactions never wait for a routine batch to commit.
+        self.urgent_commits = GroupCommit(lambda: self.pool, settings.commit_batch_size)
         self.http = HttpSurface(self)
         # Service-specific gauges, refreshed from the database when /metrics is scraped.
         self.gauge_refreshers: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
@@ -106,22 +119,40 @@ class ServiceRuntime:
         """Consume ``event_cls`` from this service's own quorum queue, once per event id.
 
         ``suffix`` narrows the binding to ``<type>.<suffix>`` (events whose routing key
-        carries a suffix, such as ``feedback.accepted.v1.<kind>``)."""
-        sub = self.add_subscription(
-            self.topology.event_subscription(self.name, event_cls.event_type, suffix))
+        carries a suffix, such as ``feedback.accepted.v1.<kind>``). Consumed whole, an event
+        with an urgent lane (``urgent_suffixes``) gets two queues, each with its own
+        consumer and its own group commit, so an urgent event never waits behind a batch of
+        routine ones."""
+        if suffix == "#" and event_cls.urgent_suffixes:
+            urgent, routine = self.topology.event_lanes(
+                self.name, event_cls.event_type, event_cls.routing_suffixes,
+                event_cls.urgent_suffixes)
+            self._subscribe(event_cls, handler, urgent, description, self.urgent_commits,
+                            Channel(prefetch_count=self.settings.prefetch_count))
+            self._subscribe(event_cls, handler, routine, description, self.commits)
+        else:
+            self._subscribe(event_cls, handler, self.topology.event_subscription(
+                self.name, event_cls.event_type, suffix), description, self.commits)
+
+    def _subscribe(self, event_cls: type[E], handler: EventHandler[E], sub: Subscription,
+                   description: str | None, commits: GroupCommit,
+                   channel: Channel | None = None) -> None:
+        self.add_subscription(sub)
 
         async def consume() -> None:
             # The message comes from the context rather than as an injected parameter:
             # FastStream resolves an injected message in a worker thread, a hop per message.
             message: RabbitMessage = self.broker.context.get_local("message")
-            await self.consume_event(message, sub, event_cls, handler)
+            await self.consume_event(message, sub, event_cls, handler, commits)
 
-        consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}"
+        lane = ".urgent" if sub.queue.endswith(".urgent") else ""
+        consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}{lane.replace('.', '_')}"
         self.broker.subscriber(
             self.topology.rabbit_queue(sub),
             self.topology.rabbit_exchange(sub.exchange),
-            title=f"{self.name}:{event_cls.event_type}",
-            description=description or handler.__doc__,
+            channel=channel,
+            title=f"{self.name}:{event_cls.event_type}{lane}",
+            description=_described(description or handler.__doc__ or "", sub),
             # Events never get a framework reply, whatever reply_to they carry.
             no_reply=True,
         )(consume)
@@ -142,7 +173,8 @@ class ServiceRuntime:
             await self.relay.wait_for_room()
 
     async def consume_event(self, message: RabbitMessage, sub: Subscription,
-                            event_cls: type[E], handler: EventHandler[E]) -> None:
+                            event_cls: type[E], handler: EventHandler[E],
+                            commits: GroupCommit | None = None) -> None:
         try:
             envelope = Envelope.from_bytes(message.body)
             if envelope.type != event_cls.event_type:
@@ -154,7 +186,8 @@ class ServiceRuntime:
                       message.message_id, sub.queue, exc)
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             raise RejectMessage() from exc
-        await self.room_for_work()
+        if commits is not self.urgent_commits:  # the urgent lane is small: it never waits
+            await self.room_for_work()
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
                 submission_id=envelope.submissionid):
@@ -168,7 +201,7 @@ class ServiceRuntime:
                     await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
 
             try:
-                await retry_transient(lambda: self.commits.run(work))
+                await retry_transient(lambda: (commits or self.commits).run(work))
             except Exception as exc:
                 await self.record_failure(message, sub, repr(exc))
                 log.exception("handler for %s failed on event %s (submission %s)",
@@ -306,6 +339,7 @@ class ServiceRuntime:
     async def closed(self) -> None:
         """After the broker has stopped (in-flight handlers done): close."""
         await self.commits.stop()
+        await self.urgent_commits.stop()
         if self.relay:
             await self.relay.stop()
         if self.publisher:

@@ -13,7 +13,7 @@ second environment) share one broker without colliding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aio_pika
@@ -29,6 +29,12 @@ class Subscription:
     routing_key: str
     queue: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    # Further bindings of the same queue on the same exchange (a lane's routing keys).
+    extra_routing_keys: tuple[str, ...] = ()
+
+    @property
+    def routing_keys(self) -> tuple[str, ...]:
+        return (self.routing_key, *self.extra_routing_keys)
 
     @property
     def dead_letter_queue(self) -> str:
@@ -69,6 +75,19 @@ class Topology:
         suffix, and none) or to ``<type>.<suffix>`` alone."""
         return self.subscription(service, self.events_exchange, f"{event_type}.{suffix}",
                                  event_type)
+
+    def event_lanes(self, service: str, event_type: str, suffixes: tuple[str, ...],
+                    urgent: frozenset[str]) -> tuple[Subscription, Subscription]:
+        """Two queues for an event type whose routing keys carry a suffix: the urgent lane
+        (``<type>.urgent``, bound to ``<type>.<s>`` for each urgent suffix) and the routine
+        one (``<type>``, bound to the bare type and to every other suffix). A consumer
+        serves the urgent queue on its own, so those events never wait behind the rest."""
+        routine = self.subscription(service, self.events_exchange, event_type, event_type)
+        routine = replace(routine, extra_routing_keys=tuple(
+            f"{event_type}.{s}" for s in suffixes if s not in urgent))
+        keys = [f"{event_type}.{s}" for s in suffixes if s in urgent]
+        lane = self.subscription(service, self.events_exchange, keys[0], f"{event_type}.urgent")
+        return replace(lane, extra_routing_keys=tuple(keys[1:])), routine
 
     def submissions_subscription(self) -> Subscription:
         return self.subscription("intake", self.submissions_exchange, "submission.#",
@@ -112,7 +131,8 @@ class Topology:
                 sub.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
             await dlq.bind(dlx, routing_key=sub.queue)
             queue = await channel.declare_queue(sub.queue, durable=True, arguments=sub.arguments)
-            await queue.bind(sub.exchange, routing_key=sub.routing_key)
+            for routing_key in sub.routing_keys:
+                await queue.bind(sub.exchange, routing_key=routing_key)
 
     async def delete_all(self, channel: aio_pika.abc.AbstractChannel,
                          subscriptions: list[Subscription]) -> None:

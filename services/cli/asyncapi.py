@@ -41,7 +41,8 @@ def document(service: str) -> dict[str, Any]:
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("EmptyPayload", None)
     for name, message in spec["components"].get("messages", {}).items():
-        event_type = name.split(":")[1] if name.count(":") >= 2 else ""
+        # A lane's queue is titled <service>:<type>.urgent.
+        event_type = name.split(":")[1].removesuffix(".urgent") if name.count(":") >= 2 else ""
         if name == "intake:submission:SubscribeMessage":
             full = SUBMISSION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(full.pop("$defs", {}))

@@ -261,5 +261,5 @@ async def test_nothing_lost_nothing_duplicated_under_faults(
         "a second copy may only repeat the same Message-ID"
     poisoned = {sub.dead_letter_queue: POISON for sub in
                 all_subscriptions(Topology(settings.namespace, settings.delivery_limit))
-                if sub.routing_key == "feedback.accepted.v1.#"}
+                if sub.routing_key == "feedback.accepted.v1"}  # the routine lane takes the bare key
     assert dead == poisoned, "the poison messages, and nothing else, are dead-lettered"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import aio_pika
@@ -13,6 +14,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
+from shared.events import FeedbackAccepted, ProviderRef
 from shared.outbox import AmqpPublisher, OutboxRelay
 from shared.settings import Settings
 from tests.helpers import eventually
@@ -115,3 +117,34 @@ async def test_consumers_wait_while_the_outbox_is_over_its_limit(
         await asyncio.wait_for(relay.wait_for_room(), 0.1)
     relay.release_waiters()
     await asyncio.wait_for(relay.wait_for_room(), 1)
+
+
+async def test_urgent_events_are_published_first(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher,
+        amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """A serious complaint accepted behind a thousand FFT responses leaves in the next batch."""
+    from shared.outbox import Outbox
+
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(f"{settings.namespace}.events", routing_key="feedback.accepted.v1.*")
+    routine = [event(kind="fft_response") for _ in range(1000)]
+    urgent = event(kind="complaint")
+    async with db.acquire() as conn, conn.transaction():
+        outbox = Outbox(conn, schema, f"{settings.namespace}.events", "carewatch/test")
+        await outbox.add_many([(e, None) for e in routine])
+        await outbox.add(urgent)
+    relay = OutboxRelay(db, schema, publisher, batch_size=100)
+    assert await relay.publish_pending() == 100
+    first = await queue.get(no_ack=True, timeout=5)
+    assert first.routing_key == "feedback.accepted.v1.complaint"
+    assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 901
+    await channel.close()
+
+
+def event(kind: str) -> FeedbackAccepted:
+    return FeedbackAccepted(
+        feedback_id=uuid.uuid4(), submission_id=uuid.uuid4(), kind=kind,
+        provider=ProviderRef(ods_code="RJ1", name="Guy's and St Thomas'", provider_type="acute",
+                             quality_contact_email="quality.rj1@provider.example"),
+        provider_record_id=uuid.uuid4().hex, occurred_on=date(2026, 11, 30), content={})
