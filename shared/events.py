@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, field_validator
 
 from shared.envelope import Envelope
 from shared.submissions import KINDS
@@ -33,6 +33,13 @@ class Severity(StrEnum):
 _SEVERITY_RANK = {Severity.LOW: 1, Severity.MODERATE: 2, Severity.HIGH: 3, Severity.SERIOUS: 4}
 
 
+# An e-mail address in an event. Addresses are checked in full (email-validator) where they
+# enter carewatch (the provider registry, the notification routing file); events check the
+# shape only: they are parsed by every consumer, and a full check costs ~30 us each time.
+EmailAddress = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                                    json_schema_extra={"format": "email"})]
+
+
 class ProviderRef(BaseModel):
     """A snapshot of the provider as registered at intake, carried downstream so that no
     service needs to read intake's registry."""
@@ -42,7 +49,10 @@ class ProviderRef(BaseModel):
     ods_code: str
     name: str
     provider_type: str
-    quality_contact_email: EmailStr
+    quality_contact_email: EmailAddress
+
+
+FULL_EMAIL_CHECK: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 
 class Event(BaseModel):
@@ -172,7 +182,7 @@ class ConcernUpdated(ConcernRaised):
 class Attendee(BaseModel):
     role: str
     name: str
-    email: EmailStr
+    email: EmailAddress
 
 
 class MeetingScheduled(Event):

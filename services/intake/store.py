@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.events import ProviderRef, RejectionReason
+from shared.events import FULL_EMAIL_CHECK, ProviderRef, RejectionReason
 
 SCHEMA = "intake"
 SAMPLE_PROVIDERS = Path(__file__).resolve().parents[2] / "data" / "providers.csv"
@@ -24,7 +24,8 @@ def read_providers_csv(path: Path) -> list[dict[str, str]]:
     required = {"ods_code", "name", "provider_type", "quality_contact_email"}
     if rows and not required <= set(rows[0]):
         raise ValueError(f"{path}: columns must include {sorted(required)}")
-    for row in rows:  # validates the e-mail address and the rest of the snapshot
+    for row in rows:  # validates the e-mail address in full and the rest of the snapshot
+        FULL_EMAIL_CHECK.validate_python(row["quality_contact_email"].strip())
         ProviderRef(**{k: row[k] for k in required})
     return rows
 

@@ -212,3 +212,15 @@ async def test_a_failing_group_is_retried_one_by_one_so_only_the_bad_one_fails()
     assert [isinstance(r, RuntimeError) for r in results] == [False, False, False, True, False,
                                                               False]
     assert [b"3"] in fake.groups
+
+
+def test_the_registry_refuses_an_address_that_only_looks_like_one(tmp_path: Path) -> None:
+    """Events check an address's shape only; the full check is at the registry's import."""
+    path = tmp_path / "providers.csv"
+    path.write_text("ods_code,name,provider_type,quality_contact_email\n"
+                    "RJ1,Guy's and St Thomas',acute,quality@provider..example\n")
+    with pytest.raises(ValueError, match="quality_contact_email|email|period"):
+        store.read_providers_csv(path)
+    path.write_text("ods_code,name,provider_type,quality_contact_email\n"
+                    "RJ1,Guy's and St Thomas',acute,quality.rj1@provider.example\n")
+    assert [r["ods_code"] for r in store.read_providers_csv(path)] == ["RJ1"]
