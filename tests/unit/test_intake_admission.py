@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -219,7 +220,7 @@ def test_the_registry_refuses_an_address_that_only_looks_like_one(tmp_path: Path
     path = tmp_path / "providers.csv"
     path.write_text("ods_code,name,provider_type,quality_contact_email\n"
                     "RJ1,Guy's and St Thomas',acute,quality@provider..example\n")
-    with pytest.raises(ValueError, match="quality_contact_email|email|period"):
+    with pytest.raises(ValueError, match="email"):
         store.read_providers_csv(path)
     path.write_text("ods_code,name,provider_type,quality_contact_email\n"
                     "RJ1,Guy's and St Thomas',acute,quality.rj1@provider.example\n")
