@@ -7,12 +7,17 @@ once, which amortises the commit's WAL flush across the batch. If anything in a 
 the batch is rolled back and each item re-runs in a transaction of its own, so one bad
 message never takes the others down with it. A handler returns (and its message is acked)
 only after its own work is committed.
+
+With an inbox table, each item may carry its event id: the batch records every id in one
+statement at the start of the transaction, and tells each item's work whether its event is
+new (``first``) or was handled before, instead of a round trip per item.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,28 +25,36 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Work = Callable[[asyncpg.Connection], Awaitable[Any]]
+# An item's work: the connection, and whether its event is new (always True without an id).
+Work = Callable[[asyncpg.Connection, bool], Awaitable[Any]]
+InboxKey = tuple[uuid.UUID, str]  # (event id, event type)
+Item = tuple[Work, "asyncio.Future[Any]", InboxKey | None]
 
 
 class GroupCommit:
-    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], max_batch: int = 100) -> None:
+    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], max_batch: int = 100, *,
+                 inbox_table: str | None = None) -> None:
         self._pool = pool_getter
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Work, asyncio.Future[Any]]] = asyncio.Queue()
+        self._inbox_table = inbox_table
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
 
-    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[asyncpg.Connection, bool], Awaitable[T]], *,
+                  inbox: InboxKey | None = None) -> T:
         """Run ``work`` in a transaction shared with other concurrent work; returns once
-        committed (or raises what ``work`` raised)."""
+        committed (or raises what ``work`` raised). With ``inbox`` (needs ``inbox_table``),
+        the event id is recorded in the same transaction and ``work`` learns whether the
+        event is new."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if self.max_batch <= 1:
-            async with self._pool().acquire() as conn, conn.transaction():
-                return await work(conn)
+            await self._commit([(work, future, inbox)])
+            return future.result()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._loop(), name="group-commit")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((work, future))
+        self._queue.put_nowait((work, future, inbox))
         return await future
 
     async def stop(self) -> None:
@@ -53,7 +66,7 @@ class GroupCommit:
                 pass
             self._worker = None
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
+            _, future, _ = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(RuntimeError("group commit stopped"))
 
@@ -62,17 +75,40 @@ class GroupCommit:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            live = [(w, f) for w, f in batch if not f.cancelled()]
+            live = [item for item in batch if not item[1].cancelled()]
             if live:
                 await self._commit(live)
 
-    async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+    async def _firsts(self, conn: asyncpg.Connection, batch: list[Item]) -> list[bool]:
+        """Record the batch's event ids in the inbox in one statement; for each item, whether
+        its event is new (an id delivered twice in one batch is new for its first item only)."""
+        keys = [inbox for _, _, inbox in batch if inbox is not None]
+        new: set[uuid.UUID] = set()
+        if keys:
+            if self._inbox_table is None:
+                raise RuntimeError("an inbox key was given, but no inbox table")
+            rows = await conn.fetch(
+                f"INSERT INTO {self._inbox_table} (event_id, event_type)"
+                " SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING"
+                " RETURNING event_id", [k[0] for k in keys], [k[1] for k in keys])
+            new = {r[0] for r in rows}
+        firsts = []
+        for _, _, inbox in batch:
+            first = inbox is None or inbox[0] in new
+            if first and inbox is not None:
+                new.discard(inbox[0])
+            firsts.append(first)
+        return firsts
+
+    async def _commit(self, batch: list[Item]) -> None:
         try:
             async with self._pool().acquire() as conn:
                 async with conn.transaction():
-                    results = [await work(conn) for work, _ in batch]
+                    firsts = await self._firsts(conn, batch)
+                    results = [await work(conn, first)
+                               for (work, _, _), first in zip(batch, firsts, strict=True)]
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(RuntimeError("group commit stopped"))
             raise
@@ -88,6 +124,6 @@ class GroupCommit:
             return
         self.batches += 1
         self.items += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -142,7 +142,8 @@ class OutboxRelay:
         Backpressure: a consumer that stores events faster than the relay publishes them
         would only grow the outbox (every event then waits longer, and the relay's scans
         slow down); waiting leaves the messages in the broker's durable queue instead."""
-        await self._room.wait()
+        if not self._room.is_set():  # the usual case costs no coroutine
+            await self._room.wait()
 
     def release_waiters(self) -> None:
         """Let every waiting consumer on (at shutdown: what they store is published at the

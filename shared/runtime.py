@@ -93,9 +93,12 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.metrics = Metrics(name)
         # Concurrent messages share transactions (see shared/groupcommit.py).
-        self.commits = GroupCommit(lambda: self.pool, settings.commit_batch_size)
+        inbox = f'"{schema}".inbox'
+        self.commits = GroupCommit(lambda: self.pool, settings.commit_batch_size,
+                                   inbox_table=inbox)
         # The urgent lane's own: its transactions never wait for a routine batch to commit.
-        self.urgent_commits = GroupCommit(lambda: self.pool, settings.commit_batch_size)
+        self.urgent_commits = GroupCommit(lambda: self.pool, settings.commit_batch_size,
+                                          inbox_table=inbox)
         self.http = HttpSurface(self)
         # Service-specific gauges, refreshed from the database when /metrics is scraped.
         self.gauge_refreshers: list[Callable[[asyncpg.Connection], Awaitable[None]]] = []
@@ -191,17 +194,16 @@ class ServiceRuntime:
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
                 submission_id=envelope.submissionid):
-            async def work(conn: asyncpg.Connection) -> None:
-                first = await conn.fetchval(
-                    f'INSERT INTO "{self.schema}".inbox (event_id, event_type)'
-                    " VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-                    envelope.id, envelope.type)
+            async def work(conn: asyncpg.Connection, first: bool) -> None:
+                # The inbox row (event id) is written by the group commit, for the whole
+                # batch in one statement, in this same transaction.
                 outcome["outcome"] = "handled" if first else "duplicate"
                 if first:
                     await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
 
+            group = commits or self.commits
             try:
-                await retry_transient(lambda: (commits or self.commits).run(work))
+                await retry_transient(lambda: group.run(work, inbox=(envelope.id, envelope.type)))
             except Exception as exc:
                 await self.record_failure(message, sub, repr(exc))
                 log.exception("handler for %s failed on event %s (submission %s)",

@@ -1,0 +1,68 @@
+"""Group commit against the real database: one inbox statement per batch, each event new once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db import migrate
+from shared.groupcommit import GroupCommit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def inbox(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[str]:
+    name = f"gc_{uuid.uuid4().hex[:8]}"
+    async with db.acquire() as conn:
+        await migrate(conn, name, tmp_path)
+    yield f'"{name}".inbox'
+    await db.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.mark.parametrize("max_batch", [100, 1])
+async def test_an_event_is_new_once_within_a_batch_and_across_batches(
+        db: asyncpg.Pool, inbox: str, max_batch: int) -> None:
+    commits = GroupCommit(lambda: db, max_batch, inbox_table=inbox)
+    seen_before, twice, once = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await db.execute(f"INSERT INTO {inbox} (event_id, event_type) VALUES ($1, 'x.v1')",
+                     seen_before)
+    calls: list[tuple[uuid.UUID, bool]] = []
+
+    def work_for(event_id: uuid.UUID):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection, first: bool) -> bool:
+            calls.append((event_id, first))
+            return first
+        return work
+
+    ids = [seen_before, twice, once, twice]
+    results = await asyncio.gather(*(commits.run(work_for(i), inbox=(i, "x.v1")) for i in ids))
+    await commits.stop()
+    assert results == [False, True, True, False]
+    assert sorted(calls) == sorted(zip(ids, results, strict=True))
+    assert await db.fetchval(f"SELECT count(*) FROM {inbox}") == 3
+
+
+async def test_a_failed_batch_is_retried_item_by_item_and_records_nothing_of_the_failure(
+        db: asyncpg.Pool, inbox: str) -> None:
+    commits = GroupCommit(lambda: db, 100, inbox_table=inbox)
+    good, bad = uuid.uuid4(), uuid.uuid4()
+
+    async def fine(conn: asyncpg.Connection, first: bool) -> str:
+        return "ok"
+
+    async def broken(conn: asyncpg.Connection, first: bool) -> str:
+        raise ValueError("handler failed")
+
+    results = await asyncio.gather(commits.run(fine, inbox=(good, "x.v1")),
+                                   commits.run(broken, inbox=(bad, "x.v1")),
+                                   return_exceptions=True)
+    await commits.stop()
+    assert results[0] == "ok" and isinstance(results[1], ValueError)
+    stored = {r[0] for r in await db.fetch(f"SELECT event_id FROM {inbox}")}
+    assert stored == {good}, "the failed event can be delivered again and handled"
