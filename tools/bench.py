@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -118,9 +119,10 @@ async def raw_ceiling(n: int) -> float:
                         await flush()
 
         started = time.perf_counter()
-        await q.consume(on_message)
+        tag = await q.consume(on_message)
         await asyncio.wait_for(done.wait(), 600)
         elapsed = time.perf_counter() - started
+        await q.cancel(tag)
         await consume.queue_delete(queue_name)
         return n / elapsed
     finally:
@@ -264,6 +266,7 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
             missed = 0
             to_meeting: list[float] = []
             to_mail: list[float] = []
+            stages: dict[str, list[float]] = {}
             # The feed's connection is open before the clock starts: its set-up is the feed's
             # cost, not carewatch's. The clock runs from the publish to the confirm as well.
             feed = await aio_pika.connect(s.settings.amqp_url)
@@ -281,6 +284,9 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
                 try:
                     meeting = await poll_meeting(conn, record, timeout=30)
                     to_meeting.append(meeting[1] - published[record])
+                    marks = (published[record], *meeting[2], meeting[1])
+                    for stage, (a, b) in zip(STAGES, itertools.pairwise(marks), strict=True):
+                        stages.setdefault(stage, []).append(b - a)
                     await wait_mail(clock, meeting[0], timeout=30)
                     to_mail.append(clock.accepted[meeting[0]] - published[record])
                 except TimeoutError:
@@ -292,22 +298,36 @@ async def latency(samples: int, background_rate: float) -> dict[str, Any]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await background
             await conn.close()
-            return {"meeting": to_meeting, "mail": to_mail, "missed": missed}
+            return {"meeting": to_meeting, "mail": to_mail, "missed": missed,
+                    "stages": stages}
     finally:
         controller.stop()
 
 
-async def poll_meeting(conn: asyncpg.Connection, record: str, timeout: float) -> tuple[str, float]:
+# Where the time to the meeting went: when each service's transaction began, as PostgreSQL
+# recorded it (the row's received_at / updated_at defaults are the transaction's start).
+STAGES = ("to intake's transaction", "intake to quality-monitor", "quality-monitor to"
+          " escalation", "escalation's transaction to committed")
+
+
+async def poll_meeting(conn: asyncpg.Connection, record: str, timeout: float
+                       ) -> tuple[str, float, tuple[float, float, float]]:
+    """The meeting booked for the complaint ``record``: its id, when it was seen committed,
+    and the start times of intake's, quality-monitor's and escalation's transactions."""
     deadline = time.time() + timeout
-    sql = ("SELECT m.meeting_id::text FROM escalation.meetings m"
-           " JOIN escalation.concerns c USING (concern_id)"
+    sql = ("SELECT m.meeting_id::text AS meeting, extract(epoch FROM f.received_at) AS intake,"
+           " extract(epoch FROM mf.received_at) AS monitor,"
+           " extract(epoch FROM c.updated_at) AS escalation"
+           " FROM escalation.meetings m JOIN escalation.concerns c USING (concern_id)"
            " JOIN intake.feedback f ON c.evidence @> jsonb_build_array(jsonb_build_object("
            "  'feedback_id', f.feedback_id::text))"
+           " JOIN monitor.feedback mf ON mf.feedback_id = f.feedback_id"
            " WHERE f.provider_record_id = $1")
     while time.time() < deadline:
-        row = await conn.fetchval(sql, record)
+        row = await conn.fetchrow(sql, record)
         if row:
-            return row, time.time()
+            return row["meeting"], time.time(), (float(row["intake"]), float(row["monitor"]),
+                                                 float(row["escalation"]))
         await asyncio.sleep(0.005)
     raise TimeoutError(f"no meeting for {record}")
 
@@ -433,6 +453,11 @@ async def main(args: argparse.Namespace) -> None:
         f"| {args.load:.0f} submissions/s | {stats(loaded['meeting'], loaded['missed'])} |"
         f" {stats(loaded['mail'], loaded['missed'])} |",
         "", "Targets: p99 under 0.5 s to the meeting and under 2 s to the e-mail.", "",
+        "Where the time to the meeting went, from the start of each service's transaction as"
+        " PostgreSQL recorded it (the publisher's and PostgreSQL's clocks are this machine's):",
+        "", "| stage | idle | " + f"{args.load:.0f} submissions/s |", "|---|---|---|",
+        *(f"| {stage} | {stats(idle['stages'].get(stage, []))} |"
+          f" {stats(loaded['stages'].get(stage, []))} |" for stage in STAGES), "",
         "## Memory (RSS at steady state)",
         *(f"- {name}: {mib:.0f} MiB" for name, mib in sorted(year["rss"].items())), "",
         "## An ICB's year",
