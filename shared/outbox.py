@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,10 @@ from shared.http import Metrics
 from shared.wakeup import drain_on_notify
 
 log = logging.getLogger(__name__)
+
+
+# While every relay slot waits for confirms, how often to look for urgent events (seconds).
+URGENT_POLL = 0.02
 
 
 def notify_channel(schema: str) -> str:
@@ -128,6 +132,7 @@ class OutboxRelay:
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(in_flight)
+        self._urgent_busy = False
         self._settling: set[asyncio.Task[int]] = set()
         self._settle_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
@@ -172,11 +177,20 @@ class OutboxRelay:
         return 0 if claim is None else await self._settle(claim)
 
     async def _send_next(self) -> int:
-        """The loop's step: claim and send a batch, and settle it in the background."""
+        """The loop's step: claim and send a batch, and settle it in the background. While
+        every slot waits for its confirms, urgent events still go, in a slot of their own."""
         if self._settle_error is not None:
             error, self._settle_error = self._settle_error, None
             raise error  # the loop backs off: the broker or the database is likely down
-        await self._slots.acquire()
+        while self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), URGENT_POLL)
+                break
+            except TimeoutError:
+                if sent := await self._send_urgent():
+                    return sent
+        else:
+            await self._slots.acquire()
         try:
             claim = await self._claim()
         except BaseException:
@@ -185,18 +199,43 @@ class OutboxRelay:
         if claim is None:
             self._slots.release()
             return 0
-        task = asyncio.create_task(self._settle(claim), name=f"outbox-settle-{self._schema}")
-        self._settling.add(task)
-        task.add_done_callback(self._settled)
+        self._settle_later(claim, self._slots.release, measure_backlog=True)
         return len(claim.rows)
 
-    def _settled(self, task: asyncio.Task[int]) -> None:
-        self._settling.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            self._settle_error = task.exception()
+    async def _send_urgent(self) -> int:
+        """Claim and send the urgent events that wait, if the urgent slot is free."""
+        if self._urgent_busy:
+            return 0
+        self._urgent_busy = True
+        try:
+            claim = await self._claim(urgent_only=True)
+        except BaseException:
+            self._urgent_busy = False
+            raise
+        if claim is None:
+            self._urgent_busy = False
+            return 0
+        self._settle_later(claim, self._urgent_done, measure_backlog=False)
+        return len(claim.rows)
 
-    async def _claim(self) -> _Claim | None:
+    def _urgent_done(self) -> None:
+        self._urgent_busy = False
+
+    def _settle_later(self, claim: _Claim, release: Callable[[], None], *,
+                      measure_backlog: bool) -> None:
+        task = asyncio.create_task(self._settle(claim, measure_backlog=measure_backlog),
+                                   name=f"outbox-settle-{self._schema}")
+        self._settling.add(task)
+
+        def settled(task: asyncio.Task[int]) -> None:
+            self._settling.discard(task)
+            release()
+            if not task.cancelled() and task.exception() is not None:
+                self._settle_error = task.exception()
+
+        task.add_done_callback(settled)
+
+    async def _claim(self, *, urgent_only: bool = False) -> _Claim | None:
         """Lock the next batch of due rows and send each to the broker (confirms pending)."""
         conn = await self._pool.acquire()
         transaction = conn.transaction()
@@ -205,6 +244,7 @@ class OutboxRelay:
             rows = await conn.fetch(
                 f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
                 f' attempts FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
+                f" {'AND priority > 0' if urgent_only else ''}"
                 " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
         except BaseException:
             await self._finish(conn, transaction, commit=False)
@@ -222,7 +262,7 @@ class OutboxRelay:
                 for r in rows]
         return _Claim(conn, transaction, rows, sent)
 
-    async def _settle(self, claim: _Claim) -> int:
+    async def _settle(self, claim: _Claim, *, measure_backlog: bool = True) -> int:
         """Wait for the batch's confirms, delete what the broker took, park what it refused."""
         conn, rows = claim.conn, claim.rows
         committed = False
@@ -255,13 +295,16 @@ class OutboxRelay:
                 log.error("outbox %s: event %s refused by the broker (attempt %d, retry in"
                           " %.0fs): %r", self._schema, row["event_id"], row["attempts"] + 1,
                           delay, error)
-            backlog = await self._backlog(conn) if len(rows) == self._batch_size else 0
+            full = measure_backlog and len(rows) == self._batch_size
+            backlog = await self._backlog(conn) if full else 0
             await self._finish(conn, claim.transaction, commit=True)
             committed = True
         finally:
             if not committed:
                 await self._finish(conn, claim.transaction, commit=False)
         self.published += len(done)
+        if not measure_backlog:
+            return len(rows)  # an urgent batch says nothing of the outbox's depth
         if backlog >= self._backlog_limit:
             if self._room.is_set():
                 log.info("outbox %s holds %d+ events: consumers pause until it drains",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -148,3 +149,48 @@ def event(kind: str) -> FeedbackAccepted:
         provider=ProviderRef(ods_code="RJ1", name="Guy's and St Thomas'", provider_type="acute",
                              quality_contact_email="quality.rj1@provider.example"),
         provider_record_id=uuid.uuid4().hex, occurred_on=date(2026, 11, 30), content={})
+
+
+async def test_urgent_events_go_while_every_slot_waits_for_confirms(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    """The broker is slow to confirm a routine batch; an urgent event does not wait for it."""
+    from shared.outbox import Outbox
+
+    release = asyncio.Event()
+    published: dict[str, float] = {}
+
+    async def slow_for_routine(exchange: str, routing_key: str, body: bytes, event_id: str,
+                               **kwargs: Any) -> object:
+        if not routing_key.endswith(".complaint"):
+            await release.wait()  # confirms held back
+        result = await publisher(exchange, routing_key, body, event_id, **kwargs)
+        published[routing_key] = asyncio.get_running_loop().time()
+        return result
+
+    relay = OutboxRelay(db, schema, slow_for_routine, batch_size=10, in_flight=1,
+                        poll_interval=0.1)
+    events = f"{settings.namespace}.events"
+    async with db.acquire() as conn, conn.transaction():
+        await Outbox(conn, schema, events, "carewatch/test").add_many(
+            [(event(kind="fft_response"), None) for _ in range(30)])
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)  # the one slot now waits for its routine batch
+        async with db.acquire() as conn, conn.transaction():
+            await Outbox(conn, schema, events, "carewatch/test").add(event(kind="complaint"))
+        await eventually(lambda: _published(published, "feedback.accepted.v1.complaint"),
+                         timeout=5, what="the urgent event published")
+        assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 30
+        release.set()
+        await eventually(lambda: _outbox_empty(db, schema), timeout=15, what="all published")
+    finally:
+        release.set()
+        await relay.stop()
+
+
+async def _published(published: dict[str, float], key: str) -> bool:
+    return key in published
+
+
+async def _outbox_empty(db: asyncpg.Pool, schema: str) -> bool:
+    return await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
