@@ -187,8 +187,9 @@ class OutboxRelay:
                 await asyncio.wait_for(self._slots.acquire(), URGENT_POLL)
                 break
             except TimeoutError:
-                if sent := await self._send_urgent():
-                    return sent
+                if await self._send_urgent():
+                    # Come back at once (as after a full batch): the routine rows still wait.
+                    return self._batch_size
         else:
             await self._slots.acquire()
         try:

@@ -419,7 +419,7 @@ async def main(args: argparse.Namespace) -> None:
     (ROOT / "var").mkdir(exist_ok=True)
     report: list[str] = ["# Benchmarks", "",
                          f"`make bench` on {datetime.now():%Y-%m-%d %H:%M}, one run"
-                         f" (`python -m tools.bench {' '.join(sys.argv[1:])}`).", "",
+                         f" (`{' '.join(['python -m tools.bench', *sys.argv[1:]])}`).", "",
                          "## Machine", *machine(), ""]
     log("1/5 raw ceiling")
     ceiling = await raw_ceiling(args.ceiling)
