@@ -53,8 +53,7 @@ def _described(text: str, sub: Subscription) -> str:
     AsyncAPI address shows the first only)."""
     if not sub.extra_routing_keys:
         return text
-    lane = "urgent lane" if sub.queue.endswith(".urgent") else "routine lane"
-    return (f"{inspect.cleandoc(text)}\n\nThe {lane}: queue `{sub.queue}`, bound to"
+    return (f"{inspect.cleandoc(text)}\n\nThe {sub.lane or 'routine'} lane: queue `{sub.queue}`, bound to"
             f" {', '.join(f'`{k}`' for k in sub.routing_keys)}.")
 
 
@@ -148,8 +147,8 @@ class ServiceRuntime:
             message: RabbitMessage = self.broker.context.get_local("message")
             await self.consume_event(message, sub, event_cls, handler, commits)
 
-        lane = ".urgent" if sub.queue.endswith(".urgent") else ""
-        consume.__name__ = f"on_{event_cls.event_type.replace('.', '_')}{lane.replace('.', '_')}"
+        lane = f".{sub.lane}" if sub.lane else ""
+        consume.__name__ = f"on_{(event_cls.event_type + lane).replace('.', '_')}"
         self.broker.subscriber(
             self.topology.rabbit_queue(sub),
             self.topology.rabbit_exchange(sub.exchange),
@@ -177,7 +176,7 @@ class ServiceRuntime:
 
     async def consume_event(self, message: RabbitMessage, sub: Subscription,
                             event_cls: type[E], handler: EventHandler[E],
-                            commits: GroupCommit | None = None) -> None:
+                            commits: GroupCommit) -> None:
         try:
             envelope = Envelope.from_bytes(message.body)
             if envelope.type != event_cls.event_type:
@@ -201,9 +200,9 @@ class ServiceRuntime:
                 if first:
                     await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
 
-            group = commits or self.commits
             try:
-                await retry_transient(lambda: group.run(work, inbox=(envelope.id, envelope.type)))
+                await retry_transient(
+                    lambda: commits.run(work, inbox=(envelope.id, envelope.type)))
             except Exception as exc:
                 await self.record_failure(message, sub, repr(exc))
                 log.exception("handler for %s failed on event %s (submission %s)",

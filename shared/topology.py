@@ -19,6 +19,8 @@ from typing import Any
 import aio_pika
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
+URGENT_SUFFIX = ".urgent"
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -35,6 +37,11 @@ class Subscription:
     @property
     def routing_keys(self) -> tuple[str, ...]:
         return (self.routing_key, *self.extra_routing_keys)
+
+    @property
+    def lane(self) -> str:
+        """``urgent`` for an urgent lane's queue (see ``Topology.event_lanes``), else ``""``."""
+        return "urgent" if self.queue.endswith(URGENT_SUFFIX) else ""
 
     @property
     def dead_letter_queue(self) -> str:
@@ -86,7 +93,8 @@ class Topology:
         routine = replace(routine, extra_routing_keys=tuple(
             f"{event_type}.{s}" for s in suffixes if s not in urgent))
         keys = [f"{event_type}.{s}" for s in suffixes if s in urgent]
-        lane = self.subscription(service, self.events_exchange, keys[0], f"{event_type}.urgent")
+        lane = self.subscription(service, self.events_exchange, keys[0],
+                                 f"{event_type}{URGENT_SUFFIX}")
         return replace(lane, extra_routing_keys=tuple(keys[1:])), routine
 
     def submissions_subscription(self) -> Subscription:
