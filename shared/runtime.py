@@ -25,6 +25,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
+from shared.acks import AckBatcher
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
@@ -91,6 +92,8 @@ class ServiceRuntime:
         self.publisher: AmqpPublisher | None = None
         self.relay: OutboxRelay | None = None
         self.metrics = Metrics(name)
+        # Handled deliveries are acked together, a run at a time (see shared/acks.py).
+        self.acks = AckBatcher()
         # Concurrent messages share transactions (see shared/groupcommit.py).
         inbox = f'"{schema}".inbox'
         self.commits = GroupCommit(lambda: self.pool, settings.commit_batch_size,
@@ -187,6 +190,7 @@ class ServiceRuntime:
             log.error("dead-lettering unreadable message %s on %s: %s",
                       message.message_id, sub.queue, exc)
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
+            await self.acks.reject(message.raw_message)
             raise RejectMessage() from exc
         if commits is not self.urgent_commits:  # the urgent lane is small: it never waits
             await self.room_for_work()
@@ -207,7 +211,9 @@ class ServiceRuntime:
                 await self.record_failure(message, sub, repr(exc))
                 log.exception("handler for %s failed on event %s (submission %s)",
                               envelope.type, envelope.id, envelope.submissionid)
+                await self.acks.nack(message.raw_message)
                 raise
+        await self.acks.ack(message.raw_message)
 
     @contextlib.contextmanager
     def measure(self, sub: Subscription) -> Iterator[dict[str, str]]:

@@ -77,7 +77,9 @@ def build(settings: Settings) -> ServiceRuntime:
             except Exception as exc:
                 await runtime.record_failure(message, sub, repr(exc))
                 log.exception("intake failed on message %s", raw.message_id)
+                await runtime.acks.nack(raw)
                 raise
+        await runtime.acks.ack(raw)
 
     api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics)
 
