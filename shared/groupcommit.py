@@ -11,6 +11,11 @@ only after its own work is committed.
 With an inbox table, each item may carry its event id: the batch records every id in one
 statement at the start of the transaction, and tells each item's work whether its event is
 new (``first``) or was handled before, instead of a round trip per item.
+
+Work may also *defer* a write to the end of its batch (``defer``): the rows the batch's items
+defer to one table go in one round trip, just before the commit. Whatever reads that table
+within the transaction calls ``flush_deferred`` first, so it sees every row deferred so far.
+Outside a batch, a deferred write is made at once.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import asyncpg
@@ -29,6 +35,47 @@ T = TypeVar("T")
 Work = Callable[[asyncpg.Connection, bool], Awaitable[Any]]
 InboxKey = tuple[uuid.UUID, str]  # (event id, event type)
 Item = tuple[Work, "asyncio.Future[Any]", InboxKey | None]
+# Writes the rows deferred to one table, in one round trip.
+WriteRows = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[None]]
+
+
+class _Deferred:
+    """The writes the items of one batch deferred, by the function that writes them."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.rows: dict[WriteRows, list[Any]] = {}
+
+    async def flush(self) -> None:
+        while self.rows:
+            write, rows = next(iter(self.rows.items()))
+            del self.rows[write]
+            await write(self.conn, rows)
+
+
+_batch: ContextVar[_Deferred | None] = ContextVar("carewatch_group_commit_batch", default=None)
+
+
+def _deferred(conn: asyncpg.Connection) -> _Deferred | None:
+    batch = _batch.get()
+    return batch if batch is not None and batch.conn is conn else None
+
+
+async def defer(conn: asyncpg.Connection, write: WriteRows, row: Any) -> None:
+    """Have ``write`` write ``row`` with the other rows of this batch, before it commits (at
+    once when ``conn`` is not a batch's)."""
+    batch = _deferred(conn)
+    if batch is None:
+        await write(conn, [row])
+    else:
+        batch.rows.setdefault(write, []).append(row)
+
+
+async def flush_deferred(conn: asyncpg.Connection) -> None:
+    """Write what the batch on ``conn`` has deferred so far (before reading it back)."""
+    batch = _deferred(conn)
+    if batch is not None:
+        await batch.flush()
 
 
 class GroupCommit:
@@ -103,10 +150,16 @@ class GroupCommit:
     async def _commit(self, batch: list[Item]) -> None:
         try:
             async with self._pool().acquire() as conn:
-                async with conn.transaction():
-                    firsts = await self._firsts(conn, batch)
-                    results = [await work(conn, first)
-                               for (work, _, _), first in zip(batch, firsts, strict=True)]
+                deferred = _Deferred(conn)
+                token = _batch.set(deferred)
+                try:
+                    async with conn.transaction():
+                        firsts = await self._firsts(conn, batch)
+                        results = [await work(conn, first)
+                                   for (work, _, _), first in zip(batch, firsts, strict=True)]
+                        await deferred.flush()
+                finally:
+                    _batch.reset(token)
         except asyncio.CancelledError:
             for _, future, _ in batch:
                 if not future.done():

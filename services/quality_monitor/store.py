@@ -22,17 +22,26 @@ from shared.events import (
     ProviderRef,
     Severity,
 )
+from shared.groupcommit import defer, flush_deferred
 
 SCHEMA = "monitor"
 
 
 async def record_feedback(conn: asyncpg.Connection, fb: FeedbackAccepted) -> None:
-    await conn.execute(
+    """Keep the item; in a group commit, with the batch's other items, in one round trip
+    (every reader of ``monitor.feedback`` below flushes them first)."""
+    await defer(conn, _insert_feedback, (
+        fb.feedback_id, fb.submission_id, fb.provider.ods_code, fb.site_code, fb.kind,
+        fb.theme, fb.occurred_on, fb.content))
+
+
+async def _insert_feedback(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    await conn.executemany(
         "INSERT INTO monitor.feedback (feedback_id, submission_id, ods_code, site_code, kind,"
         " theme, occurred_on, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         " ON CONFLICT DO NOTHING",
-        fb.feedback_id, fb.submission_id, fb.provider.ods_code, fb.site_code, fb.kind, fb.theme,
-        fb.occurred_on, fb.content)
+        # One order for every batch, so that concurrent batches never deadlock.
+        sorted(rows, key=lambda r: r[0]))
 
 
 async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provider: ProviderRef,
@@ -184,6 +193,7 @@ async def theme_items(conn: asyncpg.Connection, ods_code: str, kinds: Sequence[s
                       start: date, end: date, site_code: str | None = None,
                       per_site: bool = False) -> list[Item]:
     """Feedback of ``kinds`` on one provider (and site) about ``theme`` dated start..end."""
+    await flush_deferred(conn)
     rows = await conn.fetch(
         "SELECT feedback_id, kind, occurred_on, site_code FROM monitor.feedback"
         " WHERE ods_code = $1 AND kind = ANY($2::text[]) AND lower(theme) = lower($3)"
@@ -195,6 +205,7 @@ async def theme_items(conn: asyncpg.Connection, ods_code: str, kinds: Sequence[s
 
 async def feedback_dates(conn: asyncpg.Connection, ods_code: str, kind: str,
                          until: date) -> list[asyncpg.Record]:
+    await flush_deferred(conn)
     return await conn.fetch(
         "SELECT feedback_id, kind, occurred_on FROM monitor.feedback WHERE ods_code = $1"
         " AND kind = $2 AND occurred_on <= $3 ORDER BY occurred_on, feedback_id",
@@ -202,6 +213,7 @@ async def feedback_dates(conn: asyncpg.Connection, ods_code: str, kind: str,
 
 
 async def providers_with(conn: asyncpg.Connection, kinds: Sequence[str]) -> list[str]:
+    await flush_deferred(conn)
     rows = await conn.fetch(
         "SELECT DISTINCT ods_code FROM monitor.feedback WHERE kind = ANY($1::text[])"
         " ORDER BY ods_code", list(kinds))
@@ -210,6 +222,7 @@ async def providers_with(conn: asyncpg.Connection, kinds: Sequence[str]) -> list
 
 async def complaints(conn: asyncpg.Connection, ods_code: str, since: date) -> list[Complaint]:
     """The provider's complaints received since ``since``, with their handling dates."""
+    await flush_deferred(conn)
     rows = await conn.fetch(
         "SELECT feedback_id, occurred_on, content->>'acknowledged_on' AS ack,"
         " content->>'responded_on' AS resp FROM monitor.feedback"

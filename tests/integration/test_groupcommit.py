@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from shared.db import migrate
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, defer, flush_deferred
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +68,45 @@ async def test_a_failed_batch_is_retried_item_by_item_and_records_nothing_of_the
     assert results[0] == "ok" and isinstance(results[1], ValueError)
     stored = {r[0] for r in await db.fetch(f"SELECT event_id FROM {inbox}")}
     assert stored == {good}, "the failed event can be delivered again and handled"
+
+
+async def test_deferred_rows_go_in_one_write_before_the_commit_and_reads_see_them(
+        db: asyncpg.Pool, inbox: str) -> None:
+    table = inbox.replace(".inbox", ".deferred_rows")
+    await db.execute(f"CREATE TABLE {table} (n int PRIMARY KEY CHECK (n >= 0))")
+    writes: list[list[int]] = []
+
+    async def write(conn: asyncpg.Connection, rows: Sequence[int]) -> None:
+        writes.append(list(rows))
+        await conn.executemany(f"INSERT INTO {table} (n) VALUES ($1)", [(n,) for n in rows])
+
+    commits = GroupCommit(lambda: db, 100, inbox_table=inbox)
+
+    def item(n: int, read: bool = False):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection, first: bool) -> int | None:
+            await defer(conn, write, n)
+            if read:
+                await flush_deferred(conn)
+                return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+            return None
+        return work
+
+    seen = await asyncio.gather(*(commits.run(item(n, read=n == 3)) for n in range(6)))
+    assert seen[3] == 4, "the reader saw the rows deferred before it, its own included"
+    assert writes == [[0, 1, 2, 3], [4, 5]], "one write up to the read, one before the commit"
+    assert await db.fetchval(f"SELECT count(*) FROM {table}") == 6
+
+    # A deferred row that fails its write fails only its own item: the batch is rolled back
+    # and each item re-runs alone.
+    results = await asyncio.gather(*(commits.run(item(n)) for n in (10, -1, 11)),
+                                   return_exceptions=True)
+    await commits.stop()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], asyncpg.CheckViolationError)
+    assert sorted(r[0] for r in await db.fetch(f"SELECT n FROM {table}")) == [
+        0, 1, 2, 3, 4, 5, 10, 11]
+
+    # Outside a batch, a deferred write is made at once.
+    async with db.acquire() as conn:
+        await defer(conn, write, 20)
+    assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE n = 20") == 1
