@@ -33,6 +33,8 @@ class Subscription:
     arguments: dict[str, Any] = field(default_factory=dict)
     # Further bindings of the same queue on the same exchange (a lane's routing keys).
     extra_routing_keys: tuple[str, ...] = ()
+    # Bindings an earlier version of carewatch made for this queue: removed when declared.
+    retired_routing_keys: tuple[str, ...] = ()
 
     @property
     def routing_keys(self) -> tuple[str, ...]:
@@ -88,10 +90,14 @@ class Topology:
         """Two queues for an event type whose routing keys carry a suffix: the urgent lane
         (``<type>.urgent``, bound to ``<type>.<s>`` for each urgent suffix) and the routine
         one (``<type>``, bound to the bare type and to every other suffix). A consumer
-        serves the urgent queue on its own, so those events never wait behind the rest."""
+        serves the urgent queue on its own, so those events never wait behind the rest.
+
+        Before the lanes, the routine queue (the same name) was bound to ``<type>.#``: that
+        binding is retired, or urgent events would reach both queues."""
         routine = self.subscription(service, self.events_exchange, event_type, event_type)
         routine = replace(routine, extra_routing_keys=tuple(
-            f"{event_type}.{s}" for s in suffixes if s not in urgent))
+            f"{event_type}.{s}" for s in suffixes if s not in urgent),
+            retired_routing_keys=(f"{event_type}.#",))
         keys = [f"{event_type}.{s}" for s in suffixes if s in urgent]
         lane = self.subscription(service, self.events_exchange, keys[0],
                                  f"{event_type}{URGENT_SUFFIX}")
@@ -141,6 +147,8 @@ class Topology:
             queue = await channel.declare_queue(sub.queue, durable=True, arguments=sub.arguments)
             for routing_key in sub.routing_keys:
                 await queue.bind(sub.exchange, routing_key=routing_key)
+            for routing_key in sub.retired_routing_keys:  # a no-op where it is not bound
+                await queue.unbind(sub.exchange, routing_key=routing_key)
 
     async def delete_all(self, channel: aio_pika.abc.AbstractChannel,
                          subscriptions: list[Subscription]) -> None:
