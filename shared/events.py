@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, field_validator
 
 from shared.envelope import Envelope
-from shared.submissions import KINDS
+from shared.submissions import KINDS, URGENT_KINDS
 
 
 class Severity(StrEnum):
@@ -107,10 +107,7 @@ class RejectionReason(BaseModel):
 class FeedbackAccepted(Event):
     event_type: ClassVar[str] = "feedback.accepted.v1"
     routing_suffixes: ClassVar[tuple[str, ...]] = KINDS
-    # The kinds that exist to report risk: a serious one must not queue behind the routine
-    # volume of FFT responses, reviews and survey returns.
-    urgent_suffixes: ClassVar[frozenset[str]] = frozenset(
-        {"complaint", "safeguarding_concern", "gp_alert"})
+    urgent_suffixes: ClassVar[frozenset[str]] = URGENT_KINDS
 
     feedback_id: uuid.UUID
     submission_id: uuid.UUID

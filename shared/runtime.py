@@ -107,6 +107,8 @@ class ServiceRuntime:
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        # Set once every consumer has started (see room_for_work).
+        self._all_consuming = asyncio.Event()
 
     # -- wiring -------------------------------------------------------------------------
     @property
@@ -173,7 +175,14 @@ class ServiceRuntime:
 
     # -- consuming ----------------------------------------------------------------------
     async def room_for_work(self) -> None:
-        """Wait while this service's outbox is deeper than its backlog limit (backpressure)."""
+        """Routine work waits until every consumer of the process has started, and while
+        this service's outbox is deeper than its backlog limit (backpressure).
+
+        FastStream starts the consumers one by one, in no set order. Without the first wait,
+        a routine queue with a backlog, started first, floods the event loop, and the
+        urgent lane's consumer starts about a second later."""
+        if not self._all_consuming.is_set():
+            await self._all_consuming.wait()
         if self.relay is not None:
             await self.relay.wait_for_room()
 
@@ -308,6 +317,7 @@ class ServiceRuntime:
 
     async def started(self) -> None:
         """After the broker starts: relay and background loops running."""
+        self._all_consuming.set()
         self.publisher = AmqpPublisher(self.settings.amqp_url, app_id=f"carewatch-{self.name}",
                                        metrics=self.metrics, service=self.name)
         await self.publisher.connect()

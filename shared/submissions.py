@@ -450,3 +450,7 @@ SUBMISSION_ADAPTER: TypeAdapter[SubmissionModel] = TypeAdapter(Submission)
 KINDS: tuple[str, ...] = tuple(
     cls.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
     for cls in SubmissionModel.__args__)  # type: ignore[attr-defined]
+
+# The kinds that exist to report risk: a serious one must not queue behind the routine
+# volume of FFT responses, reviews and survey returns (intake's and quality-monitor's lanes).
+URGENT_KINDS: frozenset[str] = frozenset({"complaint", "safeguarding_concern", "gp_alert"})

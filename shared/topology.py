@@ -13,6 +13,7 @@ second environment) share one broker without colliding.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,8 +34,9 @@ class Subscription:
     arguments: dict[str, Any] = field(default_factory=dict)
     # Further bindings of the same queue on the same exchange (a lane's routing keys).
     extra_routing_keys: tuple[str, ...] = ()
-    # Bindings an earlier version of carewatch made for this queue: removed when declared.
-    retired_routing_keys: tuple[str, ...] = ()
+    # Bindings (exchange, routing key) an earlier version of carewatch made for this queue:
+    # removed when it is declared.
+    retired_bindings: tuple[tuple[str, str], ...] = ()
 
     @property
     def routing_keys(self) -> tuple[str, ...]:
@@ -61,6 +63,11 @@ class Topology:
         self.dead_letter_exchange = f"{namespace}.dlx"
         self.unrouted_exchange = f"{namespace}.unrouted"
         self.unrouted_queue = f"{namespace}.unrouted"
+        # intake's lanes: every submission goes on from the submissions exchange to the
+        # lanes exchange; the urgent kinds' bindings there take theirs, and whatever no
+        # binding takes (routine kinds, and kinds nobody knows) goes to the routine one.
+        self.intake_lanes_exchange = f"{namespace}.intake.lanes"
+        self.intake_routine_exchange = f"{namespace}.intake.routine"
 
     # -- definitions -------------------------------------------------------------------
     def subscription(self, service: str, exchange: str, routing_key: str,
@@ -97,21 +104,38 @@ class Topology:
         routine = self.subscription(service, self.events_exchange, event_type, event_type)
         routine = replace(routine, extra_routing_keys=tuple(
             f"{event_type}.{s}" for s in suffixes if s not in urgent),
-            retired_routing_keys=(f"{event_type}.#",))
+            retired_bindings=((self.events_exchange, f"{event_type}.#"),))
         keys = [f"{event_type}.{s}" for s in suffixes if s in urgent]
         lane = self.subscription(service, self.events_exchange, keys[0],
                                  f"{event_type}{URGENT_SUFFIX}")
         return replace(lane, extra_routing_keys=tuple(keys[1:])), routine
 
     def submissions_subscription(self) -> Subscription:
-        return self.subscription("intake", self.submissions_exchange, "submission.#",
-                                 "submissions")
+        """intake's routine queue: every submission that is not of an urgent kind, unknown
+        kinds and odd routing keys included (they are quarantined with a reason)."""
+        return replace(
+            self.subscription("intake", self.intake_routine_exchange, "", "submissions"),
+            # Before the lanes, the queue took every submission straight from the exchange.
+            retired_bindings=((self.submissions_exchange, "submission.#"),))
+
+    def submission_lanes(self, urgent_kinds: Iterable[str]) -> tuple[Subscription, Subscription]:
+        """intake's urgent lane (``submissions.urgent``, bound to ``submission.<kind>.*``
+        for each urgent kind) and its routine queue (the rest)."""
+        keys = [f"submission.{kind}.*" for kind in sorted(urgent_kinds)]
+        lane = self.subscription("intake", self.intake_lanes_exchange, keys[0],
+                                 f"submissions{URGENT_SUFFIX}")
+        return replace(lane, extra_routing_keys=tuple(keys[1:])), self.submissions_subscription()
 
     # -- FastStream objects -------------------------------------------------------------
     def rabbit_exchange(self, name: str) -> RabbitExchange:
-        arguments = {"alternate-exchange": self.unrouted_exchange}
         if name == self.events_exchange:
-            return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True, arguments=arguments)
+            return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True,
+                                  arguments={"alternate-exchange": self.unrouted_exchange})
+        if name == self.intake_lanes_exchange:
+            return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True,
+                                  arguments={"alternate-exchange": self.intake_routine_exchange})
+        if name == self.intake_routine_exchange:
+            return RabbitExchange(name, type=ExchangeType.FANOUT, durable=True)
         return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
 
     def rabbit_queue(self, sub: Subscription) -> RabbitQueue:
@@ -140,6 +164,14 @@ class Topology:
             self.submissions_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        if any(sub.exchange in (self.intake_lanes_exchange, self.intake_routine_exchange)
+               for sub in subscriptions):  # only intake may declare its lanes
+            await channel.declare_exchange(
+                self.intake_routine_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+            lanes = await channel.declare_exchange(
+                self.intake_lanes_exchange, aio_pika.ExchangeType.TOPIC, durable=True,
+                arguments={"alternate-exchange": self.intake_routine_exchange})
+            await lanes.bind(self.submissions_exchange, routing_key="#")
         for sub in subscriptions:
             dlq = await channel.declare_queue(
                 sub.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
@@ -147,8 +179,11 @@ class Topology:
             queue = await channel.declare_queue(sub.queue, durable=True, arguments=sub.arguments)
             for routing_key in sub.routing_keys:
                 await queue.bind(sub.exchange, routing_key=routing_key)
-            for routing_key in sub.retired_routing_keys:  # a no-op where it is not bound
-                await queue.unbind(sub.exchange, routing_key=routing_key)
+            # After the new bindings, so no message in between is missed: one in between
+            # may reach both of a pair of lanes (the inbox, or intake's receipts, then
+            # tell the second copy), never neither.
+            for exchange, routing_key in sub.retired_bindings:  # a no-op where not bound
+                await queue.unbind(exchange, routing_key=routing_key)
 
     async def delete_all(self, channel: aio_pika.abc.AbstractChannel,
                          subscriptions: list[Subscription]) -> None:
@@ -157,6 +192,7 @@ class Topology:
             for name in (sub.queue, sub.dead_letter_queue):
                 await channel.queue_delete(name)
         await channel.queue_delete(self.unrouted_queue)
-        for name in (self.events_exchange, self.submissions_exchange,
+        for name in (self.events_exchange, self.intake_lanes_exchange,
+                     self.intake_routine_exchange, self.submissions_exchange,
                      self.dead_letter_exchange, self.unrouted_exchange):
             await channel.exchange_delete(name)

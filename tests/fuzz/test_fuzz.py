@@ -70,12 +70,15 @@ def machine_readable(reasons: Any) -> bool:
 
 
 async def assert_intake_consuming(channel: aio_pika.abc.AbstractChannel, namespace: str) -> None:
-    """intake's consumer is there, its queue is empty and nothing was dead-lettered."""
-    queue = await channel.declare_queue(f"{namespace}.intake.submissions", passive=True)
-    dlq = await channel.declare_queue(f"{namespace}.intake.submissions.dlq", passive=True)
-    assert queue.declaration_result.consumer_count == 1, "the consumer is still consuming"
-    assert queue.declaration_result.message_count == 0, "nothing stuck in the queue"
-    assert dlq.declaration_result.message_count == 0, "bad input is quarantined, not poison"
+    """intake's consumers are there, its queues (both lanes) are empty and nothing was
+    dead-lettered."""
+    for name in (f"{namespace}.intake.submissions", f"{namespace}.intake.submissions.urgent"):
+        queue = await channel.declare_queue(name, passive=True)
+        dlq = await channel.declare_queue(f"{name}.dlq", passive=True)
+        assert queue.declaration_result.consumer_count == 1, f"{name}: still consuming"
+        assert queue.declaration_result.message_count == 0, f"{name}: nothing stuck"
+        assert dlq.declaration_result.message_count == 0, \
+            f"{name}: bad input is quarantined, not poison"
 
 
 # -- AMQP -----------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ def test_asyncapi_document_is_current(service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_asyncapi_document_describes_every_published_event(service: str) -> None:
     spec = yaml.safe_load((DOCS / f"{service}.yaml").read_text())
-    addresses = {c["address"] for c in spec["channels"].values()}
+    # A queue fed by a fanout exchange (intake's routine lane) has no address.
+    addresses = {c.get("address") for c in spec["channels"].values()}
     for cls in PUBLISHES[service]:
         assert cls.event_type in addresses
         assert f"{cls.__name__}Envelope" in spec["components"]["schemas"]

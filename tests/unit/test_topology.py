@@ -36,8 +36,10 @@ def test_exchange_names_are_namespaced() -> None:
      "cw1.escalation.concern.raised.v1", "cw1.events", "concern.raised.v1.#"),
     (lambda t: t.event_subscription("escalation", "feedback.accepted.v1", "insight_visit"),
      "cw1.escalation.feedback.accepted.v1", "cw1.events", "feedback.accepted.v1.insight_visit"),
-    (lambda t: t.submissions_subscription(), "cw1.intake.submissions", "cw1.submissions",
-     "submission.#"),
+    (lambda t: t.submissions_subscription(), "cw1.intake.submissions", "cw1.intake.routine",
+     ""),
+    (lambda t: t.submission_lanes({"complaint", "gp_alert"})[0],
+     "cw1.intake.submissions.urgent", "cw1.intake.lanes", "submission.complaint.*"),
     (lambda t: t.subscription("notification", "cw1.events", "meeting.#", "meetings"),
      "cw1.notification.meetings", "cw1.events", "meeting.#"),
 ])
@@ -90,3 +92,16 @@ def test_names_within_a_namespace_are_unique() -> None:
     subs = subscriptions(t)
     queues = [s.queue for s in subs] + [s.dead_letter_queue for s in subs]
     assert len(set(queues)) == len(queues)
+
+
+def test_intake_lanes_take_the_urgent_kinds_apart_and_everything_else_to_the_routine_queue(
+        ) -> None:
+    t = Topology("cw1")
+    urgent, routine = t.submission_lanes({"gp_alert", "complaint"})
+    assert urgent.routing_keys == ("submission.complaint.*", "submission.gp_alert.*")
+    assert urgent.lane == "urgent" and routine.lane == ""
+    # The routine queue is fed by the lanes exchange's alternate exchange: unknown kinds and
+    # odd routing keys still reach intake, to be quarantined with a reason.
+    assert t.rabbit_exchange(t.intake_lanes_exchange).arguments == {
+        "alternate-exchange": t.intake_routine_exchange}
+    assert routine.retired_bindings == (("cw1.submissions", "submission.#"),)
