@@ -96,8 +96,8 @@ def priority(event: Event) -> int:
 
 class Publish(Protocol):
     def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
-                 mandatory: bool = True, correlation_id: str | None = None
-                 ) -> Awaitable[object]: ...
+                 mandatory: bool = True, correlation_id: str | None = None,
+                 urgent: bool = False) -> Awaitable[object]: ...
 
 
 @dataclass
@@ -259,7 +259,8 @@ class OutboxRelay:
         # pieces of feedback does not matter).
         sent = [asyncio.ensure_future(self._publish(
                     r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
-                    mandatory=r["mandatory"], correlation_id=r["correlation_id"]))
+                    mandatory=r["mandatory"], correlation_id=r["correlation_id"],
+                    urgent=urgent_only))
                 for r in rows]
         return _Claim(conn, transaction, rows, sent)
 
@@ -362,7 +363,12 @@ class AmqpPublisher:
     FastStream's publish path (message construction, middleware, exchange lookups) costs
     more than the AMQP work itself. A connection of its own also keeps the consumers' acks
     from queueing behind a burst of publishes. The connection is robust: after a broker
-    restart it reconnects, and the relay's backoff covers the gap."""
+    restart it reconnects, and the relay's backoff covers the gap.
+
+    Urgent events (``urgent=True``) go on a second channel. With 1,000 routine events in
+    flight on the first, an urgent one took 0.1 to 6.6 s to be routed during a bulk load.
+    On its own channel, it took 15 to 150 ms once the load generator had stopped
+    publishing."""
 
     def __init__(self, url: str, *, app_id: str, metrics: Metrics | None = None,
                  service: str = "") -> None:
@@ -371,30 +377,36 @@ class AmqpPublisher:
         self._metrics = metrics
         self._service = service
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        # Two channels: the broker handles a channel's frames in order, so urgent events
+        # on a channel of their own never queue behind a thousand routine ones in flight.
+        self._channels: dict[bool, aio_pika.abc.AbstractChannel] = {}
+        self._exchanges: dict[tuple[bool, str], aio_pika.abc.AbstractExchange] = {}
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": f"{self._app_id} outbox relay"})
-        self._channel = await self._connection.channel(publisher_confirms=True,
-                                                       on_return_raises=True)
+        for urgent in (False, True):
+            self._channels[urgent] = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True)
 
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._channel = None
+        self._connection = None
+        self._channels.clear()
         self._exchanges.clear()
 
     async def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
-                       mandatory: bool = True, correlation_id: str | None = None) -> object:
-        if self._channel is None:
+                       mandatory: bool = True, correlation_id: str | None = None,
+                       urgent: bool = False) -> object:
+        channel = self._channels.get(urgent)
+        if channel is None:
             raise RuntimeError("the outbox publisher is not connected")
-        ex = self._exchanges.get(exchange)
+        ex = self._exchanges.get((urgent, exchange))
         if ex is None:
-            ex = self._channel.default_exchange if exchange == "" else \
-                await self._channel.get_exchange(exchange, ensure=False)
-            self._exchanges[exchange] = ex
+            ex = channel.default_exchange if exchange == "" else \
+                await channel.get_exchange(exchange, ensure=False)
+            self._exchanges[(urgent, exchange)] = ex
         confirmation = await ex.publish(
             aio_pika.Message(body, message_id=event_id, content_type=CONTENT_TYPE,
                              correlation_id=correlation_id, app_id=self._app_id,

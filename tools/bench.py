@@ -356,14 +356,58 @@ async def icb_year(n: int) -> dict[str, Any]:
         publishing = asyncio.create_task(publish_items(
             items, url=s.settings.amqp_url, namespace=s.settings.namespace,
             run=uuid.uuid4().hex[:8]))
+        probing = asyncio.create_task(serious_during_backlog(s, publishing))
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted, 7200, "ICB year")
         await publishing
         elapsed = time.perf_counter() - started
         wall, cpu = meter.read()
+        # It stops by itself at its next probe (the publishing done and the backlog gone).
+        probes = await asyncio.wait_for(probing, 120)
         rss = s.rss_mib()
         await conn.close()
         return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss, "cpu": cpu,
-                "wall": wall, "handled": accepted}
+                "wall": wall, "handled": accepted, "probes": probes}
+
+
+async def serious_during_backlog(s: Stack, publishing: asyncio.Task[Any],
+                                 every: float = 15.0) -> dict[str, Any]:
+    """While the year drains, a serious complaint every ``every`` seconds: publish to meeting
+    committed, with intake's routine backlog (ready messages) when it was published."""
+    conn = await asyncpg.connect(s.settings.database_url)
+    feed = await aio_pika.connect(s.settings.amqp_url)
+    out: dict[str, Any] = {"meeting": [], "backlog": [], "missed": 0}
+    try:
+        channel = await feed.channel(publisher_confirms=True, on_return_raises=True)
+        submissions = await channel.get_exchange(f"{s.settings.namespace}.submissions")
+        pairs = [(p["ods_code"], subj) for p in load_providers() for subj in KO41aSubject]
+        random.Random(7).shuffle(pairs)
+        for ods, subject in pairs:
+            await asyncio.sleep(every)
+            queue = await channel.declare_queue(f"{s.settings.namespace}.intake.submissions",
+                                                passive=True)
+            backlog = queue.declaration_result.message_count or 0
+            if publishing.done() and backlog == 0:
+                break
+            record = f"PROBE-{uuid.uuid4().hex[:10]}"
+            published = time.time()
+            await submissions.publish(aio_pika.Message(
+                serious_complaint(ods, subject, record).raw(), content_type="application/json",
+                user_id="guest", message_id=record,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key="submission.complaint.v1", mandatory=True)
+            try:
+                meeting = await poll_meeting(conn, ods, record, timeout=60)
+                out["meeting"].append(meeting[1] - published)
+                out["backlog"].append(backlog)
+                marks = (published, *meeting[2], meeting[1])
+                for stage, (a, b) in zip(STAGES, itertools.pairwise(marks), strict=True):
+                    out.setdefault("stages", {}).setdefault(stage, []).append(b - a)
+            except TimeoutError:
+                out["missed"] += 1  # counted against the figures, not hidden
+    finally:
+        await feed.close()
+        await conn.close()
+    return out
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -466,7 +510,12 @@ async def main(args: argparse.Namespace) -> None:
         "## An ICB's year",
         f"- {year['n']:,} submissions ({year['accepted']:,} valid) published while all four"
         f" services ran: drained in **{year['seconds'] / 60:.1f} minutes**"
-        f" ({year['n'] / year['seconds']:,.0f}/s end to end).", "",
+        f" ({year['n'] / year['seconds']:,.0f}/s end to end).",
+        f"- A serious complaint published every 15 s while the year drained, behind a backlog"
+        f" of {min(year['probes']['backlog'], default=0):,} to"
+        f" {max(year['probes']['backlog'], default=0):,} submissions in intake's routine queue:"
+        f" to the meeting {stats(year['probes']['meeting'], year['probes']['missed'])}"
+        f" (the urgent lanes at work).", "",
     ]
     if t["profiles"]:
         report += ["## Where the time goes (py-spy, self time, during the throughput run)"]

@@ -194,3 +194,18 @@ async def _published(published: dict[str, float], key: str) -> bool:
 
 async def _outbox_empty(db: asyncpg.Pool, schema: str) -> bool:
     return await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
+
+
+async def test_urgent_events_go_on_a_channel_of_their_own(
+        settings: Settings, publisher: AmqpPublisher) -> None:
+    """The broker handles a channel's frames in order: routine publishes in flight (here, one
+    the broker refuses, which closes its channel) do not hold up an urgent one."""
+    events = f"{settings.namespace}.events"
+    refused = asyncio.ensure_future(publisher(
+        f"{settings.namespace}.no-such-exchange", "feedback.accepted.v1.fft_response", b"{}",
+        str(uuid.uuid4())))
+    # Published while the routine channel is being closed by the broker's refusal.
+    await asyncio.wait_for(publisher(events, "feedback.accepted.v1.complaint", b"{}",
+                                     str(uuid.uuid4()), urgent=True), 5)
+    with pytest.raises(aio_pika.exceptions.AMQPError):
+        await refused
