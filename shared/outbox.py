@@ -244,7 +244,7 @@ class OutboxRelay:
             await transaction.start()
             rows = await conn.fetch(
                 f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
-                f' attempts FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
+                f' attempts, priority FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
                 f" {'AND priority > 0' if urgent_only else ''}"
                 " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
         except BaseException:
@@ -259,8 +259,10 @@ class OutboxRelay:
         # pieces of feedback does not matter).
         sent = [asyncio.ensure_future(self._publish(
                     r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
+                    # Urgent rows go on the urgent channel in any slot (a routine slot
+                    # takes them first when it is free).
                     mandatory=r["mandatory"], correlation_id=r["correlation_id"],
-                    urgent=urgent_only))
+                    urgent=r["priority"] > 0))
                 for r in rows]
         return _Claim(conn, transaction, rows, sent)
 
@@ -342,7 +344,8 @@ class OutboxRelay:
             try:
                 await self._publish(row["exchange"], row["routing_key"], row["body"],
                                     str(row["event_id"]), mandatory=row["mandatory"],
-                                    correlation_id=row["correlation_id"])
+                                    correlation_id=row["correlation_id"],
+                                    urgent=row["priority"] > 0)
                 return
             except aiormq.exceptions.ChannelInvalidStateError:
                 if attempt == tries - 1:

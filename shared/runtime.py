@@ -310,6 +310,10 @@ class ServiceRuntime:
 
     async def open(self) -> None:
         """Before the broker starts: schema up to date, topology declared, pool open."""
+        # A runtime started again (perhaps on another event loop) begins afresh: it waits
+        # for its consumers again, and its acks hold nothing of the last run's channels.
+        self._all_consuming.clear()
+        self.acks = AckBatcher()
         await self.check_migrated()
         await self.declare_topology()
         self._pool = await create_pool(self.settings.database_url, min_size=2,

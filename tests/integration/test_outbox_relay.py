@@ -209,3 +209,24 @@ async def test_urgent_events_go_on_a_channel_of_their_own(
                                      str(uuid.uuid4()), urgent=True), 5)
     with pytest.raises(aio_pika.exceptions.AMQPError):
         await refused
+
+
+async def test_urgent_rows_take_the_urgent_channel_whichever_slot_claims_them(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    from shared.outbox import Outbox
+
+    channels: dict[str, bool] = {}
+
+    async def recording(exchange: str, routing_key: str, body: bytes, event_id: str,
+                        **kwargs: Any) -> object:
+        channels[routing_key] = kwargs.get("urgent", False)
+        return await publisher(exchange, routing_key, body, event_id, **kwargs)
+
+    relay = OutboxRelay(db, schema, recording, batch_size=10)
+    events = f"{settings.namespace}.events"
+    async with db.acquire() as conn, conn.transaction():
+        await Outbox(conn, schema, events, "carewatch/test").add_many(
+            [(event(kind="fft_response"), None), (event(kind="complaint"), None)])
+    assert await relay.publish_pending() == 2, "one routine claim took both rows"
+    assert channels == {"feedback.accepted.v1.fft_response": False,
+                        "feedback.accepted.v1.complaint": True}
