@@ -201,7 +201,7 @@ class ServiceRuntime:
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             await self.acks.reject(message.raw_message)
             raise RejectMessage() from exc
-        if commits is not self.urgent_commits:  # the urgent lane is small: it never waits
+        if not sub.lane:  # the urgent lane is small: it never waits
             await self.room_for_work()
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
