@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Publish one example submission to RabbitMQ, as a provider feed would.
+"""Publish example submissions to RabbitMQ, as a provider feed would.
 
 An independent AMQP client: it needs only aio-pika (``pip install aio-pika``), not carewatch.
-It reads a message file from ``examples/submissions/`` (see ``examples/README.md``) and
-publishes it with publisher confirms and ``mandatory`` set, so it either reports that the
+It reads message files from ``examples/submissions/`` (see ``examples/README.md``) and
+publishes each with publisher confirms and ``mandatory`` set, so it either reports that the
 broker took the message or says why not.
 
     python examples/publish.py examples/submissions/serious-complaint.json
+    python examples/publish.py examples/submissions/*.json          # several, in order
     python examples/publish.py FILE --url amqp://feed-rj1:secret@broker:5672/ --user-id feed-rj1
     python examples/publish.py FILE --exchange-prefix cwtest   # -> cwtest.submissions
 
-Exit status: 0 published and routed, 1 not published (or not routed), 2 bad arguments or file.
+Every file is read and checked before anything is published. Exit status: 0 all published
+and routed, 1 one or more not published (or not routed), 2 bad arguments or file.
 """
 
 from __future__ import annotations
@@ -151,10 +153,25 @@ async def publish(message: dict[str, Any], url: str, prefix: str,
     return 0
 
 
+async def publish_all(messages: list[tuple[Path, dict[str, Any]]], url: str, prefix: str,
+                      user_id: str | None) -> int:
+    """Publish each file's message in turn; the worst exit status of them."""
+    status = 0
+    for path, message in messages:
+        if len(messages) > 1:
+            print(f"{path}:")
+        status = max(status, await publish(message, url, prefix, user_id))
+    if len(messages) > 1:
+        print(f"{len(messages)} files: " + ("not all published; see the errors above" if status
+                                             else "all published and routed"))
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Publish one example submission file (examples/submissions/*.json).")
-    parser.add_argument("file", type=Path, metavar="FILE", help="message file to publish")
+        description="Publish example submission files (examples/submissions/*.json), in order.")
+    parser.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                        help="message file(s) to publish")
     parser.add_argument("--url", default=DEFAULT_URL,
                         help=f"AMQP URL of the broker (default: {DEFAULT_URL})")
     parser.add_argument("--exchange-prefix", default=DEFAULT_PREFIX, metavar="PREFIX",
@@ -165,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                              " URL logs in as)")
     args = parser.parse_args(argv)
     try:
-        message = load(args.file)
-        return asyncio.run(publish(message, args.url, args.exchange_prefix, args.user_id))
+        messages = [(path, load(path)) for path in args.files]
+        return asyncio.run(publish_all(messages, args.url, args.exchange_prefix, args.user_id))
     except Usage as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The four services, by name: how to build each, and every subscription of the system."""
+"""The services, by name: how to build each, and every subscription of the system."""
 
 from __future__ import annotations
 
@@ -16,25 +16,31 @@ from shared.events import (
     FeedbackAccepted,
     FeedbackRejected,
     MeetingCancelled,
+    MeetingReplied,
     MeetingRescheduled,
     MeetingScheduled,
+    MeetingSlotProposed,
     NotificationFailed,
+    ReportPublished,
     VisitScheduled,
 )
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
-SERVICES = ("intake", "quality_monitor", "escalation", "notification")
+SERVICES = ("intake", "quality_monitor", "escalation", "notification", "workspace")
 
 # The events each service publishes (its outbox refuses any other): the AsyncAPI documents
 # are generated from this and from the subscriptions.
 PUBLISHES: dict[str, tuple[type[Event], ...]] = {
     "intake": (FeedbackAccepted, FeedbackRejected),
-    "quality_monitor": (ConcernRaised, ConcernUpdated, ConcernResolved),
+    "quality_monitor": (ConcernRaised, ConcernUpdated, ConcernResolved, ReportPublished),
     "escalation": (MeetingScheduled, MeetingRescheduled, MeetingCancelled, ActionDueSoon,
-                   ActionOverdue, ConcernEscalated, VisitScheduled, ConcernClosed),
-    "notification": (NotificationFailed,),
+                   ActionOverdue, ConcernEscalated, VisitScheduled, ConcernClosed,
+                   MeetingSlotProposed),
+    "notification": (NotificationFailed, MeetingReplied),
+    # The workspace publishes nothing: its commands go to escalation's HTTP API.
+    "workspace": (),
 }
 
 
@@ -47,6 +53,8 @@ def builder(name: str) -> Callable[[Settings], ServiceRuntime]:
         from services.escalation.app import build
     elif name == "notification":
         from services.notification.app import build
+    elif name == "workspace":
+        from services.workspace.app import build
     else:
         raise KeyError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
     return build
@@ -58,5 +66,7 @@ def all_subscriptions(topology: Topology) -> list[Subscription]:
     from services.intake.app import subscriptions as intake
     from services.notification.app import subscriptions as notification
     from services.quality_monitor.app import subscriptions as monitor
+    from services.workspace.app import subscriptions as workspace
 
-    return [*intake(topology), *monitor(topology), *escalation(topology), *notification(topology)]
+    return [*intake(topology), *monitor(topology), *escalation(topology), *notification(topology),
+            *workspace(topology)]

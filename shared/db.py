@@ -30,21 +30,25 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-def migration_files(migrations_dir: Path) -> list[Path]:
-    return [*sorted(SHARED_MIGRATIONS.glob("*.sql")), *sorted(migrations_dir.glob("*.sql"))]
+def migration_files(migrations_dir: Path, messaging: bool = True) -> list[Path]:
+    """The files of a schema, the messaging tables first (``messaging=False``: a platform
+    schema such as ``identity``, which has no outbox)."""
+    return [*(sorted(SHARED_MIGRATIONS.glob("*.sql")) if messaging else []),
+            *sorted(migrations_dir.glob("*.sql"))]
 
 
 async def pending_migrations(conn: asyncpg.Connection, schema: str,
-                             migrations_dir: Path) -> list[str]:
+                             migrations_dir: Path, messaging: bool = True) -> list[str]:
     """Names of the migrations not yet applied to ``schema`` (all of them if it is new)."""
     if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
                                f'"{schema}".schema_migrations'):
-        return [p.name for p in migration_files(migrations_dir)]
+        return [p.name for p in migration_files(migrations_dir, messaging)]
     done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
-    return [p.name for p in migration_files(migrations_dir) if p.name not in done]
+    return [p.name for p in migration_files(migrations_dir, messaging) if p.name not in done]
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -> list[str]:
+async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path,
+                  messaging: bool = True) -> list[str]:
     """Apply the shared messaging migrations, then the numbered ``*.sql`` files of one
     service's schema, once each, in order (unqualified names land in the schema).
 
@@ -61,7 +65,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r["name"] for r in await conn.fetch(
             f'SELECT name FROM "{schema}".schema_migrations')}
-        for path in migration_files(migrations_dir):
+        for path in migration_files(migrations_dir, messaging):
             if path.name in done:
                 continue
             await conn.execute(f'SET LOCAL search_path TO "{schema}", public')

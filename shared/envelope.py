@@ -6,10 +6,12 @@ The envelope ``id`` is also the AMQP ``message_id``: consumers de-duplicate on i
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.clock import utc_now
 
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -25,7 +27,7 @@ class Envelope(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     source: str
     type: str
-    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = Field(default_factory=utc_now)
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     submissionid: uuid.UUID | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, field_validator
 
@@ -50,6 +50,10 @@ class ProviderRef(BaseModel):
     name: str
     provider_type: str
     quality_contact_email: EmailAddress
+    # The provider's commissioner (its ICB), when the registry knows it: the organiser named
+    # on its meetings and e-mails (else CAREWATCH_COMMISSIONER_NAME).
+    icb_code: str | None = None
+    icb_name: str | None = None
 
 
 FULL_EMAIL_CHECK: TypeAdapter[str] = TypeAdapter(EmailStr)
@@ -201,6 +205,14 @@ class MeetingScheduled(Event):
     organizer: Attendee
     attendees: list[Attendee]
     sequence: int = 0
+    # Added compatibly (defaults): every concern on the meeting's agenda (the provider's
+    # concerns gather on one meeting), the joining link, why a breach happened and whom it
+    # is reported to, and the kind (a remedial meeting or a Rapid Quality Review).
+    concern_ids: list[uuid.UUID] = Field(default_factory=list)
+    url: str | None = None
+    breach_reason: str | None = None
+    head_of_quality: Attendee | None = None
+    kind: str = "remedial"
 
     def subject(self) -> str:
         return str(self.meeting_id)
@@ -329,6 +341,41 @@ class VisitScheduled(Event):
         return str(self.visit_id)
 
 
+class MeetingReplied(Event):
+    """An attendee answered a meeting invitation (iTIP REPLY), received by notification's
+    inbound SMTP endpoint from the attendee's own address."""
+
+    event_type: ClassVar[str] = "meeting.reply.v1"
+
+    meeting_id: uuid.UUID
+    attendee: EmailAddress
+    partstat: Literal["accepted", "declined", "tentative"]
+    sequence: int  # the invitation's SEQUENCE the reply answers
+    received_at: datetime
+
+    def subject(self) -> str:
+        return str(self.meeting_id)
+
+
+class MeetingSlotProposed(Event):
+    """A lead declined: escalation proposes the next free slot to the quality team (nothing
+    is moved until a person reschedules)."""
+
+    event_type: ClassVar[str] = "meeting.slot_proposed.v1"
+
+    meeting_id: uuid.UUID
+    provider: ProviderRef
+    title: str
+    starts_at: datetime
+    proposed_starts_at: datetime
+    proposed_ends_at: datetime
+    declined_by: Attendee
+    reason: str
+
+    def subject(self) -> str:
+        return str(self.meeting_id)
+
+
 class NotificationFailed(Event):
     event_type: ClassVar[str] = "notification.failed.v1"
 
@@ -341,6 +388,36 @@ class NotificationFailed(Event):
 
     def subject(self) -> str:
         return str(self.notification_id)
+
+
+class ReportAttachment(BaseModel):
+    """A file of a report, carried in the event so that notification can attach it."""
+
+    filename: str
+    media_type: str
+    content_base64: str
+
+
+class ReportPublished(Event):
+    """A new version of a report (the monthly CQRM pack, the quarterly Quality & Performance
+    report, "you said, we did"): notification e-mails it to the report distribution list,
+    with its PDF and XLSX attached. Every text in it has been redacted again."""
+
+    event_type: ClassVar[str] = "report.published.v1"
+
+    report_id: uuid.UUID
+    kind: str  # cqrm_pack, quality_performance, you_said_we_did
+    scope: str  # the provider's ODS code, or "all"
+    period: str  # YYYY-MM or YYYY-Qn
+    version: int
+    title: str
+    summary: str
+    generated_at: datetime
+    provider: ProviderRef | None = None  # the provider a report is about (not "all")
+    attachments: list[ReportAttachment] = Field(default_factory=list)
+
+    def subject(self) -> str:
+        return str(self.report_id)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -360,5 +437,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ConcernEscalated,
         VisitScheduled,
         NotificationFailed,
+        MeetingReplied,
+        MeetingSlotProposed,
+        ReportPublished,
     )
 }

@@ -17,12 +17,15 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from shared.identity import OPERATOR, PUBLIC, ROLES, Access, AccessControl, RouteKey, allow
+
 if TYPE_CHECKING:
     from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"intake": 8081, "quality_monitor": 8082, "escalation": 8083, "notification": 8084}
+DEFAULT_PORTS = {"intake": 8081, "quality_monitor": 8082, "escalation": 8083, "notification": 8084,
+                 "workspace": 8085}
 
 
 class Metrics:
@@ -56,6 +59,10 @@ class Metrics:
         """A service-specific gauge (concerns open by severity, notifications pending...)."""
         return Gauge(name, documentation, ["service", *labels], registry=self.registry)
 
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
+        """A service-specific counter (the public feedback page's posts by outcome...)."""
+        return Counter(name, documentation, ["service", *labels], registry=self.registry)
+
 
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling: the FastStream app owns SIGINT/SIGTERM."""
@@ -68,15 +75,47 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpSurface:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
+        # /docs and /redoc are added by _add_docs_routes, with their assets served from here.
         self.api = FastAPI(title=f"carewatch {runtime.name}", version="1.0.0",
-                           docs_url="/docs", openapi_url="/openapi.json")
+                           docs_url=None, redoc_url=None, openapi_url="/openapi.json")
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        # Who may use each route, (METHOD, path) -> Access: every route of the app is checked
+        # against this table (shared/identity.py); a route missing from it is refused to all.
+        self.access: dict[RouteKey, Access] = {
+            ("GET", "/health"): PUBLIC,
+            ("GET", "/"): allow(*ROLES),
+            ("GET", "/ready"): allow(OPERATOR),
+            ("GET", "/metrics"): allow(OPERATOR),
+            ("GET", "/docs"): allow(*ROLES),
+            ("GET", "/docs/oauth2-redirect"): allow(*ROLES),
+            ("GET", "/openapi.json"): allow(*ROLES),
+            ("GET", "/redoc"): allow(*ROLES),
+            ("GET", "/docs-assets"): allow(*ROLES),  # the docs pages' scripts and styles
+        }
+        self.api.add_middleware(AccessControl, access=self.access, pool=lambda: runtime.pool)
         self._add_standard_routes()
+
+    def declare(self, access: dict[RouteKey, Access]) -> None:
+        """Add a service's route table (its one visible place saying who may use what)."""
+        self.access.update(access)
+
+    def without_index(self) -> None:
+        """For a service whose ``/`` is its own page (the workspace's overview, for people)."""
+        self.api.router.routes[:] = [
+            r for r in self.api.router.routes
+            if not (getattr(r, "path", None) == "/" and getattr(r, "name", None) == "index")]
 
     def _add_standard_routes(self) -> None:
         runtime = self.runtime
+        self._add_docs_routes()
+
+        @self.api.get("/", tags=["operations"], summary="What this service serves")
+        async def index() -> dict[str, str]:
+            return {"service": runtime.name, "health": "/health", "ready": "/ready",
+                    "metrics": "/metrics", "docs": "/docs", "redoc": "/redoc",
+                    "openapi": "/openapi.json"}
 
         @self.api.get("/health", tags=["operations"], summary="Liveness: the process is up")
         async def health() -> dict[str, str]:
@@ -94,6 +133,35 @@ class HttpSurface:
             await runtime.refresh_gauges()
             return Response(generate_latest(runtime.metrics.registry),
                             media_type=CONTENT_TYPE_LATEST)
+
+    def _add_docs_routes(self) -> None:
+        """Swagger UI at /docs and ReDoc at /redoc, their scripts and styles served by the
+        service itself (pinned in the fastapi-offline package), so they work offline."""
+        from importlib.resources import files
+
+        from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+        from fastapi.responses import HTMLResponse
+        from fastapi.staticfiles import StaticFiles
+
+        assets = "/docs-assets"
+        self.api.mount(assets, StaticFiles(directory=str(files("fastapi_offline") / "static")),
+                       name="docs-assets")
+        title = self.api.title
+
+        @self.api.get("/docs", include_in_schema=False)
+        async def swagger_ui() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json", title=f"{title}: API",
+                swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                swagger_css_url=f"{assets}/swagger-ui.css",
+                swagger_favicon_url=f"{assets}/favicon.png")
+
+        @self.api.get("/redoc", include_in_schema=False)
+        async def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=f"{title}: API",
+                                  redoc_js_url=f"{assets}/redoc.standalone.js",
+                                  redoc_favicon_url=f"{assets}/favicon.png",
+                                  with_google_fonts=False)
 
     async def start(self, host: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -71,3 +71,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", service: str = "")
     root.setLevel(level.upper())
     for noisy in ("aiormq", "aio_pika", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # FastStream's own logger writes through a handler of its own, coloured whether or not
+    # stderr is a terminal: raw ANSI codes in a log file. Its lines go through ours instead.
+    faststream = logging.getLogger("faststream")
+    faststream.handlers[:] = []
+    faststream.propagate = True

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -23,14 +25,31 @@ from asyncpg.transaction import Transaction
 
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.events import Event
-from shared.http import Metrics
 from shared.wakeup import drain_on_notify
+
+if TYPE_CHECKING:  # FastAPI stays out of every `carewatch` command that writes an outbox row
+    from shared.http import Metrics
 
 log = logging.getLogger(__name__)
 
 
 # While every relay slot waits for confirms, how often to look for urgent events (seconds).
 URGENT_POLL = 0.02
+# A row the broker has refused this many times is parked: it is no longer retried until an
+# operator looks at it (`carewatch outbox status`, `carewatch outbox retry`).
+PARK_AFTER = 8
+# How long a batch may spend publishing its failed rows one by one (seconds).
+ALONE_BUDGET = 5.0
+# Readiness fails when due rows have waited this long without the relay publishing, parking
+# or deferring any of them (seconds).
+STALL_AFTER = 60.0
+
+
+def refused_by_broker(error: BaseException) -> bool:
+    """The broker refused this publish (no exchange, no permission, returned), as opposed to
+    a broker that could not be reached: only a refusal counts towards parking a row."""
+    return isinstance(error, (aiormq.exceptions.ChannelClosed, aiormq.exceptions.PublishError,
+                              aio_pika.exceptions.DeliveryError))
 
 
 def notify_channel(schema: str) -> str:
@@ -137,6 +156,9 @@ class OutboxRelay:
         self._settle_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        # When the relay last moved the outbox on (published, parked or deferred a row, or
+        # found nothing due): readiness reports a relay that no longer does.
+        self.last_progress = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
@@ -155,7 +177,17 @@ class OutboxRelay:
         next start)."""
         self._room.set()
 
-    async def stop(self) -> None:
+    def stalled(self, now: float | None = None) -> bool:
+        """True when the relay has not moved the outbox on for ``STALL_AFTER`` seconds (or
+        its loop has died)."""
+        if self._task is not None and self._task.done():
+            return True
+        return (time.monotonic() if now is None else now) - self.last_progress > STALL_AFTER
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop; batches already sent get ``timeout`` seconds for their confirms
+        (their rows are then deleted), after which they are cancelled: their transactions
+        roll back and their connections (and row locks) are released."""
         self.release_waiters()
         if self._task:
             self._task.cancel()
@@ -164,8 +196,12 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        # Batches already sent finish: their confirms are coming, and their rows are deleted.
-        await asyncio.gather(*self._settling, return_exceptions=True)
+        settling = list(self._settling)
+        if settling:
+            _, pending = await asyncio.wait(settling, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def publish_pending(self) -> int:
         """Publish one batch of committed events and wait for the broker's confirms; returns
@@ -199,6 +235,7 @@ class OutboxRelay:
             raise
         if claim is None:
             self._slots.release()
+            self.last_progress = time.monotonic()
             return 0
         self._settle_later(claim, self._slots.release, measure_backlog=True)
         return len(claim.rows)
@@ -276,29 +313,46 @@ class OutboxRelay:
                     if not isinstance(res, BaseException)]
             failed: list[tuple[asyncpg.Record, BaseException]] = []
             # A refused publish closes the channel under its neighbours: try each failed row
-            # again on its own, to tell the bad row from the collateral damage.
+            # again on its own, to tell the bad row from the collateral damage. For a while
+            # only: the batch's rows stay locked meanwhile, so the rest of a batch of many
+            # refusals is left for the next batch (neither counted nor deferred).
+            deadline = time.monotonic() + ALONE_BUDGET
             for row, res in zip(rows, results, strict=True):
                 if not isinstance(res, BaseException):
+                    continue
+                if time.monotonic() > deadline:
                     continue
                 try:
                     await self._publish_alone(row)
                     done.append(row["seq"])
                 except Exception as exc:
                     failed.append((row, exc))
-            if failed and not done:
-                # Nothing got through: the broker is likely down; the caller backs off.
-                raise failed[0][1]
+            unreachable = [e for _, e in failed if not refused_by_broker(e)]
+            if failed and not done and unreachable:
+                # Nothing got through, and not because the broker refused: it is likely down.
+                # The attempts are not counted (the rows did nothing wrong); the caller backs
+                # off. A batch the broker refused row by row is counted below, so a row it
+                # will never take is parked even when the whole batch fails.
+                raise unreachable[0]
             await conn.execute(
                 f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])', done)
             for row, error in failed:
+                attempts = row["attempts"] + 1
+                parked = attempts >= PARK_AFTER
                 delay = min(300.0, 2.0 ** min(row["attempts"], 8))
                 await conn.execute(
                     f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1,'
-                    " last_error = $2, next_attempt_at = now() + make_interval(secs => $3)"
-                    " WHERE seq = $1", row["seq"], repr(error)[:2000], delay)
-                log.error("outbox %s: event %s refused by the broker (attempt %d, retry in"
-                          " %.0fs): %r", self._schema, row["event_id"], row["attempts"] + 1,
-                          delay, error)
+                    " last_error = $2, next_attempt_at = CASE WHEN $4 THEN 'infinity'"
+                    " ELSE now() + make_interval(secs => $3) END WHERE seq = $1",
+                    row["seq"], repr(error)[:2000], delay, parked)
+                if parked:
+                    log.error("outbox %s: event %s refused by the broker %d times, parked"
+                              " (carewatch outbox status / retry): %r", self._schema,
+                              row["event_id"], attempts, error)
+                else:
+                    log.error("outbox %s: event %s refused by the broker (attempt %d, retry"
+                              " in %.0fs): %r", self._schema, row["event_id"], attempts,
+                              delay, error)
             full = measure_backlog and len(rows) == self._batch_size
             backlog = await self._backlog(conn) if full else 0
             await self._finish(conn, claim.transaction, commit=True)
@@ -307,6 +361,7 @@ class OutboxRelay:
             if not committed:
                 await self._finish(conn, claim.transaction, commit=False)
         self.published += len(done)
+        self.last_progress = time.monotonic()
         if not measure_backlog:
             return len(rows)  # an urgent batch says nothing of the outbox's depth
         if backlog >= self._backlog_limit:
@@ -339,10 +394,13 @@ class OutboxRelay:
             await self._pool.release(conn)
 
     async def _publish_alone(self, row: asyncpg.Record, tries: int = 4) -> None:
-        """Publish one row, giving a channel closed by a neighbour's refusal time to reopen."""
+        """Publish one row on its own: on a channel of its own where the publisher has them
+        (a refusal then closes that channel only, and says which row was refused), else
+        giving a channel closed by a neighbour's refusal time to reopen."""
+        publish = getattr(self._publish, "publish_alone", None) or self._publish
         for attempt in range(tries):
             try:
-                await self._publish(row["exchange"], row["routing_key"], row["body"],
+                await publish(row["exchange"], row["routing_key"], row["body"],
                                     str(row["event_id"]), mandatory=row["mandatory"],
                                     correlation_id=row["correlation_id"],
                                     urgent=row["priority"] > 0)
@@ -377,9 +435,14 @@ class AmqpPublisher:
                  service: str = "") -> None:
         self._url = url
         self._app_id = app_id
+        # Every event carries the broker user it is published as: the broker refuses a
+        # user_id other than the connection's, and consumers check it is the event's owner.
+        self._user_id = urlsplit(url).username or "guest"
         self._metrics = metrics
         self._service = service
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        # A plain connection for publishing one event at a time (see publish_alone).
+        self._alone: aio_pika.abc.AbstractConnection | None = None
         # Two channels: the broker handles a channel's frames in order, so urgent events
         # on a channel of their own never queue behind a thousand routine ones in flight.
         self._channels: dict[bool, aio_pika.abc.AbstractChannel] = {}
@@ -395,9 +458,36 @@ class AmqpPublisher:
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
-        self._connection = None
+        if self._alone is not None and not self._alone.is_closed:
+            await self._alone.close()
+        self._connection = self._alone = None
         self._channels.clear()
         self._exchanges.clear()
+
+    async def publish_alone(self, exchange: str, routing_key: str, body: bytes, event_id: str,
+                            *, mandatory: bool = True, correlation_id: str | None = None,
+                            urgent: bool = False) -> object:
+        """Publish one event on a throw-away channel (of a plain connection of its own), so
+        a refusal closes only that channel and is this event's: the relay retries a failed
+        batch's rows this way to tell the refused row from its neighbours."""
+        if self._alone is None or self._alone.is_closed:
+            self._alone = await aio_pika.connect(
+                self._url, client_properties={"connection_name": f"{self._app_id} retries"})
+        channel = await self._alone.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            ex = channel.default_exchange if exchange == "" else \
+                await channel.get_exchange(exchange, ensure=False)
+            return await ex.publish(self._message(body, event_id, correlation_id),
+                                    routing_key, mandatory=mandatory)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    def _message(self, body: bytes, event_id: str, correlation_id: str | None) -> aio_pika.Message:
+        return aio_pika.Message(body, message_id=event_id, content_type=CONTENT_TYPE,
+                                correlation_id=correlation_id, app_id=self._app_id,
+                                user_id=unquote(self._user_id),
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
     async def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
                        mandatory: bool = True, correlation_id: str | None = None,
@@ -410,11 +500,8 @@ class AmqpPublisher:
             ex = channel.default_exchange if exchange == "" else \
                 await channel.get_exchange(exchange, ensure=False)
             self._exchanges[(urgent, exchange)] = ex
-        confirmation = await ex.publish(
-            aio_pika.Message(body, message_id=event_id, content_type=CONTENT_TYPE,
-                             correlation_id=correlation_id, app_id=self._app_id,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key, mandatory=mandatory)
+        confirmation = await ex.publish(self._message(body, event_id, correlation_id),
+                                        routing_key, mandatory=mandatory)
         if self._metrics is not None:
             self._metrics.published.labels(self._service, routing_key).inc()
         return confirmation

@@ -25,6 +25,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
+from shared import identity
 from shared.acks import AckBatcher
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
@@ -35,7 +36,7 @@ from shared.logs import log_context
 from shared.outbox import AmqpPublisher, Outbox, OutboxRelay
 from shared.retry import retry_transient
 from shared.settings import Settings
-from shared.topology import Subscription, Topology
+from shared.topology import Subscription, Topology, sender_refusal
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _described(text: str, sub: Subscription) -> str:
     """The handler's description, and for a queue with several bindings, all of them (the
     AsyncAPI address shows the first only)."""
     if not sub.extra_routing_keys:
-        return text
+        return inspect.cleandoc(text)  # as Python 3.13+ compiles docstrings, on every version
     return (f"{inspect.cleandoc(text)}\n\nThe {sub.lane or 'routine'} lane: queue `{sub.queue}`, bound to"
             f" {', '.join(f'`{k}`' for k in sub.routing_keys)}.")
 
@@ -193,6 +194,12 @@ class ServiceRuntime:
             envelope = Envelope.from_bytes(message.body)
             if envelope.type != event_cls.event_type:
                 raise PoisonMessage(f"expected {event_cls.event_type}, got {envelope.type}")
+            # The broker has checked user_id against the publisher's login: the event is
+            # taken only from its owner (a service cannot speak for another).
+            refusal = sender_refusal(envelope.type, message.raw_message.user_id,
+                                     self.settings.broker_users)
+            if refusal is not None:
+                raise PoisonMessage(refusal)
             event = event_cls.model_validate(envelope.data)
         except (ValidationError, PoisonMessage) as exc:
             await self.record_failure(message, sub, f"poison: {exc}")
@@ -252,7 +259,10 @@ class ServiceRuntime:
 
     # -- operations -----------------------------------------------------------------------
     async def readiness(self) -> dict[str, bool]:
-        checks = {"consuming": self.ready, "database": False, "broker": False}
+        checks = {"consuming": self.ready, "database": False, "broker": False,
+                  # The outbox relay publishes (or parks) what is committed: a relay stuck on
+                  # the same rows is not ready, whatever the connections say.
+                  "relay": self.relay is not None and not self.relay.stalled()}
         try:
             checks["database"] = await self.pool.fetchval("SELECT true", timeout=2) is True
         except Exception:
@@ -302,10 +312,12 @@ class ServiceRuntime:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             pending = await pending_migrations(conn, self.schema, self.migrations)
+            pending += await pending_migrations(conn, identity.SCHEMA, identity.MIGRATIONS,
+                                                messaging=False)
         finally:
             await conn.close()
         if pending:
-            raise RuntimeError(f"{self.name}: schema {self.schema!r} lacks migrations"
+            raise RuntimeError(f"{self.name}: schemas {self.schema!r}/identity lack migrations"
                                f" {', '.join(pending)}; run `carewatch migrate` first")
 
     async def open(self) -> None:
@@ -359,15 +371,25 @@ class ServiceRuntime:
 
     async def closed(self) -> None:
         """After the broker has stopped (in-flight handlers done): close."""
+        # Within the graceful timeout whatever hangs: a batch still waiting for its confirms
+        # is cancelled (its transaction rolls back, its row locks go), and connections still
+        # held are terminated rather than waited for.
+        budget = max(1.0, self.settings.graceful_timeout / 3)
         await self.commits.stop()
         await self.urgent_commits.stop()
         if self.relay:
-            await self.relay.stop()
+            await self.relay.stop(timeout=budget)
         if self.publisher:
-            await self.publisher.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.publisher.close(), budget)
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), budget)
+            except TimeoutError:
+                log.warning("%s: database connections still busy at shutdown; closing them",
+                            self.name)
+                pool.terminate()
 
     async def start(self) -> None:
         """Start everything (tests and the in-process runner use this)."""
@@ -404,8 +426,26 @@ def run(runtime_factory: Callable[[Settings], ServiceRuntime]) -> None:
     settings = get_settings()
     runtime = runtime_factory(settings)
     configure_logging(settings.log_level, settings.log_format, runtime.name)
+    refuse_weak_credentials(settings, runtime.name)
     app = runtime.app
     asyncio.run(app.run())
+
+
+def refuse_weak_credentials(settings: Settings, who: str) -> None:
+    """Stop here on weak credentials (a shipped default, a password equal to its user name,
+    none), unless CAREWATCH_DEV_MODE=1."""
+    from shared.credentials import weak_credentials
+
+    problems = weak_credentials(settings)
+    if not problems:
+        return
+    if settings.dev_mode:
+        log.warning("%s: development mode (CAREWATCH_DEV_MODE=1): accepting weak credentials:"
+                    " %s", who, "; ".join(problems))
+        return
+    raise SystemExit(f"{who}: refusing to start with weak credentials: {'; '.join(problems)}."
+                     " Run `carewatch secrets init` (or set strong passwords); on a development"
+                     " machine only, CAREWATCH_DEV_MODE=1 allows them.")
 
 
 def subscriptions_of(build: Callable[[Settings], ServiceRuntime],

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     # Prefix of every exchange and queue name, so a test session (or a second stack)
     # can share a broker without touching anyone else's topology.
     namespace: str = "carewatch"
+    # The RabbitMQ user each service publishes as, by service name (JSON), for the check
+    # every consumer makes of an event's sender (shared/topology.py): unset, a service is
+    # `carewatch-<service>` (deploy/rabbitmq/definitions.json) and the operator
+    # `carewatch-admin`; '{"*": "guest"}' when every process shares one development user.
+    broker_users: dict[str, str] = Field(default_factory=dict)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
@@ -28,6 +33,10 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_timeout: float = 10.0
+    # notification's inbound SMTP endpoint for attendees' replies (iTIP REPLY); 0: any free
+    # port; None: off.
+    inbound_smtp_host: str = "127.0.0.1"
+    inbound_smtp_port: int | None = 2526
     mail_from: str = "carewatch@icb.example.nhs.uk"
 
     commissioner_name: str = "NHS North Central London ICB"
@@ -44,9 +53,17 @@ class Settings(BaseSettings):
     qsg_cqc_email: str = "enquiries@cqc.example.org.uk"
     qsg_nhs_england_email: str = "england.quality@nhs.example.uk"
 
-    # The RabbitMQ user of the development feed: `carewatch seed` registers it for every
-    # provider in the registry. Leave empty in production.
+    # Development mode: the services and `carewatch run` accept weak credentials (guest,
+    # a password equal to its user name, none). `make run` sets it; nothing else should.
+    dev_mode: bool = False
+    # The RabbitMQ user of a development feed, and the providers (ODS codes, comma-separated)
+    # `carewatch seed` registers it for: those only. Leave empty in production.
     dev_feed_user: str = ""
+    dev_feed_ods: str = ""
+
+    # The `carewatch` CLI's API token (from `carewatch tokens create`): commands that change
+    # things record its account. Unset, they record the local operator (login@host).
+    token: str | None = None
 
     # HTTP (health, readiness, metrics and each service's API). Left unset, each service
     # listens on its own default port (intake 8081, quality_monitor 8082, escalation 8083,
@@ -82,6 +99,20 @@ class Settings(BaseSettings):
     notification_send_concurrency: int = Field(default=4, ge=1)
     # How often the durable group timers are checked for groups due to be sent.
     notification_group_poll_interval: float = 1.0
+    # intake: rejected submissions (raw bodies: personal data) are deleted this many days
+    # after they were received, by a purge every ``quarantine_purge_interval`` seconds.
+    quarantine_retention_days: int = Field(default=30, ge=1)
+    quarantine_purge_interval: float = Field(default=600.0, gt=0)
+    # intake: a member of the public's contact details (public feedback) are deleted this
+    # many days after they were received, by the same purge.
+    public_contact_retention_days: int = Field(default=365, ge=1)
+    # intake: per-feed rate limits (submissions a second, and the burst allowed at once):
+    # over HTTP (429 with Retry-After), and on the urgent routing keys over AMQP (over it,
+    # quarantined with the reason rate_limited).
+    feed_rate_per_second: float = Field(default=2000.0, gt=0)
+    feed_rate_burst: int = Field(default=20_000, ge=1)
+    urgent_rate_per_second: float = Field(default=1000.0, gt=0)
+    urgent_rate_burst: int = Field(default=10_000, ge=1)
     log_level: str = "INFO"
     # "json": one JSON object per line (event_id and submission_id on every line of a
     # message's handling); "text": readable lines for a terminal.

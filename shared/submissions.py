@@ -6,23 +6,38 @@ so a typo in a field name is a clear rejection rather than silently lost data.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from shared.clock import utc_now
 
 LONDON = ZoneInfo("Europe/London")
 
 OdsCode = Annotated[str, Field(pattern=r"^[A-Z0-9]{3,10}$", description="ODS organisation code")]
+# A code, not text: letters, digits and . _ : / # - (no spaces, no @), so that it cannot
+# carry free text past redaction. Intake also refuses one that reads as personal data.
 RecordId = Annotated[str, Field(min_length=1, max_length=128,
+                                pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/#\-]*$",
                                 description="The provider's own id of this record")]
 FreeText = Annotated[str, Field(min_length=1, max_length=20_000)]
+# A short descriptive name (a service, a survey, a measure, a group, a topic): free text too,
+# redacted like the rest, since a feed may type anything there (and several become a
+# concern's theme).
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+# Dates are refused before this (the year 1 would be stored as -infinity and overflow
+# downstream), and dates that may lie ahead (a change's effective date, a consultation)
+# more than this many years ahead.
+EARLIEST_DATE = date(1900, 1, 1)
+YEARS_AHEAD = 10
 
 
 def today_in_england() -> date:
-    return datetime.now(LONDON).date()
+    return utc_now().astimezone(LONDON).date()
 
 
 class KO41aSubject(StrEnum):
@@ -84,6 +99,9 @@ class SubmissionBase(BaseModel):
 
     # Free-text fields: redacted of personal data before anything leaves intake.
     free_text_fields: ClassVar[tuple[str, ...]] = ()
+    # Personal data given on purpose (a member of the public's contact details): withheld by
+    # intake, kept in a table of its own, never in the accepted content or any event.
+    personal_fields: ClassVar[tuple[str, ...]] = ()
 
     version: Literal[1] = 1
     ods_code: OdsCode
@@ -106,9 +124,33 @@ class SubmissionBase(BaseModel):
         return value
 
 
+def _not_too_early(value: date) -> date:
+    if value < EARLIEST_DATE:
+        raise ValueError(f"date is before {EARLIEST_DATE.isoformat()}, the earliest date"
+                         " intake accepts")
+    return value
+
+
 def _not_in_future(value: date) -> date:
+    _not_too_early(value)
     if value > today_in_england():
         raise ValueError("date is in the future")
+    return value
+
+
+def _not_far_ahead(value: date | None) -> date | None:
+    if value is None:
+        return None
+    _not_too_early(value)
+    today = today_in_england()
+    if value.year > today.year + YEARS_AHEAD:
+        raise ValueError(f"date is more than {YEARS_AHEAD} years ahead")
+    return value
+
+
+def _period_in_range(value: str) -> str:
+    year, month = map(int, value.split("-"))
+    _not_in_future(date(year, month, 1))
     return value
 
 
@@ -145,11 +187,11 @@ class ComplaintV1(SubmissionBase):
 
 
 class ComplimentV1(SubmissionBase):
-    free_text_fields: ClassVar[tuple[str, ...]] = ("description",)
+    free_text_fields: ClassVar[tuple[str, ...]] = ("service", "description")
 
     kind: Literal["compliment"]
     received_on: date
-    service: Annotated[str, Field(min_length=1, max_length=200)]
+    service: ShortText
     description: FreeText
 
     _received = field_validator("received_on")(_not_in_future)
@@ -207,7 +249,7 @@ class FFTResponseV1(SubmissionBase):
         return f"fft: {self.setting.value}"
 
 
-Period = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+Period = Annotated[str, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
 # A month's count at one site and setting: far above any real one, and bounded so that the
 # six answers' total still fits the 32-bit integers quality-monitor keeps (10**30 did not).
 MonthlyCount = Annotated[int, Field(ge=0, le=10_000_000)]
@@ -230,12 +272,7 @@ class FFTMonthlyV1(SubmissionBase):
     dont_know: MonthlyCount
     total_eligible: MonthlyCount | None = None
 
-    @field_validator("period")
-    @classmethod
-    def _period_not_future(cls, value: str) -> str:
-        year, month = map(int, value.split("-"))
-        _not_in_future(date(year, month, 1))
-        return value
+    _period = field_validator("period")(_period_in_range)
 
     @property
     def responses(self) -> int:
@@ -290,8 +327,10 @@ class Comparison(StrEnum):
 class SurveyResultV1(SubmissionBase):
     """One question's result in a national patient survey (e.g. the Adult Inpatient Survey)."""
 
+    free_text_fields: ClassVar[tuple[str, ...]] = ("survey", "question")
+
     kind: Literal["survey_result"]
-    survey: Annotated[str, Field(min_length=1, max_length=200)]
+    survey: ShortText
     published_on: date
     question: Annotated[str, Field(min_length=1, max_length=1000)]
     score: float
@@ -310,12 +349,16 @@ class SurveyResultV1(SubmissionBase):
 class PromScoreV1(SubmissionBase):
     """A patient-reported outcome measure (e.g. Oxford Hip Score health gain)."""
 
+    free_text_fields: ClassVar[tuple[str, ...]] = ("measure",)
+
     kind: Literal["prom_score"]
-    measure: Annotated[str, Field(min_length=1, max_length=200)]
+    measure: ShortText
     period: Period
     score: float
     national_score: float | None = None
     comparison: Comparison | None = None
+
+    _period = field_validator("period")(_period_in_range)
 
     def occurred_on(self) -> date:
         year, month = map(int, self.period.split("-"))
@@ -357,12 +400,12 @@ class VisitRating(StrEnum):
 class InsightVisitV1(SubmissionBase):
     """An insight visit by the commissioner, or a Healthwatch Enter and View visit."""
 
-    free_text_fields: ClassVar[tuple[str, ...]] = ("findings", "recommendations")
+    free_text_fields: ClassVar[tuple[str, ...]] = ("service", "findings", "recommendations")
 
     kind: Literal["insight_visit"]
     visit_type: Literal["insight_visit", "enter_and_view"]
     visited_on: date
-    service: Annotated[str, Field(min_length=1, max_length=200)]
+    service: ShortText
     rating: VisitRating
     findings: Annotated[str, Field(min_length=1, max_length=20_000)]
     recommendations: Annotated[str, Field(max_length=20_000)] = ""
@@ -379,11 +422,11 @@ class InsightVisitV1(SubmissionBase):
 class ServiceChangeNoticeV1(SubmissionBase):
     """A provider's notice of a change to a service."""
 
-    free_text_fields: ClassVar[tuple[str, ...]] = ("change",)
+    free_text_fields: ClassVar[tuple[str, ...]] = ("service", "change")
 
     kind: Literal["service_change_notice"]
     notified_on: date
-    service: Annotated[str, Field(min_length=1, max_length=200)]
+    service: ShortText
     change: FreeText
     effective_from: date
     engagement_plan: bool
@@ -394,6 +437,8 @@ class ServiceChangeNoticeV1(SubmissionBase):
     informed: list[Literal["patients", "scrutiny", "healthwatch"]] = Field(default_factory=list)
 
     _notified = field_validator("notified_on")(_not_in_future)
+    _ahead = field_validator("effective_from", "consultation_start",
+                             "consultation_end")(_not_far_ahead)
 
     def occurred_on(self) -> date:
         return self.notified_on
@@ -405,12 +450,12 @@ class ServiceChangeNoticeV1(SubmissionBase):
 class EngagementFeedbackV1(SubmissionBase):
     """Feedback from a patient participation group or an engagement forum."""
 
-    free_text_fields: ClassVar[tuple[str, ...]] = ("summary",)
+    free_text_fields: ClassVar[tuple[str, ...]] = ("group", "topic", "summary")
 
     kind: Literal["engagement_feedback"]
     met_on: date
-    group: Annotated[str, Field(min_length=1, max_length=200)]
-    topic: Annotated[str, Field(min_length=1, max_length=200)]
+    group: ShortText
+    topic: ShortText
     summary: FreeText
 
     _met = field_validator("met_on")(_not_in_future)
@@ -442,15 +487,160 @@ class SafeguardingConcernV1(SubmissionBase):
         return f"safeguarding: {self.category.value}"
 
 
+class EqualityStandard(StrEnum):
+    """What a progress return is against: the Workforce Race Equality Standard, the Equality
+    Delivery System, the Accessible Information Standard, or one of the provider's Quality
+    Account priorities."""
+
+    WRES = "wres"
+    EDS = "eds"
+    AIS = "ais"
+    QUALITY_ACCOUNT_PRIORITY = "quality_account_priority"
+
+
+class ReturnStatus(StrEnum):
+    """Where the provider says it stands against the standard or priority."""
+
+    ON_TRACK = "on_track"
+    AT_RISK = "at_risk"
+    OFF_TRACK = "off_track"
+    COMPLETED = "completed"
+
+
+class EqualityReturnV1(SubmissionBase):
+    """A provider's progress return on the WRES, the EDS or the AIS, or its progress against
+    one of its Quality Account priorities (named in ``priority``, which only that standard
+    has), for one period. ``figure`` is the measured figure the return reports, if any (a
+    WRES indicator, an EDS score, a share of patients with their needs recorded)."""
+
+    free_text_fields: ClassVar[tuple[str, ...]] = ("priority", "summary")
+
+    kind: Literal["equality_return"]
+    standard: EqualityStandard
+    period: Period
+    status: ReturnStatus
+    priority: ShortText | None = None
+    figure: Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)] | None = None
+    summary: FreeText
+
+    _period = field_validator("period")(_period_in_range)
+
+    @model_validator(mode="after")
+    def _priority_only_for_quality_account(self) -> EqualityReturnV1:
+        priority_standard = self.standard == EqualityStandard.QUALITY_ACCOUNT_PRIORITY
+        if priority_standard and self.priority is None:
+            raise ValueError("a quality_account_priority return needs the priority it is about")
+        if not priority_standard and self.priority is not None:
+            raise ValueError(f"priority is only for quality_account_priority returns, not"
+                             f" {self.standard.value}")
+        return self
+
+    def occurred_on(self) -> date:
+        year, month = map(int, self.period.split("-"))
+        return date(year, month, 1)
+
+    def theme(self) -> str:
+        return f"equality return: {self.standard.value}"
+
+
+# A UK phone number as a person types it: digits, spaces, brackets, hyphens, a leading +.
+PhoneNumber = Annotated[str, Field(min_length=6, max_length=24,
+                                   pattern=r"^\+?[0-9(][0-9 ()\-]{5,23}$")]
+ContactEmail = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")]
+# What the person wants to be called: personal data, withheld like the rest of the contact.
+ContactName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PublicContact(BaseModel):
+    """How a member of the public asked to be contacted. Personal data: intake keeps it in
+    ``intake.public_contacts`` (the quality team reads it there), never in an event."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: ContactName | None = None
+    email: ContactEmail | None = None
+    phone: PhoneNumber | None = None
+
+
+class CommunicationNeed(StrEnum):
+    """Accessible Information Standard: how the person needs to be contacted."""
+
+    EASY_READ = "easy_read"
+    LARGE_PRINT = "large_print"
+    BRITISH_SIGN_LANGUAGE = "british_sign_language"
+    INTERPRETER = "interpreter"
+    BRAILLE = "braille"
+
+
+class PublicFeedbackV1(SubmissionBase):
+    """Feedback, a concern, or a complaint escalated to the commissioner, given by a patient,
+    carer or member of the public on the public feedback page (the workspace's ``/feedback``),
+    which posts it as the public's door feed. ``record_id`` is the acknowledgement reference
+    the person was given. ``ods_code`` is the provider it is about.
+
+    Consent and contact preferences are part of the accepted content; the contact details
+    themselves (``contact``) are withheld by intake."""
+
+    free_text_fields: ClassVar[tuple[str, ...]] = ("description", "outcome_wanted")
+    personal_fields: ClassVar[tuple[str, ...]] = ("contact",)
+
+    kind: Literal["public_feedback"]
+    received_on: date
+    purpose: Literal["feedback", "concern", "complaint_escalation", "compliment"]
+    relationship: Literal["patient", "carer", "relative_or_friend", "member_of_public",
+                          "prefer_not_to_say"]
+    subject_area: KO41aSubject
+    description: Annotated[str, Field(min_length=1, max_length=10_000)]
+    outcome_wanted: Annotated[str, Field(max_length=5_000)] | None = None
+    happened_on: date | None = None
+    complained_to_provider: Literal["yes", "no", "not_sure"] | None = None
+    # May the commissioner share what was written (personal data removed) with the provider,
+    # and may it tell the provider who the person is?
+    consent_share_feedback: bool
+    consent_share_identity: bool = False
+    contact_by: Literal["none", "email", "phone"]
+    contact: PublicContact | None = None
+    communication_needs: list[CommunicationNeed] = Field(default_factory=list, max_length=5)
+
+    _received = field_validator("received_on")(_not_in_future)
+    _happened = field_validator("happened_on")(_not_in_future_opt)
+
+    @model_validator(mode="after")
+    def _contact_matches_preference(self) -> PublicFeedbackV1:
+        # Only what is needed to reply is kept: no details without a way of contact, and the
+        # detail the chosen way needs.
+        if self.contact_by == "none":
+            if self.contact is not None:
+                raise ValueError("contact details were given but contact_by is 'none'")
+        elif self.contact is None or getattr(self.contact, self.contact_by) is None:
+            raise ValueError(f"contact_by is {self.contact_by!r} but no {self.contact_by}"
+                             " was given in contact")
+        if self.consent_share_identity and self.contact_by == "none":
+            raise ValueError("consent_share_identity needs contact details to share")
+        return self
+
+    def occurred_on(self) -> date:
+        return self.received_on
+
+    def theme(self) -> str:
+        return self.subject_area.value
+
+
 SubmissionModel = (ComplaintV1 | ComplimentV1 | FFTResponseV1 | FFTMonthlyV1 | OnlineReviewV1
                    | SurveyResultV1 | PromScoreV1 | GpAlertV1 | InsightVisitV1
-                   | SafeguardingConcernV1 | ServiceChangeNoticeV1 | EngagementFeedbackV1)
+                   | SafeguardingConcernV1 | ServiceChangeNoticeV1 | EngagementFeedbackV1
+                   | EqualityReturnV1 | PublicFeedbackV1)
 Submission = Annotated[SubmissionModel, Field(discriminator="kind")]
 SUBMISSION_ADAPTER: TypeAdapter[SubmissionModel] = TypeAdapter(Submission)
 KINDS: tuple[str, ...] = tuple(
-    cls.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
-    for cls in SubmissionModel.__args__)  # type: ignore[attr-defined]
+    cls.model_fields["kind"].annotation.__args__[0]
+    for cls in SubmissionModel.__args__)
 
 # The kinds that exist to report risk: a serious one must not queue behind the routine
 # volume of FFT responses, reviews and survey returns (intake's and quality-monitor's lanes).
-URGENT_KINDS: frozenset[str] = frozenset({"complaint", "safeguarding_concern", "gp_alert"})
+# Public feedback is among them: it may escalate a complaint or report harm.
+URGENT_KINDS: frozenset[str] = frozenset({"complaint", "safeguarding_concern", "gp_alert",
+                                          "public_feedback"})
+# The kinds only the public's door may submit (a feed registered with ``--public``, which may
+# submit nothing else): no provider feed can speak for the public.
+PUBLIC_KINDS: frozenset[str] = frozenset({"public_feedback"})

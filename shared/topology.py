@@ -22,6 +22,78 @@ from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQue
 
 URGENT_SUFFIX = ".urgent"
 
+# Who publishes each event type: the one place that says it. The broker's topic permissions
+# (deploy/rabbitmq/definitions.json, from ``topic_permissions``) let each service's broker
+# user write only its own routing keys, and every consumer dead-letters an event whose
+# broker-validated ``user_id`` is not its owner's (``sender_refusal``).
+EVENT_OWNERS: dict[str, str] = {
+    "feedback.accepted.v1": "intake",
+    "feedback.rejected.v1": "intake",
+    "concern.raised.v1": "quality_monitor",
+    "concern.updated.v1": "quality_monitor",
+    "concern.resolved.v1": "quality_monitor",
+    "report.published.v1": "quality_monitor",
+    "meeting.scheduled.v1": "escalation",
+    "meeting.rescheduled.v1": "escalation",
+    "meeting.cancelled.v1": "escalation",
+    "action.due_soon.v1": "escalation",
+    "action.overdue.v1": "escalation",
+    "concern.escalated.v1": "escalation",
+    "visit.scheduled.v1": "escalation",
+    "concern.closed.v1": "escalation",
+    "meeting.slot_proposed.v1": "escalation",
+    "notification.failed.v1": "notification",
+    "meeting.reply.v1": "notification",
+}
+# The operator's broker user (``carewatch dlq replay`` republishes as it) may send any event.
+ADMIN = "admin"
+
+
+def broker_user(service: str, broker_users: dict[str, str]) -> str:
+    """The RabbitMQ user a service (or ``admin``) connects and publishes as:
+    ``broker_users[service]``, else ``broker_users["*"]`` (one user for all, in development),
+    else ``carewatch-<service>`` (deploy/rabbitmq/definitions.json)."""
+    return broker_users.get(service) or broker_users.get("*") or \
+        f"carewatch-{service.replace('_', '-')}"
+
+
+def sender_refusal(event_type: str, user_id: str | None,
+                   broker_users: dict[str, str]) -> str | None:
+    """Why an event may not be taken from this sender (None: it may): only the broker user
+    of the event type's owner, or the operator's, publishes it."""
+    owner = EVENT_OWNERS.get(event_type)
+    if owner is None:
+        return f"sender: no service owns event type {event_type!r}"
+    allowed = {broker_user(owner, broker_users), broker_user(ADMIN, broker_users)}
+    if user_id not in allowed:
+        return (f"sender: {event_type} is published by {owner} (broker user"
+                f" {broker_user(owner, broker_users)!r}); this one came from"
+                f" {user_id!r}" if user_id else
+                f"sender: {event_type} is published by {owner}; this one has no user_id")
+    return None
+
+
+# Services that consume events but own none: their topic permission writes nothing ("^$").
+PUBLISHES_NOTHING = ("workspace",)
+
+
+def owned_keys_pattern(service: str) -> str:
+    """The routing keys a service may write on the events exchange (a regex for RabbitMQ's
+    topic permissions): its event types, with or without a routing suffix."""
+    types = sorted(t for t, owner in EVENT_OWNERS.items() if owner == service)
+    if not types:
+        return "^$"
+    return "^(" + "|".join(t.replace(".", "\\.") for t in types) + ")(\\..+)?$"
+
+
+def topic_permissions(namespace: str, vhost: str = "/") -> list[dict[str, str]]:
+    """The topic permissions of deploy/rabbitmq/definitions.json: each service writes only
+    the routing keys of the events it owns on the events exchange."""
+    services = sorted(set(EVENT_OWNERS.values()) | set(PUBLISHES_NOTHING))
+    return [{"user": broker_user(service, {}), "vhost": vhost,
+             "exchange": f"{namespace}.events", "write": owned_keys_pattern(service),
+             "read": ".*"} for service in services]
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -139,7 +211,7 @@ class Topology:
         return RabbitExchange(name, type=ExchangeType.TOPIC, durable=True)
 
     def rabbit_queue(self, sub: Subscription) -> RabbitQueue:
-        return RabbitQueue(  # type: ignore[call-overload]
+        return RabbitQueue(  # type: ignore[call-overload, no-any-return]
             sub.queue,
             queue_type=QueueType.QUORUM,
             durable=True,

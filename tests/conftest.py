@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from shared.settings import Settings
+from tests.helpers import watch_progress
 from tools.stacks import database_url, deprovision, provision
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -51,11 +52,11 @@ def server_urls() -> Iterator[ServerUrls]:
             from testcontainers.rabbitmq import RabbitMqContainer
 
             if not amqp:
-                rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13"))
+                rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13.7"))
                 amqp = (f"amqp://guest:guest@{rabbit.get_container_host_ip()}:"
                         f"{rabbit.get_exposed_port(5672)}/%2F")
             if not pg:
-                postgres = stack.enter_context(PostgresContainer("postgres:16"))
+                postgres = stack.enter_context(PostgresContainer("postgres:16.4"))
                 pg = postgres.get_connection_url(driver=None)
         yield ServerUrls(amqp or LOCAL_AMQP, pg or LOCAL_POSTGRES)
 
@@ -68,8 +69,11 @@ async def settings(server_urls: ServerUrls) -> AsyncIterator[Settings]:
         amqp_url=server_urls.amqp,
         database_url=database_url(server_urls.postgres_admin, f"carewatch_test_{tag}"),
         namespace=f"cwtest_{tag}",
+        # Every process of the tests is the broker's guest: the sender check expects it.
+        broker_users={"*": "guest"},
         smtp_host="127.0.0.1",
         smtp_port=free_port(),
+        inbound_smtp_port=0,
         delivery_limit=3,
         outbox_poll_interval=0.5,
         notification_backoff_base=0.05,
@@ -87,7 +91,16 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     from shared.db import create_pool
 
     pool = await create_pool(settings.database_url, min_size=1, max_size=5)
+
+    async def writes() -> object:
+        # Rows written in this session's database: the pipeline's progress, whatever the stage.
+        return await pool.fetchval(
+            "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database"
+            " WHERE datname = current_database()")
+
+    watch_progress(writes)
     yield pool
+    watch_progress(None)
     await pool.close()
 
 

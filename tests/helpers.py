@@ -46,16 +46,43 @@ async def publish_submission(connection: aio_pika.abc.AbstractConnection, namesp
         await channel.close()
 
 
+ProgressProbe = Callable[[], Awaitable[object]]
+_default_progress: ProgressProbe | None = None
+
+
+def watch_progress(probe: ProgressProbe | None) -> None:
+    """Set the sign of progress ``eventually`` consults by default (the session's database)."""
+    global _default_progress
+    _default_progress = probe
+
+
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0,
-                     interval: float = 0.1, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+                     interval: float = 0.1, what: str = "condition",
+                     progress: ProgressProbe | None = None, limit: float | None = None) -> T:
+    """Poll ``probe`` until it returns something truthy.
+
+    ``timeout`` is how long the system may go *without progress*, not a budget sized for an
+    idle machine: while ``progress()`` (by default, the writes of the test session's database)
+    keeps changing, the wait goes on, up to ``limit`` seconds in all (10 x timeout, at least
+    5 minutes), so a loaded machine is slower but not a failure, and a stalled system still
+    fails in ``timeout`` seconds.
+    """
+    progress = progress or _default_progress
+    start = time.monotonic()
+    cap = start + (limit if limit is not None else max(10 * timeout, 300.0))
+    deadline = start + timeout
+    seen = await progress() if progress else None
     while True:
         result = await probe()
         if result:
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        now = time.monotonic()
+        if now > deadline:
+            current = await progress() if progress else seen
+            if current == seen or now > cap:
+                waited = now - start
+                raise AssertionError(f"waited {waited:.0f}s ({timeout}s without progress) for {what}")
+            seen, deadline = current, now + timeout
         await asyncio.sleep(interval)
 
 
@@ -131,6 +158,14 @@ def calendar_part(msg: EmailMessage) -> bytes:
     raise AssertionError("no text/calendar part")
 
 
+def body_text(msg: EmailMessage, subtype: str = "plain") -> str:
+    """The text of ``msg``'s text/``subtype`` body (an assertion fails if it has none)."""
+    part = msg.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} body"
+    text: str = part.get_content()
+    return text
+
+
 def service_env(settings: Any, **extra: str) -> dict[str, str]:
     """The environment of a carewatch process (service or CLI) for this test session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
@@ -138,20 +173,90 @@ def service_env(settings: Any, **extra: str) -> dict[str, str]:
         "CAREWATCH_AMQP_URL": settings.amqp_url,
         "CAREWATCH_DATABASE_URL": settings.database_url,
         "CAREWATCH_NAMESPACE": settings.namespace,
+        "CAREWATCH_BROKER_USERS": json.dumps(settings.broker_users),
+        # The local broker and database of the tests have weak credentials (guest, trust).
+        "CAREWATCH_DEV_MODE": "1",
         "CAREWATCH_SMTP_HOST": settings.smtp_host,
         "CAREWATCH_SMTP_PORT": str(settings.smtp_port),
         "CAREWATCH_DELIVERY_LIMIT": str(settings.delivery_limit),
         "CAREWATCH_HTTP_PORT": "0",  # never collide with a stack running beside the tests
+        "CAREWATCH_INBOUND_SMTP_PORT": "0",
         "CAREWATCH_LOG_FORMAT": "text",
         **extra,
     })
     return env
 
 
-async def carewatch(settings: Any, *args: str) -> tuple[int, str]:
+async def carewatch(settings: Any, *args: str, env: dict[str, str] | None = None
+                    ) -> tuple[int, str]:
     """Run the ``carewatch`` CLI as an operator would; returns (exit code, output)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", *args, env=service_env(settings),
+        sys.executable, "-m", "services.cli.main", *args,
+        env=service_env(settings, **(env or {})),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
+
+
+async def token_for(pool: Any, name: str, *roles: str, ods_codes: tuple[str, ...] = (),
+                    kind: str = "person") -> str:
+    """A bearer token of account ``name`` (created with ``roles`` if it does not exist yet),
+    for tests that call the services' HTTP APIs as someone."""
+    from shared import identity
+
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT true FROM identity.accounts WHERE name = $1", name):
+            await identity.add_account(conn, identity.NewAccount(
+                name, list(roles), kind, list(ods_codes)), created_by="tests")
+        return await identity.create_token(
+            conn, name, scopes=None, days=1, label="tests", created_by="tests")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- broker users made by tests (rabbitmqctl against the local broker) ---------------------------
+def rabbitmqctl(*args: str, check: bool = True) -> str:
+    """Run ``rabbitmqctl -s`` (no headers); its output. A broker that does not answer within a
+    minute fails the test instead of hanging it."""
+    import subprocess
+    done = subprocess.run(["rabbitmqctl", "-s", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+    if check and done.returncode:
+        raise RuntimeError(f"rabbitmqctl {args[0]} failed: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def user_connections(user: str) -> list[str]:
+    """The pids of the broker's connections authenticated as ``user``."""
+    pids = []
+    for line in rabbitmqctl("list_connections", "pid", "user").splitlines():
+        pid, _, who = line.partition("\t")
+        if who == user:
+            pids.append(pid)
+    return pids
+
+
+def delete_broker_user(user: str, patience: float = 60.0) -> None:
+    """Delete a broker user made by a test, safely: RabbitMQ 3.10 deleting a user that still
+    has open connections has hung the whole broker here (TCP accepted, no AMQP handshake).
+    So: change its password (nothing can reconnect as it), close each of its connections,
+    wait until the broker lists none, and only then delete it. If they do not go (no
+    progress for ``patience`` seconds) the user is left in place and the test fails."""
+    import secrets
+    if user not in (line.partition("\t")[0] for line in rabbitmqctl("list_users").splitlines()):
+        return
+    rabbitmqctl("change_password", user, secrets.token_hex(24))  # never a leading "-"
+    least, deadline = None, time.monotonic() + patience
+    while pids := user_connections(user):
+        if least is None or len(pids) < least:
+            least, deadline = len(pids), time.monotonic() + patience
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"broker user {user}: {len(pids)} connection(s) would not close;"
+                               " left in place rather than deleted with connections open")
+        for pid in pids:
+            rabbitmqctl("close_connection", pid, "test over: its user is being deleted",
+                        check=False)  # it may have closed meanwhile
+        time.sleep(0.2)
+    rabbitmqctl("delete_user", user)

@@ -5,15 +5,19 @@ broker and database the settings point at (the local ones by default), with the 
 separate processes, as they run in production:
 
 1. the raw ceiling: a plain aio-pika consumer doing the minimal durable work (insert the
-   message id in batches, ack with ``multiple``), on the same broker and database;
+   message id in batches, ack with ``multiple``), on the same broker and database; and the
+   fair ceiling (``tools/ceiling.py``): carewatch's two hops done by a minimal pipeline;
 2. carewatch throughput through intake and quality-monitor, everything persisted;
 3. the latency of a serious risk from publish to meeting committed and to e-mail accepted
    by the SMTP server, at idle and under background load;
 4. the memory (RSS) of each service at steady state;
-5. the time to replay an ICB's year of feedback through all four services;
+5. the time to replay an ICB's year of feedback through all five services;
 6. a py-spy profile of intake and quality-monitor under load (when py-spy is installed);
 7. where the cores went: the CPU of every process (services, broker, database, load
-   generator) per submission, in the throughput run and in the year.
+   generator) per submission, in the throughput run and in the year;
+8. the clinical-text harm pipeline alone: free-text fields per second per core, and how long
+   the event loop waits while long texts are read (``--only harm`` runs this one alone);
+9. the monthly CQRM packs of 100 providers (``tools/reports_bench.py``; ``--only reports``).
 
 An "## Analysis" section written by the engineers is carried over from the previous file.
 """
@@ -43,8 +47,10 @@ import asyncpg
 
 from services.catalogue import SERVICES
 from shared.submissions import KO41aSubject
+from tools import ceiling as fair_ceiling
 from tools.publisher import publish_items
-from tools.stacks import ADMIN_DSN, AMQP, Stack, stack
+from tools.reports_bench import monthly_packs, reports_section
+from tools.stacks import AMQP, Stack, scratch_database, stack
 from tools.stream import Item, StreamGenerator, load_providers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,18 +82,10 @@ async def raw_ceiling(n: int) -> float:
     """aio-pika consumer: insert each message id (batches of 100), ack with multiple=True."""
     body = json.dumps({"kind": "fft_response", "pad": "x" * 520}).encode()  # ~609 bytes
     queue_name = f"cwbench_raw_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    db_name = f"{queue_name}_db"
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{db_name}"
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    await pool.execute("CREATE TABLE seen (id text PRIMARY KEY)")
-    connection = await aio_pika.connect(AMQP)
-    try:
+    async with scratch_database(f"{queue_name}_db") as pool, await aio_pika.connect(AMQP) as connection:
+        await pool.execute("CREATE TABLE seen (id text PRIMARY KEY)")
         channel = await connection.channel(publisher_confirms=True)
-        await channel.declare_queue(queue_name, durable=True,
-                                            arguments={"x-queue-type": "quorum"})
+        await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
         for start in range(0, n, 1000):
             await asyncio.gather(*(channel.default_exchange.publish(
                 aio_pika.Message(body, message_id=str(i),
@@ -125,12 +123,6 @@ async def raw_ceiling(n: int) -> float:
         await q.cancel(tag)
         await consume.queue_delete(queue_name)
         return n / elapsed
-    finally:
-        await connection.close()
-        await pool.close()
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
 
 
 # -- 2. carewatch throughput ------------------------------------------------------------------
@@ -347,7 +339,7 @@ async def wait_mail(clock: MailClock, meeting_id: str, timeout: float) -> None:
 async def icb_year(n: int) -> dict[str, Any]:
     async with stack() as s:
         items, accepted = stream(n, seed=23)
-        log(f"  publishing {n} submissions with all four services running")
+        log(f"  publishing {n} submissions with all five services running")
         s.start(*SERVICES)
         conn = await asyncpg.connect(s.settings.database_url)
         await s.wait_consuming()
@@ -364,9 +356,13 @@ async def icb_year(n: int) -> dict[str, Any]:
         # It stops by itself at its next probe (the publishing done and the backlog gone).
         probes = await asyncio.wait_for(probing, 120)
         rss = s.rss_mib()
+        # The workspace's pages over the year it consumed.
+        from tools.workspace_pages import page_latency
+
+        pages = await page_latency(s.settings.database_url)
         await conn.close()
         return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss, "cpu": cpu,
-                "wall": wall, "handled": accepted, "probes": probes}
+                "wall": wall, "handled": accepted, "probes": probes, "pages": pages}
 
 
 async def serious_during_backlog(s: Stack, publishing: asyncio.Task[Any],
@@ -462,15 +458,183 @@ def stats(values: list[float], missed: int = 0) -> str:
             f" max {max(values) * 1000:.0f} ms{late})")
 
 
+# What a newcomer types most: the list of commands and the list commands. `--help` of a
+# command imports everything the command does (its module and what that imports), without
+# needing a broker or a database.
+CLI_COMMANDS = (("--help",), ("concerns", "list", "--help"), ("meetings", "list", "--help"),
+                ("quarantine", "list", "--help"), ("status", "--help"))
+CLI_TARGET = 0.5  # seconds
+
+
+def cli_startup(runs: int = 10) -> dict[str, list[float]]:
+    """Wall time of `carewatch ...` for each of CLI_COMMANDS, ``runs`` times each."""
+    exe = str(Path(sys.executable).with_name("carewatch"))
+    times: dict[str, list[float]] = {}
+    for args in CLI_COMMANDS:
+        name = " ".join(["carewatch", *args])
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([exe, *args], stdout=subprocess.DEVNULL, check=True, cwd=ROOT)
+            times.setdefault(name, []).append(time.perf_counter() - started)
+    return times
+
+
+def cli_table(times: dict[str, list[float]]) -> list[str]:
+    rows = ["| command | median | max |", "|---|---|---|"]
+    for name, values in times.items():
+        values = sorted(values)
+        rows.append(f"| `{name}` | {values[len(values) // 2] * 1000:.0f} ms |"
+                    f" {values[-1] * 1000:.0f} ms |")
+    return [*rows, "", f"Target: under {CLI_TARGET * 1000:.0f} ms (the median)."]
+
+
+# -- free text: the harm pipeline ---------------------------------------------------------------
+def _harm_fields(n: int, seed: int) -> list[str]:
+    """``n`` free-text fields of one to four sentences of the harm corpus (tests/data/harm),
+    drawn at random: distinct texts, the length of a complaint's description."""
+    corpus = [json.loads(line)["text"] for name in ("dev.jsonl", "test.jsonl")
+              for line in (ROOT / "tests" / "data" / "harm" / name).read_text().splitlines()
+              if line.strip()]
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(corpus, rng.randint(1, 4))) for _ in range(n)]
+
+
+async def _loop_stall(work: Any) -> tuple[float, float]:
+    """(the longest the event loop went without a turn, the wall time) while ``work`` ran."""
+    longest = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = time.perf_counter()
+    await work()
+    wall = time.perf_counter() - start
+    done = True
+    await task
+    return longest, wall
+
+
+def _init_harm_worker() -> None:
+    from services.quality_monitor.harm import pipeline
+    pipeline.analyser()
+
+
+async def harm_text(fields: int = 20_000, seed: int = 7) -> dict[str, Any]:
+    """The clinical-text harm pipeline alone, in this process: fields per CPU second (one
+    core), the time to build it, and how long the event loop waits while long texts are
+    read inline, on the pipeline's thread (what quality-monitor does) or in a process pool."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from services.quality_monitor.harm import pipeline
+
+    start = time.perf_counter()
+    pipeline.analyser()
+    build = time.perf_counter() - start
+    texts = _harm_fields(fields, seed)
+    for text in texts[:200]:  # warm up
+        pipeline.mentions(text)
+    cpu, wall = time.process_time(), time.perf_counter()
+    found = sum(bool(pipeline.mentions(text)) for text in texts)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    short = max(len(t) for t in texts)
+    reads: list[float] = []
+    for text in texts[:2000]:
+        t0 = time.perf_counter()
+        pipeline.mentions(text)
+        reads.append((time.perf_counter() - t0) * 1000)
+    big = [" ".join(_harm_fields(60, seed + n)) for n in range(10)]  # ~20,000 characters each
+    modes: dict[str, tuple[float, float]] = {}
+
+    async def inline() -> None:
+        for text in big:
+            pipeline.analyser()._mentions(text)  # the whole text at once, on the loop
+
+    async def pieces() -> None:
+        for text in big:
+            await pipeline.read_harm(text)
+
+    async def thread() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1) as one:
+            for text in big:
+                await loop.run_in_executor(one, pipeline.mentions, text)
+
+    modes["inline"] = await _loop_stall(inline)
+    modes["pieces"] = await _loop_stall(pieces)
+    modes["thread"] = await _loop_stall(thread)
+    with ProcessPoolExecutor(1, initializer=_init_harm_worker) as pool:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, pipeline.mentions, "warm up")
+
+        async def process() -> None:
+            for text in big:
+                await loop.run_in_executor(pool, pipeline.mentions, text)
+
+        modes["process"] = await _loop_stall(process)
+    return {"fields": fields, "cpu": cpu, "wall": wall, "rate": fields / cpu, "build": build,
+            "flagged": found, "mean_chars": sum(map(len, texts)) / len(texts),
+            "max_chars": short, "reads_ms": reads,
+            "big_chars": sum(map(len, big)) / len(big), "modes": modes,
+            "piece_chars": pipeline.CHUNK_CHARS}
+
+
+def harm_section(h: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Free text: the harm pipeline",
+        f"- {h['fields']:,} free-text fields (one to four sentences of tests/data/harm at"
+        f" random, {h['mean_chars']:.0f} characters on average) read by the clinical-text"
+        f" pipeline in one process: **{h['rate']:,.0f} fields/s per core** ({h['cpu']:.1f} CPU"
+        f" seconds; {h['flagged']:,} flagged). Target: 2,000/s. Built once per process in"
+        f" {h['build']:.1f} s.",
+        f"- One field read (up to {h['max_chars']:,} characters), 2,000 reads: p50"
+        f" {percentile(h['reads_ms'], 50):.2f} ms, p99 {percentile(h['reads_ms'], 99):.2f} ms,"
+        f" max {max(h['reads_ms']):.1f} ms (the machine is shared); quality-monitor reads a field in pieces of whole"
+        f" sentences of about {h['piece_chars']:,} characters, the loop getting a turn"
+        " between pieces.",
+        f"- Ten long texts (~{h['big_chars']:,.0f} characters each): the longest the event loop"
+        " waited for a turn, and the wall time for the ten:", "",
+        "| where the long texts are read | longest wait of the loop | wall time |",
+        "|---|---|---|"]
+    names = {"inline": "whole, on the loop", "pieces": "in pieces on the loop (used)",
+             "thread": "a thread", "process": "a process pool"}
+    for mode, (stall, wall) in h["modes"].items():
+        lines.append(f"| {names[mode]} | {stall * 1000:.1f} ms | {wall:.2f} s |")
+    return [*lines, ""]
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.cli_only:
+        print("\n".join(cli_table(cli_startup(args.cli_runs))))
+        return
+    if args.only == "harm":
+        h = await harm_text(args.harm_fields)
+        print("\n".join(harm_section(h)))
+        return
+    if args.only == "reports":
+        print("\n".join(reports_section(await monthly_packs(args.report_providers))))
+        return
     (ROOT / "var").mkdir(exist_ok=True)
     report: list[str] = ["# Benchmarks", "",
                          f"`make bench` on {datetime.now():%Y-%m-%d %H:%M}, one run"
                          f" (`{' '.join(['python -m tools.bench', *sys.argv[1:]])}`).", "",
                          "## Machine", *machine(), ""]
+    log("0/5 CLI start-up")
+    cli = cli_startup(args.cli_runs)
     log("1/5 raw ceiling")
     ceiling = await raw_ceiling(args.ceiling)
     log(f"  {ceiling:.0f} msgs/s")
+    log("1/5 the fair ceiling: the same two hops by a minimal hand-written pipeline")
+    fair = await fair_ceiling.run(*stream(args.throughput, seed=11))
+    log(f"  {fair['rate']:.0f} submissions/s")
     log("2/5 throughput through intake and quality-monitor")
     t = await throughput(args.throughput, args.profile)
     log(f"  {t['rate']:.0f} submissions/s")
@@ -483,6 +647,12 @@ async def main(args: argparse.Namespace) -> None:
     log(f"5/5 an ICB's year ({args.year} submissions)")
     year = await icb_year(args.year)
     log(f"  {year['seconds']:.0f} s")
+    log("6/6 the harm pipeline on free text")
+    harm = await harm_text(args.harm_fields)
+    log(f"  {harm['rate']:.0f} fields/s per core")
+    log(f"7/7 the monthly CQRM packs of {args.report_providers} providers")
+    packs = await monthly_packs(args.report_providers)
+    log(f"  {packs['seconds']:.1f} s")
     report += [
         "## Throughput",
         f"- Raw ceiling (aio-pika consumer, id inserted in batches of 100, multi-ack, quorum"
@@ -491,7 +661,14 @@ async def main(args: argparse.Namespace) -> None:
         f" redaction, de-duplication, feedback stored, outbox relayed with confirms, monitor"
         f" inbox and rules), sustained from 10% to 70% of {t['n']:,} realistic"
         f" submissions: **{t['rate']:,.0f} submissions/s**, **{t['rate'] / ceiling:.0%} of the"
-        f" ceiling**. Target: 1,000/s, on the way to 50% of the ceiling.", "",
+        f" ceiling**, **{t['rate'] / fair['rate']:.2f} x the fair ceiling**.",
+        f"- The fair ceiling (`tools/ceiling.py`): the same two hops of durable work by a"
+        f" minimal hand-written pipeline on the same libraries, stream and queue arguments"
+        f" (validate, authorise, redact, store the row and an outbox row per batch, publish"
+        f" with confirms in flight; then inbox and copy rows per batch, multi-ack):"
+        f" **{fair['rate']:,.0f} submissions/s**. Target: carewatch at 1.0 x or more.", "",
+        f"CPU per submission by process, fair ceiling ({fair['handled']:,} submissions in"
+        f" {fair['wall']:.0f} s):", "", *cpu_table(fair, os.cpu_count() or 1), "",
         "## Latency of a serious risk",
         "Publish of a serious complaint (a distinct provider and theme each time) to the"
         " remedial-action meeting committed, and to the invitation accepted by the SMTP server.", "",
@@ -508,15 +685,26 @@ async def main(args: argparse.Namespace) -> None:
         "## Memory (RSS at steady state)",
         *(f"- {name}: {mib:.0f} MiB" for name, mib in sorted(year["rss"].items())), "",
         "## An ICB's year",
-        f"- {year['n']:,} submissions ({year['accepted']:,} valid) published while all four"
+        f"- {year['n']:,} submissions ({year['accepted']:,} valid) published while all five"
         f" services ran: drained in **{year['seconds'] / 60:.1f} minutes**"
         f" ({year['n'] / year['seconds']:,.0f}/s end to end).",
         f"- A serious complaint published every 15 s while the year drained, behind a backlog"
         f" of {min(year['probes']['backlog'], default=0):,} to"
         f" {max(year['probes']['backlog'], default=0):,} submissions in intake's routine queue:"
         f" to the meeting {stats(year['probes']['meeting'], year['probes']['missed'])}"
-        f" (the urgent lanes at work).", "",
+        f" (the urgent lanes at work).",
+        f"- The workspace's pages over that year (in-process, {year['pages']['sizes']['concerns']:,}"
+        f" concerns in its read model): overview p95 {year['pages']['overview']['p95']:.0f} ms"
+        f" (p50 {year['pages']['overview']['p50']:.0f}), the busiest provider's profile p95"
+        f" {year['pages']['provider']['p95']:.0f} ms (p50 {year['pages']['provider']['p50']:.0f})"
+        " (target: p95 under 200 ms).", "",
     ]
+    report += ["## CLI start-up",
+               f"`carewatch` as a newcomer calls it, {args.cli_runs} runs each (no broker or"
+               " database needed: `--help` imports what the command imports).", "",
+               *cli_table(cli), ""]
+    report += harm_section(harm)
+    report += reports_section(packs)
     if t["profiles"]:
         report += ["## Where the time goes (py-spy, self time, during the throughput run)"]
         for name, text in t["profiles"].items():
@@ -529,13 +717,72 @@ async def main(args: argparse.Namespace) -> None:
         " processes included).", "",
         f"Throughput run ({t['handled']:,} submissions through intake and quality-monitor in"
         f" {t['wall']:.0f} s):", "", *cpu_table(t, cores), "",
-        f"An ICB's year ({year['handled']:,} submissions through all four services, the load"
+        f"An ICB's year ({year['handled']:,} submissions through all five services, the load"
         f" generator publishing alongside, {year['wall']:.0f} s):", "",
         *cpu_table(year, cores), ""]
+    report += redaction_report(args.redaction_size)
     out = Path(args.out)
     report += previous_analysis(out) or ["## Analysis", "(written by the engineers after a run)", ""]
     out.write_text("\n".join(report).rstrip() + "\n")
     log(f"wrote {out}")
+
+
+def redaction_texts(size: int) -> dict[str, str]:
+    """Texts of ``size`` characters for :func:`redaction_throughput`: realistic free text
+    (the redaction corpus, repeated) and adversarial shapes, each aimed at a pattern's worst
+    case (a long run of e-mail characters with no ``@``, digits and separators, cue words,
+    postcode-like tokens, invisible characters, one run of digits, ``0044``, dashes, near
+    misses of a postcode and of a date then an age, a character whose lower case is longer
+    (which turns off the windows))."""
+    corpus = [json.loads(line)["text"] for line in (
+        ROOT / "tests/unit/redaction_corpus.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()]
+    shapes = {
+        "normal": " ".join(corpus) + " ",
+        "email chars, no @": "a",
+        "dotted words, no @": "a.",
+        "@ and hyphens": "a@a-",
+        "spaced digits": "1 ",
+        "dotted digits": "12.",
+        "cue words": "born in DOB ",
+        "spelled-out at": "x at y dot ",
+        "postcode-like": "SW1A ",
+        "zero-width digits": "\u200b9",
+        "one digit run": "1",
+        "zeros": "0",
+        "0044 prefixes": "0044 ",
+        "dashes between digits": "1\u2013",
+        "near-miss postcodes": "X1 1AA ",
+        "year then bracket": "1938 (",
+        "cue then digit": "born on 1 ",
+        "no-same-length lower case": "\u0130a@a-",
+    }
+    return {name: (unit * (size // len(unit) + 1))[:size] for name, unit in shapes.items()}
+
+
+def redaction_throughput(size: int = 1_000_000) -> dict[str, float]:
+    """Redaction speed in MB/s (characters, as UTF-8 is mostly ASCII here) on each text of
+    :func:`redaction_texts`: the best of three runs."""
+    from services.intake.redaction import redact
+    rates = {}
+    for name, text in redaction_texts(size).items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            redact(text)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = len(text) / best / 1e6
+    return rates
+
+
+def redaction_report(size: int) -> list[str]:
+    rates = redaction_throughput(size)
+    worst = min((r, n) for n, r in rates.items() if n != "normal")
+    return ["## Redaction", f"intake's redaction of free text, {size:,} characters at once,"
+            f" best of three (`python -m tools.bench --redaction-only`): normal text"
+            f" **{rates['normal']:.3g} MB/s**; adversarial text at worst **{worst[0]:.3g}"
+            f" MB/s** ({worst[1]}).", "", "| text | MB/s |", "|---|---|",
+            *(f"| {name} | {rate:.3g} |" for name, rate in rates.items()), ""]
 
 
 def parse() -> argparse.Namespace:
@@ -548,8 +795,25 @@ def parse() -> argparse.Namespace:
     p.add_argument("--year", type=int, default=330_000)
     p.add_argument("--profile", type=int, default=10, help="seconds of py-spy (0: none)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the report to write")
+    p.add_argument("--cli-runs", type=int, default=10, help="runs of each CLI command timed")
+    p.add_argument("--cli-only", action="store_true",
+                   help="time the CLI's start-up only (prints the table; no services needed)")
+    p.add_argument("--redaction-size", type=int, default=1_000_000,
+                   help="characters of each text the redaction figure redacts at once")
+    p.add_argument("--redaction-only", action="store_true",
+                   help="measure redaction alone (no broker, no database) and print it")
+    p.add_argument("--harm-fields", type=int, default=20_000,
+                   help="free-text fields for the harm pipeline's figure")
+    p.add_argument("--report-providers", type=int, default=100,
+                   help="providers whose monthly CQRM packs are timed")
+    p.add_argument("--only", choices=["harm", "reports"], help="run one figure alone and print it"
+                   " (BENCHMARKS.md is not written)")
     return p.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    arguments = parse()
+    if arguments.redaction_only:
+        print("\n".join(redaction_report(arguments.redaction_size)))
+    else:
+        asyncio.run(main(arguments))

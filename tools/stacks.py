@@ -4,6 +4,7 @@ the configured broker and database server, the services as separate processes.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -11,12 +12,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 
 from services.catalogue import SERVICES, all_subscriptions, builder
 from services.intake import store as intake_store
+from shared import identity
 from shared.db import migrate
 from shared.settings import Settings
 from shared.topology import Topology
@@ -38,7 +41,11 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREWATCH_")}
         env.update({"CAREWATCH_AMQP_URL": s.amqp_url, "CAREWATCH_DATABASE_URL": s.database_url,
                     "CAREWATCH_NAMESPACE": s.namespace, "CAREWATCH_SMTP_HOST": s.smtp_host,
+                    "CAREWATCH_BROKER_USERS": json.dumps(s.broker_users),
+                    # A stack on the local guest broker and trusting database.
+                    "CAREWATCH_DEV_MODE": "1",
                     "CAREWATCH_SMTP_PORT": str(s.smtp_port), "CAREWATCH_HTTP_PORT": "0",
+                    "CAREWATCH_INBOUND_SMTP_PORT": "0",
                     "CAREWATCH_LOG_LEVEL": "WARNING", "CAREWATCH_LOG_FORMAT": "json",
                     "PYTHONPATH": str(ROOT), **extra})
         return env
@@ -102,12 +109,20 @@ class Stack:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (0 once it has gone)."""
+    """User + system CPU seconds of one process and of its children that have exited (0 once
+    it has gone).
+
+    The children's share matters: PostgreSQL's backends come and go inside a measured
+    window, and a backend that exits takes its CPU out of any per-process sum. Its parent
+    (the postmaster) reaps it and carries that CPU in ``cutime``/``cstime``, so a group's
+    total never goes down when one of its processes exits.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # After the ")": state is fields[0]; utime, stime, cutime, cstime are fields 11 to 14.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _pids_of_user(user: str) -> list[int]:
@@ -151,7 +166,8 @@ class CpuMeter:
         totals["rabbitmq"] = sum(_cpu_seconds(p) for p in _pids_of_user("rabbitmq"))
         totals["postgresql"] = sum(_cpu_seconds(p) for p in _pids_of_user("postgres"))
         times = os.times()
-        totals["load generator"] = times.user + times.system
+        totals["load generator"] = (times.user + times.system + times.children_user
+                                    + times.children_system)
         totals["machine"] = _machine_busy_seconds()
         return totals
 
@@ -172,6 +188,22 @@ class CpuMeter:
         return time.perf_counter() - self._t0, used
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(name: str, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own for one benchmark figure, dropped afterwards."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    pool = await asyncpg.create_pool(database_url(ADMIN_DSN, name), min_size=1, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 def database_url(admin_dsn: str, name: str) -> str:
     """``admin_dsn`` pointing at database ``name`` (query string kept)."""
     base, _, query = admin_dsn.partition("?")
@@ -189,12 +221,13 @@ async def provision(admin_dsn: str, settings: Settings, feed_user: str = "guest"
         await admin.close()
     conn = await asyncpg.connect(settings.database_url)
     try:
+        await migrate(conn, identity.SCHEMA, identity.MIGRATIONS, messaging=False)
         for service in SERVICES:
             runtime = builder(service)(settings)
             await migrate(conn, runtime.schema, runtime.migrations)
         rows = intake_store.read_providers_csv(intake_store.SAMPLE_PROVIDERS)
         await intake_store.upsert_providers(conn, rows)
-        await intake_store.register_feed(conn, feed_user, [r["ods_code"] for r in rows],
+        await intake_store.register_feed(conn, feed_user, intake_store.ods_codes(rows),
                                          "isolated stack")
     finally:
         await conn.close()
@@ -225,7 +258,9 @@ async def stack(smtp_port: int = 1025, amqp_url: str = AMQP,
     tag = uuid.uuid4().hex[:8]
     db_name = f"carewatch_bench_{tag}"
     settings = Settings(amqp_url=amqp_url, database_url=database_url(admin_dsn, db_name),
-                        namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0)
+                        namespace=f"cwbench_{tag}", smtp_port=smtp_port, http_port=0,
+                        # Every process of the stack connects as the one user of amqp_url.
+                        broker_users={"*": urlsplit(amqp_url).username or "guest"})
     await provision(admin_dsn, settings)
     s = Stack(settings, db_name)
     try:

@@ -10,6 +10,7 @@ must be quarantined). ``Expected`` says what a correct carewatch makes of the st
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ _SETTING_BY_TYPE = {
 }
 
 
+def main_setting(provider: dict[str, str]) -> FFTSetting:
+    """The FFT setting a provider's history is in (its planted changes too)."""
+    return _SETTING_BY_TYPE.get(provider["provider_type"], [FFTSetting.COMMUNITY])[0]
+
+
 def _winter(day: date) -> float:
     """Seasonal pressure: more activity and more complaints in winter."""
     return 1.3 if day.month in (12, 1, 2) else 1.1 if day.month in (3, 11) else 1.0
@@ -116,7 +122,10 @@ class StreamGenerator:
         return item
 
     # -- kinds ----------------------------------------------------------------------------
-    def complaint(self, ods: str, day: date, serious: bool = False) -> Item:
+    def complaint(self, ods: str, day: date, serious: bool = False,
+                  handled: bool = False) -> Item:
+        """A complaint; ``handled``: acknowledged and answered on time, as most are (history
+        months: otherwise every old complaint would be an overdue response)."""
         rng = self.rng
         if serious:
             text = rng.choice(_SERIOUS)
@@ -128,8 +137,15 @@ class StreamGenerator:
             return self._emit(Item(body, "accept", "serious"))
         subject = rng.choice(list(_ROUTINE))
         risk = {"consequence": rng.randint(1, 3), "likelihood": rng.randint(1, 3)}
-        return self._emit(Item(self._complaint(ods, day, subject, rng.choice(_ROUTINE[subject]),
-                                               risk), "accept"))
+        body = self._complaint(ods, day, subject, rng.choice(_ROUTINE[subject]), risk)
+        if handled:
+            body["acknowledged_on"] = min(day + timedelta(days=1), date.today()).isoformat()
+            answered = day + timedelta(days=rng.randint(20, 90))
+            if answered <= date.today():
+                body["responded_on"] = answered.isoformat()
+            else:
+                body.pop("responded_on", None)
+        return self._emit(Item(body, "accept"))
 
     def _complaint(self, ods: str, day: date, subject: KO41aSubject, text: str,
                    risk: dict[str, int]) -> dict[str, Any]:
@@ -249,6 +265,59 @@ class StreamGenerator:
                     else:
                         yield self.fft_response(ods, day, rng.choice(settings), 0.05)
 
+    # -- months of history (make demo) ------------------------------------------------------
+    def history(self, months: list[str], *, fft_per_month: tuple[int, int] = (15, 45),
+                returns_every: int = 6) -> Iterator[Item]:
+        """``months`` (YYYY-MM, oldest first) of FFT, complaints and GP alerts for every
+        provider, so that each has a monthly series to chart. Every ``returns_every``-th
+        provider sends FFT as monthly returns (one per month and setting), the others as
+        individual responses in their main setting. Planted, in the registry's order
+        (:data:`PLANTED_HISTORY`): a spike in FFT negative answers in the last month, a
+        sustained rise over the last 10 months, an improvement a year ago (a known change to
+        rebase on), a spike of complaints and of GP alerts in the last month."""
+        rng = self.rng
+        for k, provider in enumerate(self.providers):
+            ods = provider["ods_code"]
+            setting = main_setting(provider)
+            size = rng.randint(*fft_per_month)
+            base = rng.uniform(0.03, 0.07)
+            plant = PLANTED_HISTORY[k][0] if k < len(PLANTED_HISTORY) else None
+            for m, month in enumerate(months):
+                last = m == len(months) - 1
+                rate = base
+                if plant == "fft_spike" and last:
+                    rate = 0.35
+                elif plant == "fft_shift" and m >= len(months) - 10:
+                    rate = base + 0.12
+                elif plant == "fft_improved" and m < len(months) - 12:
+                    rate = base + 0.08
+                days = _days_of(month)
+                if k % returns_every == returns_every - 1:
+                    yield self._fft_return(ods, month, setting, size * 4, rate)
+                else:
+                    for _ in range(max(5, int(rng.gauss(size, size / 6)))):
+                        yield self.fft_response(ods, rng.choice(days), setting, rate)
+                complaints = 14 if plant == "complaints_spike" and last else _poisson(rng, 3)
+                for _ in range(complaints):
+                    yield self.complaint(ods, rng.choice(days), handled=True)
+                alerts = 8 if plant == "gp_alerts_spike" and last else _poisson(rng, 1)
+                for _ in range(alerts):
+                    yield self.gp_alert(ods, rng.choice(days), rng.choice(list(_ROUTINE)))
+
+    def _fft_return(self, ods: str, month: str, setting: FFTSetting, n: int,
+                    negative_rate: float) -> Item:
+        rng = self.rng
+        negative = sum(rng.random() < negative_rate for _ in range(n))
+        neutral = sum(rng.random() < 0.04 for _ in range(n - negative))
+        positive = n - negative - neutral
+        very_good = sum(rng.random() < 0.7 for _ in range(positive))
+        body = {"kind": "fft_monthly", "version": 1, "ods_code": ods,
+                "record_id": self._record_id("FFTM", ods), "period": month,
+                "setting": setting.value, "very_good": very_good, "good": positive - very_good,
+                "neither_good_nor_poor": neutral // 2, "dont_know": neutral - neutral // 2,
+                "poor": negative - negative // 3, "very_poor": negative // 3}
+        return self._emit(Item(body, "accept"))
+
     def take(self, count: int, start: date, **kwargs: Any) -> list[Item]:
         """Exactly ``count`` items (more days are generated as needed)."""
         items: list[Item] = []
@@ -262,6 +331,37 @@ class StreamGenerator:
             if day > date.today():
                 day = start
         return items
+
+
+# What :meth:`StreamGenerator.history` plants, by position in the provider registry.
+PLANTED_HISTORY = [
+    ("fft_spike", "FFT % negative jumps in the last month: SPC above the limit, a peer"
+                  " outlier on the funnel, FFT % positive falls: one concern"),
+    ("fft_shift", "FFT % negative 12 points higher for the last 10 months: a run above the"
+                  " mean, a concern, and a proposed rebase"),
+    ("fft_improved", "FFT % negative 8 points lower for the last 12 months (a known change:"
+                     " record a rebase at its first month)"),
+    ("complaints_spike", "14 complaints in the last month, about 3 usually"),
+    ("gp_alerts_spike", "8 GP alerts in the last month, about 1 usually"),
+]
+
+
+def _days_of(month: str) -> list[date]:
+    """The days of ``month`` up to today."""
+    first = date(int(month[:4]), int(month[5:]), 1)
+    days = [first + timedelta(days=d) for d in range(31)
+            if (first + timedelta(days=d)).month == first.month]
+    return [d for d in days if d <= date.today()] or [first]
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson count (Knuth's method; the means here are small)."""
+    limit, k, p = math.exp(-mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
 
 
 def load_providers() -> list[dict[str, str]]:

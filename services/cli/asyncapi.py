@@ -3,6 +3,7 @@ with each message's payload given as its typed CloudEvents envelope."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ def document(service: str) -> dict[str, Any]:
         runtime.broker.publisher(
             exchange=events, routing_key=cls.event_type, schema=typed_envelope(cls),
             title=f"{service}:publishes:{cls.event_type}",
-            description=(cls.__doc__ or cls.event_type).strip(),
+            description=inspect.cleandoc(cls.__doc__ or cls.event_type),
             include_in_schema=True)
     spec: dict[str, Any] = runtime.app.schema.to_specification().to_jsonable()
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})

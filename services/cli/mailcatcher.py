@@ -7,12 +7,14 @@ sees the invitations carewatch sends without installing a mail server.
 from __future__ import annotations
 
 import logging
-import time
+import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from shared.clock import utc_now
 
 log = logging.getLogger("carewatch.mailcatcher")
 
@@ -25,13 +27,16 @@ class SaveToDirectory:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or envelope.content
         msg = message_from_bytes(data, policy=policy.default)
-        path = self.directory / f"{time.time_ns()}.eml"
+        path = self.directory / f"{utc_now():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
         path.write_bytes(data)
         log.info("mail to %s: %s (%s)", ", ".join(envelope.rcpt_tos), msg["Subject"], path)
         return "250 Message accepted for delivery"
 
 
 def start(host: str, port: int, directory: Path) -> Controller:
+    # aiosmtpd logs every connection, EHLO and command at INFO ("mail.log"): thousands of
+    # lines in a run's log. Each message kept is logged once, above; problems still show.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(SaveToDirectory(directory), hostname=host, port=port)
     controller.start()
     return controller

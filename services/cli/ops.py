@@ -3,27 +3,47 @@
 from __future__ import annotations
 
 import importlib
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import unquote, urlsplit
 
-import aio_pika
-import asyncpg
 import typer
 
-from services.catalogue import SERVICES, all_subscriptions
-from services.cli.common import JsonOption, fail, print_rows, run_async, with_connection, with_db
+from services.cli.common import (
+    JsonOption,
+    connect_amqp,
+    fail,
+    print_rows,
+    run_async,
+    with_connection,
+    with_db,
+)
+from shared.clock import utc_now
 from shared.settings import Settings, get_settings
-from shared.topology import Subscription, Topology
+
+if TYPE_CHECKING:
+    import aio_pika
+    import asyncpg
+
+    from shared.topology import Subscription
 
 dlq_app = typer.Typer(help="Dead-letter queues: what failed, why, and replay.",
                       no_args_is_help=True)
 outbox_app = typer.Typer(help="Transactional outboxes.", no_args_is_help=True)
 COMMAND_GROUPS = {"dlq": dlq_app, "outbox": outbox_app}
 
-SCHEMAS = {name: importlib.import_module(f"services.{name}.store").SCHEMA for name in SERVICES}
+@cache
+def schemas() -> dict[str, str]:
+    """Each service's PostgreSQL schema."""
+    from services.catalogue import SERVICES
+
+    return {name: importlib.import_module(f"services.{name}.store").SCHEMA for name in SERVICES}
 
 
 def _subscriptions(settings: Settings) -> list[Subscription]:
+    from services.catalogue import all_subscriptions
+    from shared.topology import Topology
+
     return all_subscriptions(Topology(settings.namespace, settings.delivery_limit))
 
 
@@ -37,7 +57,9 @@ def _find(settings: Settings, queue: str) -> Subscription:
 
 async def _queue_counts(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
     """(messages, consumers) of each queue."""
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    import aio_pika
+
+    connection = await connect_amqp(settings)
     counts: dict[str, tuple[int, int]] = {}
     async with connection:
         channel = await connection.channel()
@@ -83,7 +105,7 @@ async def _failures(settings: Settings, service: str,
                     message_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     async def work(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
         rows = await conn.fetch(
-            f'SELECT message_id, attempt, error, failed_at FROM "{SCHEMAS[service]}".'
+            f'SELECT message_id, attempt, error, failed_at FROM "{schemas()[service]}".'
             "delivery_failures WHERE message_id = ANY($1::text[]) ORDER BY id", message_ids)
         out: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
@@ -97,7 +119,7 @@ async def _failures(settings: Settings, service: str,
 async def _peek(settings: Settings, sub: Subscription, limit: int) -> list[dict[str, Any]]:
     """Read up to ``limit`` dead-lettered messages without consuming them: they are
     left unacknowledged and return to the queue, in order, when the channel closes."""
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    connection = await connect_amqp(settings)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(sub.dead_letter_queue, passive=True)
@@ -141,7 +163,9 @@ async def _replay(settings: Settings, sub: Subscription, message_id: str | None,
     """Move dead-lettered messages back to their queue: published (confirmed) before the
     dead-lettered copy is acknowledged, so a crash in between duplicates, never loses;
     handlers are idempotent on the message id."""
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    import aio_pika
+
+    connection = await connect_amqp(settings)
     replayed = 0
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -155,12 +179,14 @@ async def _replay(settings: Settings, sub: Subscription, message_id: str | None,
                 skipped.append(msg)
                 continue
             headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("x-")}
-            headers["carewatch-replayed-at"] = datetime.now(UTC).isoformat()
+            headers["carewatch-replayed-at"] = utc_now().isoformat()
             await channel.default_exchange.publish(
                 aio_pika.Message(
                     msg.body, headers=headers, content_type=msg.content_type,
                     message_id=msg.message_id, correlation_id=msg.correlation_id,
                     timestamp=msg.timestamp, type=msg.type, app_id=msg.app_id,
+                    # Replayed as the operator's broker user, which consumers accept.
+                    user_id=unquote(urlsplit(settings.amqp_url).username or "guest"),
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=sub.queue, mandatory=True)
             await msg.ack()
@@ -187,7 +213,7 @@ def dlq_replay(
 
 async def _outbox_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = []
-    for service, schema in SCHEMAS.items():
+    for service, schema in schemas().items():
         r = await conn.fetchrow(
             f'SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(created_at)) AS age,'
             f' count(*) FILTER (WHERE attempts > 0) AS refused,'
@@ -207,6 +233,10 @@ def outbox_status(as_json: JsonOption = False) -> None:
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
+    import asyncpg
+
+    from shared.topology import Topology
+
     subs = _subscriptions(settings)
     topology = Topology(settings.namespace, settings.delivery_limit)
     counts = await _queue_counts(settings, [*(s.queue for s in subs),
@@ -252,18 +282,45 @@ def status(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps(s, default=str, indent=2))
         return
-    typer.secho(f"carewatch  namespace={settings.namespace}", bold=True)
+    typer.secho(f"carewatch  namespace {settings.namespace}", bold=True)
+    typer.echo("")
     print_rows(s["queues"], False, ["service", "queue", "messages", "consumers", "dead_letters"],
                width=70)
     typer.echo("")
     print_rows(s["outbox"], False, ["service", "backlog", "oldest_seconds"])
     typer.echo("")
-    warn = s["unrouted"] or any(q["dead_letters"] for q in s["queues"]) or \
-        s["notifications"].get("failed")
-    typer.echo(f"feedback accepted: {s['feedback_accepted']}   quarantined (open):"
-               f" {s['quarantine_open']}   unrouted events: {s['unrouted']}")
-    typer.echo(f"concerns open: {s['concerns_open'] or 0}   upcoming meetings:"
-               f" {s['meetings_upcoming']}   notifications: {s['notifications'] or 0}")
-    if warn:
+    for line in status_lines(s):
+        typer.echo(line)
+    if status_needs_attention(s):
         typer.secho("attention: dead letters, unrouted events or failed notifications above",
                     fg="yellow")
+
+
+def _counted(counts: dict[str, int] | None, order: tuple[str, ...]) -> str:
+    """``{"serious": 1, "low": 4}`` as ``1 serious, 4 low`` (in ``order``); 0 when none."""
+    counts = counts or {}
+    parts = [f"{counts[k]} {k}" for k in (*order, *sorted(set(counts) - set(order)))
+             if counts.get(k)]
+    return ", ".join(parts) if parts else "0"
+
+
+def status_lines(s: dict[str, Any]) -> list[str]:
+    """The summary under the tables of ``carewatch status``, for people."""
+    def n(value: Any) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    concerns = _counted(s["concerns_open"], ("serious", "high", "moderate", "low"))
+    notifications = _counted(s["notifications"], ("sent", "pending", "failed", "suppressed"))
+    return [
+        f"feedback accepted:      {n(s['feedback_accepted'])}",
+        f"quarantined (open):     {n(s['quarantine_open'])}",
+        f"unrouted events:        {n(s['unrouted'])}",
+        f"concerns open:          {concerns}",
+        f"upcoming meetings:      {n(s['meetings_upcoming'])}",
+        f"notifications:          {notifications}",
+    ]
+
+
+def status_needs_attention(s: dict[str, Any]) -> bool:
+    return bool(s["unrouted"] or any(q["dead_letters"] for q in s["queues"])
+                or (s["notifications"] or {}).get("failed"))

@@ -1,10 +1,11 @@
 """escalation: turns concerns into accountable action, by policy (services/escalation/policy.yaml).
 
 Consumes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
-``feedback.accepted.v1`` (insight visit reports only).
+``feedback.accepted.v1`` (insight visit reports only), ``meeting.reply.v1``.
 Publishes (through the outbox): ``meeting.scheduled.v1``, ``meeting.rescheduled.v1``,
 ``meeting.cancelled.v1``, ``action.due_soon.v1``, ``action.overdue.v1``,
-``concern.escalated.v1``, ``concern.closed.v1``, ``visit.scheduled.v1``.
+``concern.escalated.v1``, ``concern.closed.v1``, ``visit.scheduled.v1``,
+``meeting.slot_proposed.v1``.
 Stores: schema ``escalation`` (concerns, meetings, bookings, cqrm_agenda, watch_list, actions,
 ladder_steps, visits, schedule, audit_log).
 """
@@ -12,8 +13,7 @@ ladder_steps, visits, schedule, audit_log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import asyncpg
 
 from services.escalation import schedule, store
 from services.escalation.concerns import Change, agenda_item, merge
+from services.escalation.control import MeetingControl
 from services.escalation.cqrm import next_cqrm
 from services.escalation.http import add_routes
 from services.escalation.meetings import MeetingPlanner
@@ -29,12 +30,16 @@ from services.escalation.plans import SYSTEM, ActionPlans
 from services.escalation.policy import EscalationPolicy, load_policy
 from services.escalation.schedule import Job, Ticker
 from services.escalation.visits import Visits
+from shared.clock import Clock, utc_now
 from shared.events import (
+    Attendee,
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
     Event,
     FeedbackAccepted,
+    MeetingReplied,
+    MeetingSlotProposed,
 )
 from shared.outbox import Outbox
 from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
@@ -42,12 +47,9 @@ from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
 NAME = "escalation"
-Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Escalation:
@@ -58,7 +60,9 @@ class Escalation:
         self.clock = clock
         self.people = People.from_settings(settings)
         self.meetings = MeetingPlanner(policy, self.people)
+        self.control = MeetingControl(self.meetings, clock)
         self.plans = ActionPlans(policy, self.people, clock)
+        self.plans.book_review_meeting = self.meetings.book_review_meeting
         self.visits = Visits(policy, self.people, clock)
 
     # -- handlers ----------------------------------------------------------------------------
@@ -90,10 +94,18 @@ class Escalation:
         detail: dict[str, Any] = {"resolution": resolved.resolution, "was": row["status"]}
         meeting = await store.meeting_for_concern(conn, resolved.concern_id)
         if meeting is not None and meeting["status"] == "scheduled" and meeting["starts_at"] > now:
-            cancelled = await self.meetings.cancel(conn, meeting, resolved.provider,
-                                                   f"concern resolved: {resolved.resolution}", now)
-            await outbox.add(cancelled)
-            detail["meeting_cancelled"] = str(cancelled.meeting_id)
+            meeting = await store.lock_meeting(conn, meeting["meeting_id"])
+            assert meeting is not None
+            if await store.meeting_concerns(conn, meeting["meeting_id"]):
+                # Other concerns of the provider remain on the agenda: the meeting stays.
+                detail["meeting_agenda"] = await self.meetings.refresh(
+                    conn, meeting, now, f"concern resolved: {resolved.resolution}")
+            else:
+                cancelled = await self.meetings.cancel(
+                    conn, meeting, resolved.provider,
+                    f"concern resolved: {resolved.resolution}", now)
+                await outbox.add(cancelled)
+                detail["meeting_cancelled"] = str(cancelled.meeting_id)
         item = await store.cqrm_item(conn, resolved.concern_id)
         if item is not None and (item["cqrm_at"] is None or item["cqrm_at"] > now) \
                 and await store.set_cqrm_status(conn, resolved.concern_id, "withdrawn"):
@@ -102,6 +114,44 @@ class Escalation:
             conn, resolved.concern_id, now, "concern resolved")
         await self._audit(conn, resolved.concern_id, resolved.provider.ods_code, now,
                           "concern resolved", detail, outbox)
+
+    async def on_meeting_reply(self, conn: asyncpg.Connection, reply: MeetingReplied,
+                               outbox: Outbox) -> None:
+        """An attendee's reply (received by notification): recorded per attendee; when the
+        provider's lead or the commissioner's lead declines a meeting still to come, the
+        next free slot is proposed to the quality team."""
+        now = self.clock()
+        row = await store.lock_provider_and_meeting(conn, reply.meeting_id)
+        if row is None:
+            log.warning("reply to unknown meeting %s ignored", reply.meeting_id)
+            return
+        await store.set_rsvp(conn, reply.meeting_id, reply.attendee, {
+            "partstat": reply.partstat, "at": reply.received_at.isoformat(),
+            "sequence": reply.sequence})
+        attendee = next((a for a in row["attendees"]
+                         if a["email"].lower() == reply.attendee.lower()), None)
+        role = attendee["role"] if attendee else "former attendee"
+        detail: dict[str, Any] = {"meeting_id": str(reply.meeting_id), "reply": reply.partstat,
+                                  "role": role, "sequence": reply.sequence}
+        if reply.partstat == "declined" and attendee is not None \
+                and role in ("provider quality lead", "commissioner quality lead") \
+                and row["status"] == "scheduled" and row["starts_at"] > now:
+            choice = await self.meetings.propose_slot(conn, row, now)
+            await store.set_proposal(conn, reply.meeting_id, choice.start)
+            proposal = MeetingSlotProposed(
+                meeting_id=reply.meeting_id,
+                provider=(await self.meetings.current(conn, row)).provider, title=row["title"],
+                starts_at=row["starts_at"], proposed_starts_at=choice.start,
+                proposed_ends_at=choice.end, declined_by=Attendee.model_validate(attendee),
+                reason=f"the {role} declined the invitation (sequence {reply.sequence})")
+            await outbox.add(proposal)
+            detail["proposed"] = choice.start.isoformat()
+        for concern_id in await store.meeting_concern_ids(conn, reply.meeting_id):
+            await store.audit(conn, concern_id=concern_id, ods_code=row["ods_code"], at=now,
+                              party="provider" if role == "provider quality lead"
+                              else "commissioner", actor=reply.attendee,
+                              action=f"meeting invitation {reply.partstat}", detail=detail,
+                              event_id=outbox.cause.id if outbox.cause else None)
 
     async def on_visit_report(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
                               outbox: Outbox) -> None:
@@ -138,24 +188,41 @@ class Escalation:
 
     async def _meeting(self, conn: asyncpg.Connection, concern: ConcernRaised, change: Change,
                        now: datetime, outbox: Outbox) -> str:
+        """The concern's place on its provider's remedial meeting: a meeting of its own if the
+        provider has none booked and not yet started, else that meeting's agenda (brought
+        forward if the concern needs it sooner)."""
+        # The provider's lock first: one open meeting per provider, whatever the replicas.
+        await store.lock_attendees(conn, [f"provider:{concern.provider.ods_code}"])
         row = await store.meeting_for_concern(conn, concern.concern_id)
         if row is None:
-            meeting = await self.meetings.book(conn, concern, now)
-            await outbox.add(meeting)
+            open_meeting = await store.open_meeting_of_provider(
+                conn, concern.provider.ods_code, now)
+            if open_meeting is None:
+                meeting = await self.meetings.book(conn, concern, now)
+                await outbox.add(meeting)
+                note = (f"booked {meeting.meeting_id} at {meeting.starts_at.isoformat()}"
+                        + (f" (breach: {meeting.breach_reason})" if meeting.breach else ""))
+            else:
+                done = await self.meetings.refresh(
+                    conn, open_meeting, now, f"{change.describe()} joins the agenda",
+                    joining=concern, needed_by=self.meetings.deadline(concern.severity, now))
+                note = f"joined meeting {open_meeting['meeting_id']}: {done}"
             await store.set_cqrm_status(conn, concern.concern_id, "moved_to_meeting")
             await store.add_ladder_step(conn, concern.concern_id, "remedial_meeting", now,
                                         f"{concern.severity} concern: {concern.reason}")
             await store.set_concern_level(conn, concern.concern_id, "remedial_meeting", now)
-            return (f"booked {meeting.meeting_id} at {meeting.starts_at.isoformat()}"
-                    + (" (breach: after the deadline)" if meeting.breach else ""))
+            return note
         if row["status"] != "scheduled":
             return f"meeting {row['meeting_id']} already {row['status']}; change noted"
         if row["starts_at"] <= now:
             return f"meeting {row['meeting_id']} has started; change noted for its outcome"
-        revised = await self.meetings.revise(conn, row, concern, change.describe(), now)
-        await outbox.add(revised)
-        return (f"meeting {revised.meeting_id} {revised.change}, now at"
-                f" {revised.starts_at.isoformat()} (sequence {revised.sequence})")
+        row = await store.lock_meeting(conn, row["meeting_id"])
+        assert row is not None
+        needed_by = self.meetings.deadline(concern.severity, now) if change.severity_rose \
+            else None
+        done = await self.meetings.refresh(conn, row, now, change.describe(),
+                                           needed_by=needed_by)
+        return f"meeting {row['meeting_id']}: {done} (announced within the coalescing window)"
 
     async def _cqrm_item(self, conn: asyncpg.Connection, concern: ConcernRaised,
                          now: datetime) -> datetime:
@@ -190,6 +257,7 @@ def handlers(e: Escalation) -> list[tuple[type[Event], EventHandler[Any], str]]:
         (ConcernUpdated, e.on_concern_updated, "#"),
         (ConcernResolved, e.on_concern_resolved, "#"),
         (FeedbackAccepted, e.on_visit_report, "insight_visit"),
+        (MeetingReplied, e.on_meeting_reply, "#"),
     ]
 
 
@@ -199,6 +267,7 @@ def jobs(e: Escalation) -> dict[str, Job]:
         "action_overdue": e.plans.overdue_job,
         "ladder_review": e.plans.ladder_review_job,
         "revisit_due": e.visits.revisit_due_job,
+        "meeting_announce": e.meetings.announce_job,
     }
 
 

@@ -3,13 +3,15 @@ Pure functions.
 
 ``concern.raised`` and ``concern.updated`` travel on different queues, so with several
 replicas they can be handled in either order. Merging is therefore order-free: severity only
-rises, evidence is the union, and the newer reason wins.
+rises, evidence is the union, and the newer reason wins (the rule in shared/concern_merge.py,
+the same one quality-monitor applies to the concerns it owns).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared import concern_merge
 from shared.events import ConcernRaised, Evidence, Severity
 
 
@@ -48,18 +50,16 @@ def merge(known: ConcernRaised | None, incoming: ConcernRaised) -> tuple[Concern
     """The concern after ``incoming``, and what it changed."""
     if known is None:
         return incoming, Change(incoming.severity, None, list(incoming.evidence))
-    seen = {e.feedback_id for e in known.evidence}
-    new = [e for e in incoming.evidence if e.feedback_id not in seen]
-    severity = max(known.severity, incoming.severity, key=lambda s: s.rank)
-    newer = bool(new) or incoming.severity.rank > known.severity.rank
+    m = concern_merge.merge(known.severity, known.evidence, incoming.severity, incoming.evidence,
+                            key=lambda e: e.feedback_id)
     merged = known.model_copy(update={
-        "severity": severity,
-        "evidence": [*known.evidence, *new],
-        "reason": incoming.reason if newer else known.reason,
-        "figures": incoming.figures if newer else known.figures,
+        "severity": m.severity,
+        "evidence": m.evidence,
+        "reason": incoming.reason if m.newer else known.reason,
+        "figures": incoming.figures if m.newer else known.figures,
         "raised_at": min(known.raised_at, incoming.raised_at),
     })
-    return merged, Change(severity, known.severity, new)
+    return merged, Change(m.severity, known.severity, m.new_evidence)
 
 
 def agenda(concern: ConcernRaised) -> list[str]:

@@ -38,10 +38,32 @@ class People:
                                  email=s.qsg_nhs_england_email),
         )
 
+    def organizer_for(self, provider: ProviderRef) -> Attendee:
+        """The commissioner of this provider: its ICB as the registry knows it, else the
+        configured CAREWATCH_COMMISSIONER_NAME."""
+        if not provider.icb_name:
+            return self.organizer
+        return self.organizer.model_copy(update={"name": provider.icb_name})
+
     @staticmethod
     def provider_lead(provider: ProviderRef) -> Attendee:
         return Attendee(role="provider quality lead", name=f"Quality lead, {provider.name}",
                         email=provider.quality_contact_email)
+
+    def rota_seed(self) -> list[dict[str, str]]:
+        """The settings' quality lead and lay member: on the rota unless an operator has
+        taken them off (``carewatch people``)."""
+        return [{"email": self.quality_lead.email, "name": self.quality_lead.name,
+                 "role": "quality lead"},
+                {"email": self.lay_member.email, "name": self.lay_member.name,
+                 "role": "lay member"}]
+
+    def rapid_quality_review(self, provider: ProviderRef,
+                             commissioner: list[Attendee]) -> list[Attendee]:
+        """The Rapid Quality Review (the risk summit of CCG days): the provider, the ICB's
+        people, NHS England's region, the CQC, the local authority and Healthwatch."""
+        return [self.provider_lead(provider), *commissioner, self.nhs_england, self.cqc,
+                self.local_authority, self.healthwatch]
 
     @property
     def commissioner(self) -> list[Attendee]:

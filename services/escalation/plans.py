@@ -13,7 +13,7 @@ Every command and job writes the audit trail.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,11 +38,15 @@ from shared.events import (
     ConcernClosed,
     ConcernEscalated,
     EscalationStep,
+    MeetingScheduled,
     RemedialAction,
 )
 from shared.outbox import Outbox
 
 SYSTEM = "escalation"
+# (connection, the concern's locked row, its ladder history, now) -> the meeting booked.
+ReviewMeetingBooker = Callable[[asyncpg.Connection, asyncpg.Record, list[EscalationStep],
+                                datetime], Awaitable[MeetingScheduled]]
 
 
 class NotFound(LookupError):
@@ -84,6 +88,8 @@ class ActionPlans:
         self.people = people
         self.clock = clock
         self.hours = policy.hours()
+        # Books the review meeting of the ladder's top rung (set by the service).
+        self.book_review_meeting: ReviewMeetingBooker | None = None
 
     def today(self, now: datetime) -> date:
         return now.astimezone(self.hours.tz).date()
@@ -105,17 +111,25 @@ class ActionPlans:
         meeting = await store.get_meeting(conn, meeting_id)
         if meeting is None:
             raise NotFound(f"no meeting {meeting_id}")
-        concern = await self._open_concern(conn, meeting["concern_id"])
-        meeting = await store.get_meeting(conn, meeting_id)  # as of the lock
+        # The agenda's concerns: the action plan belongs to the first still open.
+        on_agenda = await store.meeting_concerns(conn, meeting_id) or \
+            [await self._open_concern(conn, meeting["concern_id"])]
+        concern = await self._open_concern(conn, on_agenda[0]["concern_id"])
+        meeting = await store.lock_meeting(conn, meeting_id)  # as of the lock
         assert meeting is not None
         if meeting["status"] != "scheduled":
             raise Conflict(f"meeting {meeting_id} is {meeting['status']}")
         now = self.clock()
+        if now < meeting["starts_at"]:
+            raise Conflict(f"meeting {meeting_id} has not started: it starts at"
+                           f" {meeting['starts_at'].isoformat()}; an outcome can be recorded"
+                           " once it has")
         await store.record_outcome(conn, meeting_id, outcome, now)
-        await store.audit(conn, concern_id=concern["concern_id"], ods_code=concern["ods_code"],
-                          at=now, party="commissioner", actor=recorded_by,
-                          action="meeting outcome recorded",
-                          detail={"meeting_id": str(meeting_id), "outcome": outcome})
+        for c in on_agenda:
+            await store.audit(conn, concern_id=c["concern_id"], ods_code=c["ods_code"],
+                              at=now, party="commissioner", actor=recorded_by,
+                              action="meeting outcome recorded",
+                              detail={"meeting_id": str(meeting_id), "outcome": outcome})
         added = [await self._add(conn, concern, meeting_id, a, recorded_by, now) for a in actions]
         return {"meeting_id": meeting_id, "status": "held", "outcome": outcome, "actions": added}
 
@@ -288,8 +302,16 @@ class ActionPlans:
         provider = store.provider_of(concern)
         history = [EscalationStep(level=r["level"], at=r["at"], reason=r["reason"])
                    for r in await store.ladder_steps(conn, concern["concern_id"])]
-        attendees = (self.people.risk_summit(provider) if step.level == "risk_summit"
-                     else self.people.meeting(provider))
+        review = step.level == self.policy.ladder.review_meeting_at
+        meeting = None
+        if review and self.book_review_meeting is not None:
+            # The Rapid Quality Review (the CCG-era risk summit): a real meeting, invited.
+            meeting = await self.book_review_meeting(conn, concern, history, now)
+            await outbox.add(meeting)
+            attendees = meeting.attendees
+        else:
+            attendees = (self.people.risk_summit(provider) if review
+                         else self.people.meeting(provider))
         escalated = ConcernEscalated(concern_id=concern["concern_id"], provider=provider,
                                      level=step.level, reason=step.reason, history=history,
                                      attendees=attendees)
@@ -304,6 +326,9 @@ class ActionPlans:
                           at=now, party="system", actor=SYSTEM,
                           action=f"concern escalated to {step.level}",
                           detail={"reason": step.reason,
-                                  "attendees": [a.email for a in attendees]},
+                                  "attendees": [a.email for a in attendees],
+                                  **({"review_meeting": str(meeting.meeting_id),
+                                      "review_meeting_at": meeting.starts_at.isoformat()}
+                                     if meeting else {})},
                           event_id=envelope.id)
         return escalated

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -126,8 +126,194 @@ async def busy_intervals(conn: asyncpg.Connection, attendees: list[str], since: 
 
 async def meeting_for_concern(conn: asyncpg.Connection,
                               concern_id: uuid.UUID) -> asyncpg.Record | None:
+    """The meeting whose agenda the concern is on (each concern is on one)."""
     return await conn.fetchrow(
-        "SELECT * FROM escalation.meetings WHERE concern_id = $1", concern_id)
+        "SELECT m.* FROM escalation.meeting_concerns mc JOIN escalation.meetings m"
+        " USING (meeting_id) WHERE mc.concern_id = $1", concern_id)
+
+
+async def open_meeting_of_provider(conn: asyncpg.Connection, ods_code: str, now: datetime,
+                                   kind: str = "remedial") -> asyncpg.Record | None:
+    """The provider's meeting booked and not yet started (at most one), locked."""
+    return await conn.fetchrow(
+        "SELECT * FROM escalation.meetings WHERE ods_code = $1 AND kind = $2"
+        " AND status = 'scheduled' AND starts_at > $3 ORDER BY starts_at LIMIT 1 FOR UPDATE",
+        ods_code, kind, now)
+
+
+async def lock_meeting(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM escalation.meetings WHERE meeting_id = $1 FOR UPDATE", meeting_id)
+
+
+async def lock_provider_and_meeting(conn: asyncpg.Connection,
+                                    meeting_id: uuid.UUID) -> asyncpg.Record | None:
+    """The meeting's row, locked after its provider's advisory lock: the order booking takes
+    them, so a command that may re-book never deadlocks with a concern joining."""
+    seen = await get_meeting(conn, meeting_id)
+    if seen is None:
+        return None
+    await lock_attendees(conn, [f"provider:{seen['ods_code']}"])
+    return await lock_meeting(conn, meeting_id)
+
+
+async def add_meeting_concern(conn: asyncpg.Connection, meeting_id: uuid.UUID,
+                              concern_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO escalation.meeting_concerns (concern_id, meeting_id, added_at)"
+        " VALUES ($1, $2, $3)", concern_id, meeting_id, at)
+
+
+async def meeting_concerns(conn: asyncpg.Connection, meeting_id: uuid.UUID,
+                           status: str | None = "open") -> list[asyncpg.Record]:
+    """The concerns on the meeting's agenda (open ones by default), oldest first."""
+    return await conn.fetch(
+        "SELECT c.* FROM escalation.meeting_concerns mc JOIN escalation.concerns c"
+        " USING (concern_id) WHERE mc.meeting_id = $1 AND ($2::text IS NULL OR c.status = $2)"
+        " ORDER BY mc.added_at, c.concern_id", meeting_id, status)
+
+
+async def meeting_concern_ids(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> list[uuid.UUID]:
+    return [r["concern_id"] for r in await conn.fetch(
+        "SELECT concern_id FROM escalation.meeting_concerns WHERE meeting_id = $1"
+        " ORDER BY added_at, concern_id", meeting_id)]
+
+
+async def set_pending_changes(conn: asyncpg.Connection, meeting_id: uuid.UUID,
+                              changes: list[str], announced_starts_at: datetime | None = None,
+                              sequence: int | None = None) -> None:
+    await conn.execute(
+        "UPDATE escalation.meetings SET pending_changes = $2,"
+        " announced_starts_at = coalesce($3, announced_starts_at),"
+        " sequence = coalesce($4, sequence), updated_at = now() WHERE meeting_id = $1",
+        meeting_id, changes, announced_starts_at, sequence)
+
+
+async def set_rsvp(conn: asyncpg.Connection, meeting_id: uuid.UUID, email: str,
+                   reply: dict[str, Any]) -> None:
+    await conn.execute(
+        "UPDATE escalation.meetings SET rsvp = rsvp || jsonb_build_object($2::text, $3::jsonb),"
+        " updated_at = now() WHERE meeting_id = $1", meeting_id, email.lower(), reply)
+
+
+async def set_proposal(conn: asyncpg.Connection, meeting_id: uuid.UUID,
+                       starts_at: datetime | None) -> None:
+    await conn.execute("UPDATE escalation.meetings SET proposed_starts_at = $2"
+                       " WHERE meeting_id = $1", meeting_id, starts_at)
+
+
+# -- the commissioner's people -----------------------------------------------------------------
+
+PERSON_COLUMNS = ("email", "name", "role", "works_from", "works_until", "working_days",
+                  "max_meetings_per_day", "buffer_minutes", "active")
+
+
+async def ensure_people(conn: asyncpg.Connection, people: list[dict[str, Any]]) -> None:
+    """Add these people if unknown (the settings' quality lead and lay member seed the rota)."""
+    await conn.executemany(
+        "INSERT INTO escalation.people (email, name, role) VALUES ($1, $2, $3)"
+        " ON CONFLICT (email) DO NOTHING",
+        [(p["email"].lower(), p["name"], p["role"]) for p in people])
+
+
+async def upsert_person(conn: asyncpg.Connection, person: dict[str, Any]) -> dict[str, Any]:
+    """Add a person, or change the fields given (email is the key)."""
+    fields = {k: v for k, v in person.items() if k in PERSON_COLUMNS and v is not None}
+    fields["email"] = fields["email"].lower()
+    columns = list(fields)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "email")
+    row = await conn.fetchrow(
+        f"INSERT INTO escalation.people ({', '.join(columns)}) VALUES ({placeholders})"
+        f" ON CONFLICT (email) DO UPDATE SET {updates or 'email = EXCLUDED.email'},"
+        " updated_at = now() RETURNING *", *fields.values())
+    return dict(row)
+
+
+async def get_person(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM escalation.people WHERE email = $1", email.lower())
+
+
+async def list_people(conn: asyncpg.Connection, role: str | None = None,
+                      active: bool | None = True) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM escalation.people WHERE ($1::text IS NULL OR role = $1)"
+        " AND ($2::boolean IS NULL OR active = $2) ORDER BY role, email", role, active)
+    return [dict(r) for r in rows]
+
+
+async def people_in_roles(conn: asyncpg.Connection, roles: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM escalation.people WHERE active AND role = ANY($1::text[])"
+        " ORDER BY email", roles)
+
+
+async def person_bookings(conn: asyncpg.Connection, emails: list[str], since: datetime,
+                          except_meeting: uuid.UUID | None = None) -> dict[str, list[Interval]]:
+    rows = await conn.fetch(
+        "SELECT substr(attendee, 8) AS email, lower(during) AS s, upper(during) AS e"
+        " FROM escalation.bookings WHERE attendee = ANY($1::text[]) AND upper(during) > $2"
+        " AND ($3::uuid IS NULL OR meeting_id <> $3)",
+        [f"person:{e}" for e in emails], since, except_meeting)
+    out: dict[str, list[Interval]] = {}
+    for r in rows:
+        out.setdefault(r["email"], []).append((r["s"], r["e"]))
+    return out
+
+
+async def person_load(conn: asyncpg.Connection, emails: list[str], since: datetime,
+                      until: datetime) -> dict[str, int]:
+    """Meetings each person has between ``since`` and ``until`` (the rota's measure)."""
+    rows = await conn.fetch(
+        "SELECT substr(attendee, 8) AS email, count(*) AS n FROM escalation.bookings"
+        " WHERE attendee = ANY($1::text[]) AND during && tstzrange($2, $3) GROUP BY 1",
+        [f"person:{e}" for e in emails], since, until)
+    return {r["email"]: r["n"] for r in rows}
+
+
+async def unavailable_periods(conn: asyncpg.Connection, emails: list[str],
+                              since: datetime) -> dict[str, list[Interval]]:
+    rows = await conn.fetch(
+        "SELECT email, lower(during) AS s, upper(during) AS e FROM escalation.unavailability"
+        " WHERE email = ANY($1::text[]) AND upper(during) > $2", emails, since)
+    out: dict[str, list[Interval]] = {}
+    for r in rows:
+        out.setdefault(r["email"], []).append((r["s"], r["e"]))
+    return out
+
+
+async def add_unavailability(conn: asyncpg.Connection, *, email: str, starts_at: datetime,
+                             ends_at: datetime, reason: str, created_by: str, at: datetime,
+                             source: str = "manual",
+                             source_uid: str | None = None) -> dict[str, Any]:
+    """A period the person cannot meet; an imported period with a known UID is replaced."""
+    row = await conn.fetchrow(
+        "INSERT INTO escalation.unavailability (email, during, reason, source, source_uid,"
+        " created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (email, source_uid) DO UPDATE SET during = EXCLUDED.during,"
+        " reason = EXCLUDED.reason, created_by = EXCLUDED.created_by,"
+        " created_at = EXCLUDED.created_at RETURNING id, email, lower(during) AS starts_at,"
+        " upper(during) AS ends_at, reason, source, source_uid",
+        email.lower(), Range(starts_at, ends_at), reason, source, source_uid, created_by, at)
+    return dict(row)
+
+
+async def remove_unavailability(conn: asyncpg.Connection, period_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "DELETE FROM escalation.unavailability WHERE id = $1 RETURNING id, email,"
+        " lower(during) AS starts_at, upper(during) AS ends_at, reason", period_id)
+    return dict(row) if row else None
+
+
+async def list_unavailability(conn: asyncpg.Connection, email: str | None = None,
+                              since: datetime | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, email, lower(during) AS starts_at, upper(during) AS ends_at, reason,"
+        " source, source_uid, created_by FROM escalation.unavailability"
+        " WHERE ($1::text IS NULL OR email = $1)"
+        " AND ($2::timestamptz IS NULL OR upper(during) > $2) ORDER BY lower(during)",
+        email.lower() if email else None, since)
+    return [dict(r) for r in rows]
 
 
 async def get_meeting(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> asyncpg.Record | None:
@@ -136,22 +322,34 @@ async def get_meeting(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> asyncp
 
 
 async def insert_meeting(conn: asyncpg.Connection, m: MeetingScheduled,
-                         attendee_keys: list[str]) -> None:
+                         attendee_keys: dict[str, int], at: datetime) -> None:
+    """The meeting, its first concern on its agenda, and its bookings (key -> buffer
+    minutes)."""
     await conn.execute(
         "INSERT INTO escalation.meetings (meeting_id, concern_id, ods_code, severity, title,"
         " starts_at, ends_at, deadline, breach, location, agenda, remedial_actions, organizer,"
-        " attendees, sequence) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+        " attendees, sequence, kind, url, breach_reason, announced_starts_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$6)",
         m.meeting_id, m.concern_id, m.provider.ods_code, m.severity.value, m.title, m.starts_at,
         m.ends_at, m.deadline, m.breach, m.location, m.agenda, m.remedial_actions,
-        m.organizer.model_dump(), [a.model_dump() for a in m.attendees], m.sequence)
+        m.organizer.model_dump(), [a.model_dump() for a in m.attendees], m.sequence, m.kind,
+        m.url, m.breach_reason)
+    # A remedial meeting's agenda holds its concerns (each concern on one agenda); a Rapid
+    # Quality Review is about its concern but does not take it off that agenda.
+    for concern_id in m.concern_ids if m.kind == "remedial" else []:
+        await add_meeting_concern(conn, m.meeting_id, concern_id, at)
     await insert_bookings(conn, m.meeting_id, attendee_keys, m.starts_at, m.ends_at)
 
 
-async def insert_bookings(conn: asyncpg.Connection, meeting_id: uuid.UUID, keys: list[str],
-                          starts_at: datetime, ends_at: datetime) -> None:
+async def insert_bookings(conn: asyncpg.Connection, meeting_id: uuid.UUID,
+                          keys: dict[str, int], starts_at: datetime, ends_at: datetime) -> None:
+    """Book each key (``provider:ODS``, ``person:email``) with its buffer in minutes: the
+    exclusion constraints refuse an overlap, or a meeting inside a person's buffer."""
     await conn.executemany(
-        "INSERT INTO escalation.bookings (meeting_id, attendee, during) VALUES ($1, $2, $3)",
-        [(meeting_id, key, Range(starts_at, ends_at)) for key in keys])
+        "INSERT INTO escalation.bookings (meeting_id, attendee, during, blocked)"
+        " VALUES ($1, $2, $3, $4)",
+        [(meeting_id, key, Range(starts_at, ends_at),
+          Range(starts_at, ends_at + timedelta(minutes=buffer))) for key, buffer in keys.items()])
 
 
 async def release_bookings(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> list[str]:
@@ -174,10 +372,11 @@ async def update_meeting(conn: asyncpg.Connection, m: MeetingScheduled,
         " deadline = $6, breach = $7, agenda = $8, remedial_actions = $9, attendees = $10,"
         " sequence = $11, status = $12,"
         " cancelled_at = CASE WHEN $12 = 'cancelled' THEN $13 ELSE cancelled_at END,"
+        " breach_reason = $14, location = $15, url = $16,"
         " updated_at = now() WHERE meeting_id = $1",
         m.meeting_id, m.severity.value, m.title, m.starts_at, m.ends_at, m.deadline, m.breach,
         m.agenda, m.remedial_actions, [a.model_dump() for a in m.attendees], m.sequence, status,
-        at)
+        at, m.breach_reason, m.location, m.url)
 
 
 async def record_outcome(conn: asyncpg.Connection, meeting_id: uuid.UUID, outcome: str,
@@ -190,8 +389,10 @@ async def record_outcome(conn: asyncpg.Connection, meeting_id: uuid.UUID, outcom
 async def list_meetings(conn: asyncpg.Connection, limit: int = 100, status: str | None = None,
                         ods_code: str | None = None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT meeting_id, concern_id, ods_code, severity, starts_at, ends_at, deadline, breach,"
-        " status, sequence FROM escalation.meetings WHERE ($2::text IS NULL OR status = $2)"
+        "SELECT meeting_id, concern_id, ods_code, kind, severity, starts_at, ends_at, deadline,"
+        " breach, status, sequence, (SELECT count(*) FROM escalation.meeting_concerns mc"
+        " WHERE mc.meeting_id = meetings.meeting_id) AS concerns, rsvp FROM escalation.meetings"
+        " WHERE ($2::text IS NULL OR status = $2)"
         " AND ($3::text IS NULL OR ods_code = $3) ORDER BY starts_at LIMIT $1",
         limit, status, ods_code)
     return [dict(r) for r in rows]
@@ -288,14 +489,15 @@ async def mark_overdue(conn: asyncpg.Connection, action_id: uuid.UUID, since: da
 
 
 async def list_actions(conn: asyncpg.Connection, status: str | None = None,
-                       concern_id: uuid.UUID | None = None,
-                       limit: int = 200) -> list[dict[str, Any]]:
+                       concern_id: uuid.UUID | None = None, limit: int = 200,
+                       ods_code: str | None = None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT a.action_id, a.concern_id, c.ods_code, a.description, a.owner, a.due_on,"
-        " a.status, a.evidence_of_completion, a.completed_at FROM escalation.actions a"
-        " JOIN escalation.concerns c USING (concern_id)"
+        " a.status, a.evidence_of_completion, a.completed_at, a.created_at"
+        " FROM escalation.actions a JOIN escalation.concerns c USING (concern_id)"
         " WHERE ($1::text IS NULL OR a.status = $1) AND ($2::uuid IS NULL OR a.concern_id = $2)"
-        " ORDER BY a.due_on, a.created_at LIMIT $3", status, concern_id, limit)
+        " AND ($4::text IS NULL OR c.ods_code = $4)"
+        " ORDER BY a.due_on, a.created_at LIMIT $3", status, concern_id, limit, ods_code)
     return [dict(r) for r in rows]
 
 

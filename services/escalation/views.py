@@ -41,3 +41,19 @@ async def cqrm_agendas(conn: asyncpg.Connection, ods_code: str | None = None,
         agenda["items"].append({"concern_id": row["concern_id"], "item": row["item"],
                                 "added_at": row["added_at"]})
     return list(agendas.values())
+
+
+async def meeting_file(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> dict[str, Any] | None:
+    """A meeting with the concerns on its agenda and each attendee's reply (RSVP)."""
+    row = await store.get_meeting(conn, meeting_id)
+    if row is None:
+        return None
+    meeting = dict(row)
+    rsvp = row["rsvp"] or {}
+    meeting["attendees"] = [{**a, "rsvp": (rsvp.get(a["email"].lower()) or {}).get(
+        "partstat", "needs-action")} for a in row["attendees"]]
+    meeting["concerns"] = [
+        {"concern_id": c["concern_id"], "theme": c["theme"], "severity": c["severity"],
+         "status": c["status"]}
+        for c in await store.meeting_concerns(conn, meeting_id, status=None)]
+    return meeting

@@ -106,15 +106,34 @@ class Visits:
     async def plan_revisit(self, conn: asyncpg.Connection, visit_id: uuid.UUID,
                            fb: FeedbackAccepted, visited_on: date,
                            concern_id: uuid.UUID | None, now: datetime) -> uuid.UUID | None:
+        """The re-visit about 12 months on (once per visit), and for a visit rated below
+        good a sooner follow-up as well (planned with it, so once too)."""
         rules = self.policy.visits
-        due_on = revisit_due_on(visited_on, rules.revisit_after_months)
-        revisit_id = uuid.uuid4()
         reason = (f"re-visit {rules.revisit_after_months} months after the visit of"
                   f" {visited_on.isoformat()}: check its recommendations are embedded")
+        revisit_id = await self._plan(conn, fb, rules.revisit_after_months, visited_on, reason,
+                                      concern_id, now, follows=visit_id)
+        if revisit_id is None:
+            return None
+        rating = str(fb.content.get("rating") or "")
+        if months := follow_up_months(rating, rules.follow_up_after_months,
+                                      rules.revisit_after_months):
+            reason = (f"follow-up {months} months after the visit of {visited_on.isoformat()},"
+                      f" rated {rating.replace('_', ' ')}: check the first actions are under way")
+            await self._plan(conn, fb, months, visited_on, reason, concern_id, now)
+        return revisit_id
+
+    async def _plan(self, conn: asyncpg.Connection, fb: FeedbackAccepted, months: int,
+                    visited_on: date, reason: str, concern_id: uuid.UUID | None, now: datetime,
+                    follows: uuid.UUID | None = None) -> uuid.UUID | None:
+        """A visit ``months`` after ``visited_on``, announced ahead by the schedule."""
+        rules = self.policy.visits
+        due_on = revisit_due_on(visited_on, months)
+        revisit_id = uuid.uuid4()
         if not await store.insert_visit(conn, visit_id=revisit_id, provider=fb.provider,
                                         visit_kind="revisit", due_on=due_on, reason=reason,
                                         at=now, theme=fb.theme, concern_id=concern_id,
-                                        follows=visit_id):
+                                        follows=follows):
             return None
         announce = max(now, self.hours.opening(
             working_days_before(due_on, rules.revisit_notice_working_days)))
@@ -123,7 +142,7 @@ class Visits:
                                 dedupe_key=f"revisit_due:{revisit_id}")
         await store.audit(conn, concern_id=concern_id, ods_code=fb.provider.ods_code, at=now,
                           party="system", actor=SYSTEM, action="re-visit planned",
-                          detail={"visit_id": str(revisit_id), "follows": str(visit_id),
+                          detail={"visit_id": str(revisit_id), "reason": reason,
                                   "due_on": due_on.isoformat(),
                                   "announce_at": announce.isoformat()})
         return revisit_id
@@ -153,3 +172,10 @@ def _visited_on(fb: FeedbackAccepted) -> date:
         return date.fromisoformat(raw) if isinstance(raw, str) else fb.occurred_on
     except ValueError:
         return fb.occurred_on
+
+
+def follow_up_months(rating: str, follow_ups: dict[str, int], revisit_months: int) -> int | None:
+    """How many months after a visit rated ``rating`` it is followed up, before its re-visit;
+    None when it is not (rated good or outstanding, unrated, or no sooner than the re-visit)."""
+    months = follow_ups.get(rating)
+    return months if months is not None and 0 < months < revisit_months else None

@@ -28,13 +28,18 @@ from typing import Any
 import asyncpg
 
 from services.intake import store
-from services.intake.validation import Parsed, parse, submission_id
+from services.intake.validation import Parsed, parse, reason, submission_id
 from shared.events import FeedbackAccepted, FeedbackRejected, ProviderRef, RejectionReason
 from shared.outbox import Outbox
+from shared.ratelimit import RateLimiter
+from shared.submissions import PUBLIC_KINDS, URGENT_KINDS
 
 log = logging.getLogger(__name__)
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+# Batches holding more than this many bytes are validated and redacted in a worker thread,
+# so that the event loop keeps answering (health checks, the urgent lane) meanwhile.
+OFF_LOOP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,31 +86,85 @@ class Admission:
         return out
 
 
-def authorise(feed_user: str | None, ods_code: str,
-              registry: store.Registry) -> ProviderRef | RejectionReason:
+def authorise(feed_user: str | None, ods_code: str, registry: store.Registry,
+              kind: str | None = None) -> ProviderRef | RejectionReason:
     """The provider a feed may submit for, or why it may not: the ODS code must be a
-    registered provider, and the feed known, not revoked and registered for that code."""
+    registered provider, and the feed known, not revoked and registered for that code. The
+    public's kinds come only from the public's door, which may submit them for any
+    registered provider and may submit nothing else."""
     provider = registry.providers.get(ods_code)
     if provider is None:
-        return RejectionReason(loc="ods_code", msg=f"unknown ODS code {ods_code}",
-                               type="unknown_provider")
+        return reason("ods_code", f"unknown ODS code {ods_code}", "unknown_provider")
     if not feed_user:
-        return RejectionReason(loc="", msg="the message has no user_id: feeds must identify"
-                               " themselves", type="unauthenticated")
+        return reason("", "the message has no user_id: feeds must identify themselves",
+                      "unauthenticated")
+    public_door = feed_user in registry.public_feeds
+    if kind in PUBLIC_KINDS or public_door:
+        if kind in PUBLIC_KINDS and public_door:
+            return provider
+        return reason("kind", f"feed {feed_user!r} may not submit {kind}: the public's kinds"
+                      f" ({', '.join(sorted(PUBLIC_KINDS))}) come from the public's door"
+                      " only, which submits nothing else", "forbidden")
     if feed_user not in registry.active_feeds or (feed_user, ods_code) not in registry.grants:
-        return RejectionReason(loc="ods_code", msg=f"feed {feed_user!r} is not registered to"
-                               f" submit for {ods_code}", type="forbidden")
+        return reason("ods_code", f"feed {feed_user!r} is not registered to submit for"
+                      f" {ods_code}", "forbidden")
     return provider
 
 
-def reply_queue(reply_to: str | None, namespace: str) -> str | None:
-    """The queue a rejection may be sent back to: a publisher's own reply queue, never one
-    of carewatch's queues (a feed must not be able to make intake write into them)."""
-    if not reply_to or len(reply_to) > 255:
+def reply_queue_of(feed_user: str, namespace: str) -> str:
+    """A feed's own reply queue: the only queue intake sends its replies to."""
+    return f"{namespace}.replies.{feed_user}"
+
+
+def reply_refusal(reply_to: str | None, feed_user: str | None,
+                  namespace: str) -> RejectionReason | None:
+    """Why a message's ``reply_to`` cannot be honoured, or None (none asked, or the feed's
+    own reply queue). Any other queue is refused: replies through the default exchange could
+    otherwise be written into any queue of the virtual host (carewatch's own, another
+    deployment's, another feed's)."""
+    if not reply_to:
         return None
-    if reply_to == namespace or reply_to.startswith(f"{namespace}."):
+    if feed_user and reply_to == reply_queue_of(feed_user, namespace):
+        return None
+    own = reply_queue_of(feed_user, namespace) if feed_user else "(an authenticated feed's)"
+    return RejectionReason(loc="reply_to", type="reply_to", msg=(
+        f"replies go only to the feed's own reply queue {own}; not to {reply_to[:255]!r}"))
+
+
+def reply_queue(reply_to: str | None, feed_user: str | None, namespace: str) -> str | None:
+    """The queue a rejection may be sent back to: the feed's own reply queue, or None."""
+    if not reply_to or reply_refusal(reply_to, feed_user, namespace) is not None:
         return None
     return reply_to
+
+
+def urgent_routing_key(routing_key: str | None) -> bool:
+    """Whether ``routing_key`` is one the urgent lane takes (``submission.<urgent kind>.*``,
+    the bindings of ``Topology.submission_lanes``)."""
+    parts = (routing_key or "").split(".")
+    return len(parts) == 3 and parts[0] == "submission" and parts[1] in URGENT_KINDS
+
+
+def lane_problem(routing_key: str | None, kind: str) -> RejectionReason | None:
+    """Why a submission may not come on this routing key: a routine kind sent on an urgent
+    kind's key would jump the queue that serious complaints take. Refused (quarantined, with
+    this reason), not re-routed: the feed is told to fix its routing key."""
+    if not urgent_routing_key(routing_key) or kind in URGENT_KINDS:
+        return None
+    return reason(
+        "kind", type_="wrong_routing_key",
+        msg=f"a {kind} was sent with the routing key {routing_key!r}, which is for the kinds"
+            f" that report risk ({', '.join(sorted(URGENT_KINDS))}): publish it with"
+            f" 'submission.{kind}.v1'")
+
+
+def rate_limited(feed_user: str | None, limiter: RateLimiter) -> RejectionReason:
+    return reason(
+        "", type_="rate_limited",
+        msg=f"feed {feed_user!r} sent more than {limiter.burst} submissions at once (or more"
+            f" than {limiter.rate:g} a second) on the urgent routing keys: this one is kept in"
+            " the quarantine, not monitored; send it again later, or send bulk loads with"
+            " routing key 'submission.<kind>.v1.bulk'")
 
 
 def _describe(reasons: list[RejectionReason]) -> str:
@@ -117,11 +176,12 @@ class Admissions:
 
     def __init__(self, pool: Callable[[], asyncpg.Pool],
                  outbox: Callable[[asyncpg.Connection], Outbox], namespace: str,
-                 keep_body_bytes: int) -> None:
+                 keep_body_bytes: int, urgent_limiter: RateLimiter | None = None) -> None:
         self._pool = pool
         self._outbox = outbox
         self._namespace = namespace
         self._keep_body_bytes = keep_body_bytes
+        self._urgent_limiter = urgent_limiter
 
     async def admit(self, item: Incoming) -> Admission:
         [admission] = await self.admit_many([item])
@@ -129,7 +189,10 @@ class Admissions:
 
     async def admit_many(self, items: Sequence[Incoming]) -> list[Admission]:
         """Admit a batch in one transaction; one Admission per item, in order."""
-        parsed = [parse(i.body, i.content_type, i.size) for i in items]
+        if sum(len(i.body) for i in items) > OFF_LOOP_BYTES:
+            parsed = await asyncio.to_thread(_parse_all, items)
+        else:
+            parsed = _parse_all(items)
         async with self._pool().acquire() as conn, conn.transaction():
             return await self._admit(conn, items, parsed)
 
@@ -151,19 +214,24 @@ class Admissions:
                 replays.append(n)
                 continue
             first_in_batch[sid] = n
+            refused_reply = reply_refusal(item.reply_to, item.feed_user, self._namespace)
             if isinstance(p, Parsed):
                 sub = p.submission
-                provider = authorise(item.feed_user, sub.ods_code, registry)
-                if isinstance(provider, ProviderRef):
+                provider = self._lane_check(item, sub.kind) or \
+                    authorise(item.feed_user, sub.ods_code, registry, sub.kind)
+                if isinstance(provider, ProviderRef) and refused_reply is None:
                     to_store.append((n, store.FeedbackRow(
                         feedback_id=uuid.uuid4(), submission_id=sid, ods_code=sub.ods_code,
                         provider_record_id=sub.record_id, kind=sub.kind, version=sub.version,
                         occurred_on=sub.occurred_on(), theme=sub.theme(), content=p.content,
-                        redactions=p.redactions, feed_user=item.feed_user), provider))
+                        redactions=p.redactions, feed_user=item.feed_user,
+                        withheld=p.withheld), provider))
                     continue
-                reasons = [provider]
+                reasons = [provider] if isinstance(provider, RejectionReason) else []
             else:
-                reasons = p
+                reasons = list(p)
+            if refused_reply is not None:
+                reasons.append(refused_reply)
             to_quarantine.append((n, self._quarantine_row(item, sid, reasons),
                                   p if isinstance(p, Parsed) else None))
 
@@ -243,6 +311,18 @@ class Admissions:
             duplicates[(key[0], key[1])] += 1
         return Admission(sid, DUPLICATE, replay=True, first_outcome=first)
 
+    def _lane_check(self, item: Incoming, kind: str) -> RejectionReason | None:
+        """A routine kind on an urgent key, or a feed over its urgent-lane rate limit (a
+        resubmission by an operator is neither)."""
+        if item.resubmission_of is not None:
+            return None
+        problem = lane_problem(item.routing_key, kind)
+        if problem is None and self._urgent_limiter is not None and \
+                urgent_routing_key(item.routing_key) and \
+                not self._urgent_limiter.take(item.feed_user or ""):
+            problem = rate_limited(item.feed_user, self._urgent_limiter)
+        return problem
+
     def _quarantine_row(self, item: Incoming, sid: uuid.UUID,
                         reasons: list[RejectionReason]) -> store.QuarantineRow:
         return store.QuarantineRow(
@@ -255,10 +335,15 @@ class Admissions:
             resubmission_of=item.resubmission_of)
 
     async def _reply(self, outbox: Outbox, item: Incoming, event: FeedbackRejected) -> None:
-        queue = None if item.redelivered else reply_queue(item.reply_to, self._namespace)
+        queue = None if item.redelivered else \
+            reply_queue(item.reply_to, item.feed_user, self._namespace)
         if queue:
             await outbox.add(event, submission_id=event.submission_id, reply_to=queue,
                              correlation_id=item.correlation_id or item.message_id)
+
+
+def _parse_all(items: Sequence[Incoming]) -> list[Parsed | list[RejectionReason]]:
+    return [parse(i.body, i.content_type, i.size) for i in items]
 
 
 Admit = Callable[[Sequence[Incoming]], Awaitable[list[Admission]]]

@@ -11,7 +11,8 @@ Status codes of ``POST /v1/submissions``:
 - 401 no API key, or not a valid one (nothing is stored: the sender is unknown);
 - 403 the feed is not registered for the body's ODS code; 413 body over 1 MiB;
   415 not JSON; 422 the body does not meet the contract (field-level ``reasons``, the same
-  list an AMQP rejection carries). Every 4xx after authentication is quarantined.
+  list an AMQP rejection carries). Every 4xx after authentication is quarantined, but
+- 429 the feed is over its rate limit (``Retry-After``; nothing stored, send again).
 """
 
 import json
@@ -31,6 +32,8 @@ from services.intake.credentials import api_key_hash, key_matches
 from services.intake.validation import MAX_BODY_BYTES
 from shared.events import RejectionReason
 from shared.http import Metrics
+from shared.identity import FEED_KEY, QUALITY_LEAD, QUALITY_TEAM, Access, Identity, RouteKey, allow
+from shared.ratelimit import RateLimiter
 from shared.submissions import SUBMISSION_ADAPTER
 
 MAX_BATCH_ITEMS = 1000
@@ -41,6 +44,19 @@ NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-s
                 "application/ndjson"}
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
+
+# Who may use intake's routes: provider feeds, by their API keys (checked by the routes
+# themselves, ``authenticated_feed``); the rest of the surface is shared/http.py's.
+ACCESS: dict[RouteKey, Access] = {
+    ("POST", "/v1/submissions"): FEED_KEY,
+    ("POST", "/v1/submissions/batch"): FEED_KEY,
+    ("GET", "/v1/submissions/{submission_id}"): FEED_KEY,
+    # The public's door (the workspace's public feedback page): the providers to choose from.
+    ("GET", "/v1/public/providers"): FEED_KEY,
+    # A member of the public's feedback with the contact details they gave: personal data,
+    # for the commissioner's quality team only; every read is recorded.
+    ("GET", "/v1/public-feedback/{reference}"): allow(QUALITY_TEAM, QUALITY_LEAD),
+}
 
 API_DESCRIPTION = """\
 Provider feeds that cannot publish to RabbitMQ post their submissions here. Each request
@@ -54,7 +70,9 @@ their `kind`, personal data redacted from free text, de-duplicated on the provid
 machine-readable reasons and announced as `feedback.rejected.v1`.
 
 202 accepted, 200 duplicate (a safe retry), 401 no valid key (nothing stored), 403 not this
-feed's provider, 413 over 1 MiB, 415 not JSON, 422 invalid (field-level `reasons`).
+feed's provider, 413 over 1 MiB, 415 not JSON, 422 invalid (field-level `reasons`), 429
+over the feed's rate limit (nothing stored; `Retry-After` says when to send again). A JSON
+object that repeats a key is refused (`duplicate_key`).
 """
 
 
@@ -116,23 +134,61 @@ def split_batch(body: bytes, content_type: str | None) -> list[bytes] | str:
     if media not in ("application/json", "text/json"):
         return f"content type {content_type!r}: send a JSON array or application/x-ndjson"
     try:
-        items = json.loads(body)
+        items = json.loads(body, object_pairs_hook=_keep_repeated_keys)
     except (ValueError, RecursionError) as exc:
         return f"the batch is not a JSON array: {str(exc)[:200]}"
     if not isinstance(items, list):
         return "the batch must be a JSON array of submissions"
-    return [_item_bytes(item) for item in items]
+    try:
+        return [_item_bytes(item) for item in items]
+    except RecursionError:  # nesting deeper than any submission (the reader took it)
+        return "the batch is nested too deeply to be a JSON array of submissions"
+
+
+class _RepeatedKeys(dict[str, Any]):
+    """A JSON object that repeats a key, with its pairs as written: re-encoded as written,
+    so that admission refuses the item (``duplicate_key``) rather than keeping one copy."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def _keep_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    repeated = _RepeatedKeys(obj)
+    repeated.pairs = pairs
+    return repeated
+
+
+def _encode(value: Any, ensure_ascii: bool) -> str:
+    if isinstance(value, dict):
+        pairs = value.pairs if isinstance(value, _RepeatedKeys) else value.items()
+        return "{" + ",".join(json.dumps(k, ensure_ascii=ensure_ascii) + ":"
+                              + _encode(v, ensure_ascii) for k, v in pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_encode(v, ensure_ascii) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ensure_ascii)
+
+
+def _has_repeated_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return isinstance(value, _RepeatedKeys) or any(map(_has_repeated_keys, value.values()))
+    return isinstance(value, list) and any(map(_has_repeated_keys, value))
 
 
 def _item_bytes(item: Any) -> bytes:
     """One item of a JSON array batch as the bytes to admit: its JSON, compact, in UTF-8. Text
     with a lone surrogate escape (``"\\ud800"``, which Python's JSON reader lets through) has
     no UTF-8 form: it stays escaped, and admission rejects the item as invalid JSON."""
-    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    repeated = _has_repeated_keys(item)
+    text = (_encode(item, False) if repeated
+            else json.dumps(item, ensure_ascii=False, separators=(",", ":")))
     try:
         return text.encode()
     except UnicodeEncodeError:
-        return json.dumps(item, separators=(",", ":")).encode()
+        return (_encode(item, True) if repeated
+                else json.dumps(item, separators=(",", ":"))).encode()
 
 
 async def read_body(chunks: AsyncIterator[bytes], keep: int) -> tuple[bytes, int]:
@@ -152,7 +208,7 @@ async def read_body(chunks: AsyncIterator[bytes], keep: int) -> tuple[bytes, int
 
 
 def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Pool],
-            metrics: Metrics) -> None:
+            metrics: Metrics, limiter: RateLimiter | None = None) -> None:
     """Add intake's routes to the service's FastAPI app."""
     bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                         description="The feed's API key: `Authorization: Bearer <key>`.")
@@ -179,6 +235,19 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
     def count(outcome: str) -> None:
         metrics.messages.labels(metrics.service, "http", outcome).inc()
 
+    def over_limit(feed: str, n: int) -> JSONResponse | None:
+        """429 with Retry-After when ``feed`` may not send ``n`` more submissions now
+        (nothing is stored: the feed sends them again after the delay)."""
+        if limiter is None or limiter.take(feed, n):
+            return None
+        count("rate_limited")
+        wait = limiter.retry_after(feed, n)
+        return JSONResponse(
+            {"detail": f"feed {feed!r} is over its rate limit ({limiter.rate:g} submissions a"
+                       f" second, {limiter.burst} at once): nothing was stored; send again"
+                       f" in {wait} s"},
+            status_code=429, headers={"Retry-After": str(wait)})
+
     router = APIRouter(prefix="/v1", tags=["submissions"])
 
     @router.post(
@@ -194,12 +263,16 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
                          " for this ODS code (quarantined)."},
                    413: {"model": SubmissionResult, "description": "Body over 1 MiB."},
                    415: {"model": SubmissionResult, "description": "Not JSON."},
+                   429: {"model": Problem, "description": "Over the feed's rate limit; nothing"
+                         " stored: send again after `Retry-After` seconds."},
                    422: {"model": SubmissionResult, "description": "Invalid: field-level"
                          " reasons (quarantined)."}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Submission"}}}}},
         status_code=202, response_model=None)
     async def submit(request: Request, feed: Feed) -> JSONResponse:
+        if refused := over_limit(feed, 1):
+            return refused
         body, size = await read_body(request.stream(), MAX_BODY_BYTES + 1)
         admission = await admissions.admit(Incoming(
             body=body, feed_user=feed, message_id=_idempotency_key(request),
@@ -217,6 +290,8 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
                    400: {"model": Problem, "description": "The batch cannot be read."},
                    **unauthorised,
                    413: {"model": Problem, "description": "Over 32 MiB or 1,000 items."},
+                   429: {"model": Problem, "description": "Over the feed's rate limit; nothing"
+                         " stored: send again after `Retry-After` seconds."},
                    415: {"model": Problem, "description": "Neither JSON nor NDJSON."}},
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_ITEMS,
@@ -233,6 +308,8 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
             return _problem(415 if items.startswith("content type") else 400, items)
         if len(items) > MAX_BATCH_ITEMS:
             return _problem(413, f"{len(items)} items; the limit is {MAX_BATCH_ITEMS}")
+        if refused := over_limit(feed, len(items)):
+            return refused
         key = _idempotency_key(request)
         admitted = await admissions.admit_many([
             Incoming(body=item, feed_user=feed, content_type="application/json",
@@ -263,6 +340,46 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
         if row["reasons"]:
             out["reasons"] = row["reasons"]
         return JSONResponse(out)
+
+    @router.get(
+        "/public/providers", tags=["public door"], summary="The providers the public may give"
+        " feedback about", description="For the public's door only (a feed registered with"
+        " `--public`): every registered provider's ODS code, name and type.",
+        responses={**unauthorised, 403: {"model": Problem, "description": "Not the public's"
+                                         " door."}}, response_model=None)
+    async def public_providers(feed: Feed) -> JSONResponse:
+        async with pool().acquire() as conn:
+            if not await store.is_public_door(conn, feed):
+                return _problem(403, f"feed {feed!r} is not the public's door")
+            rows = await store.list_providers(conn)
+        return JSONResponse([{"ods_code": r["ods_code"], "name": r["name"],
+                              "provider_type": r["provider_type"]} for r in rows])
+
+    @router.get(
+        "/public-feedback/{reference}", tags=["public door"],
+        summary="A member of the public's feedback and contact details",
+        description="The public feedback with this acknowledgement reference (or feedback id,"
+        " as a concern's evidence names it), its consent and"
+        " contact preferences, and the contact details the person gave (until they are"
+        " deleted after `CAREWATCH_PUBLIC_CONTACT_RETENTION_DAYS`). Personal data: the quality"
+        " team's and its lead's only, and every read is recorded with who read it.",
+        responses={404: {"model": Problem}}, response_model=None)
+    async def public_feedback(reference: str, request: Request) -> JSONResponse:
+        who = request.state.identity
+        assert isinstance(who, Identity)
+        async with pool().acquire() as conn, conn.transaction():
+            rows = await store.public_feedback(conn, reference[:128], who.actor)
+        if not rows:
+            return _problem(404, f"no public feedback with reference {reference[:128]!r}")
+        return JSONResponse({"reference": rows[0]["reference"], "items": [{
+            "feedback_id": str(r["feedback_id"]), "ods_code": r["ods_code"],
+            "reference": r["reference"], "purpose": r["content"].get("purpose"),
+            "received_at": r["received_at"].isoformat(),
+            "consent_share_feedback": r["content"].get("consent_share_feedback"),
+            "consent_share_identity": r["content"].get("consent_share_identity"),
+            "contact_by": r["content"].get("contact_by"),
+            "communication_needs": r["content"].get("communication_needs", []),
+            "contact": r["contact"]} for r in rows]})
 
     api.include_router(router)
     api.description = API_DESCRIPTION

@@ -10,16 +10,19 @@ Stores: schema ``intake`` (providers, feeds, feedback, quarantine, receipts).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 
 import asyncpg
 from faststream.rabbit import Channel, RabbitMessage
 
-from services.intake import api, store
+from services.intake import api, operations, store
 from services.intake.admission import AdmissionBatcher, Admissions, Incoming
 from services.intake.validation import MAX_BODY_BYTES
 from shared.logs import log_context
+from shared.ratelimit import RateLimiter
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.submissions import URGENT_KINDS
@@ -35,8 +38,11 @@ def subscriptions(topology: Topology) -> list[Subscription]:
 
 def admissions_for(runtime: ServiceRuntime) -> Admissions:
     """intake's one way in, bound to a runtime's pool and outbox (also used by the CLI)."""
-    return Admissions(lambda: runtime.pool, runtime.outbox, runtime.settings.namespace,
-                      keep_body_bytes=MAX_BODY_BYTES)
+    settings = runtime.settings
+    return Admissions(lambda: runtime.pool, runtime.outbox, settings.namespace,
+                      keep_body_bytes=MAX_BODY_BYTES, urgent_limiter=RateLimiter(
+                          settings.urgent_rate_per_second, settings.urgent_rate_burst,
+                          time.monotonic))
 
 
 def build(settings: Settings) -> ServiceRuntime:
@@ -53,7 +59,11 @@ def build(settings: Settings) -> ServiceRuntime:
     _consume(runtime, routine, AdmissionBatcher(admissions.admit_many, max_size=batch_size),
              Channel(prefetch_count=max(settings.prefetch_count, 4 * batch_size)))
 
-    api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics)
+    api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics,
+                RateLimiter(settings.feed_rate_per_second, settings.feed_rate_burst,
+                            time.monotonic))
+    runtime.http.declare(api.ACCESS)
+    operations.add_routes(runtime, admissions)
 
     quarantined = runtime.metrics.gauge(
         "carewatch_intake_quarantine_open", "Rejected submissions not yet resolved.", [])
@@ -63,7 +73,39 @@ def build(settings: Settings) -> ServiceRuntime:
             "SELECT count(*) FROM intake.quarantine WHERE status = 'open'"))
 
     runtime.gauge_refreshers.append(refresh_quarantine)
+
+    async def purge_quarantine() -> None:
+        await purge_quarantine_loop(runtime)
+
+    runtime.background(purge_quarantine)
     return runtime
+
+
+PURGE_BATCH = 500
+
+
+async def purge_quarantine_loop(runtime: ServiceRuntime) -> None:
+    """Delete quarantined bodies, and the public's contact details, past their retention,
+    every ``quarantine_purge_interval`` seconds, in batches (every replica may run it: the
+    rows are claimed with SKIP LOCKED)."""
+    settings = runtime.settings
+    purges = ((store.purge_quarantine, settings.quarantine_retention_days, "quarantined bodies"),
+              (store.purge_public_contacts, settings.public_contact_retention_days,
+               "public contact details"))
+    while True:
+        try:
+            for purge, days, what in purges:
+                async with runtime.pool.acquire() as conn:
+                    total = batch = await purge(conn, days, PURGE_BATCH)
+                    while batch == PURGE_BATCH:
+                        batch = await purge(conn, days, PURGE_BATCH)
+                        total += batch
+                if total:
+                    log.info("%s older than %d days deleted: %d", what, days, total)
+        except Exception:
+            log.warning("quarantine purge failed; tried again in %.0f s",
+                        settings.quarantine_purge_interval, exc_info=True)
+        await asyncio.sleep(settings.quarantine_purge_interval)
 
 
 def _consume(runtime: ServiceRuntime, sub: Subscription, batcher: AdmissionBatcher,

@@ -5,6 +5,8 @@ Formats:
 - ``jsonl``: one submission (JSON object) per line, sent byte for byte.
 - ``fft-csv``: the FFT monthly layout NHS England publishes, one row per organisation, site,
   setting and month (see ``FFT_COLUMNS``).
+- ``fft-responses-csv``: an FFT vendor's export of individual responses, one row per response
+  (``FFT_RESPONSE_COLUMNS``): quality-monitor aggregates them into the monthly series.
 - ``complaints-csv``: a complaints system's export, one row per complaint (``COMPLAINT_COLUMNS``).
 
 CSV headers are matched without regard to case, spaces or punctuation ("Org code",
@@ -23,20 +25,22 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("jsonl", "fft-csv", "complaints-csv")
+from shared.clock import utc_now
+
+FORMATS = ("jsonl", "fft-csv", "fft-responses-csv", "complaints-csv")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One record of a bulk file: its number (1 = the first record after any header) and
-    the submission body to send."""
+    """One record of a bulk file: its number (1 = the first record after any header), the
+    submission body to send, and the line of the file it starts on (what people are told)."""
 
     number: int
     body: bytes
+    line: int = 0
 
 
 def header_key(name: str) -> str:
@@ -63,6 +67,19 @@ FFT_COLUMNS: dict[str, tuple[str, ...]] = {
 FFT_COUNTS = ("very_good", "good", "neither_good_nor_poor", "poor", "very_poor", "dont_know")
 FFT_REQUIRED = ("ods_code", "period", *FFT_COUNTS)
 
+FFT_RESPONSE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "record_id": ("record_id", "response_id", "response_reference", "survey_response_id",
+                  "id"),
+    "ods_code": ("ods_code", "org_code", "organisation_code", "provider_code", "trust_code"),
+    "site_code": ("site_code", "site"),
+    "responded_on": ("responded_on", "response_date", "date_of_response", "date"),
+    "setting": ("setting", "fft_setting", "collection"),
+    "answer": ("answer", "fft_answer", "response", "rating", "overall_experience"),
+    "comment": ("comment", "comments", "free_text", "why", "what_was_good",
+                "what_could_be_improved"),
+}
+FFT_RESPONSE_REQUIRED = ("record_id", "responded_on", "answer")
+
 COMPLAINT_COLUMNS: dict[str, tuple[str, ...]] = {
     "record_id": ("record_id", "reference", "complaint_reference", "complaint_ref",
                   "complaint_id", "datix_id", "case_reference"),
@@ -80,6 +97,20 @@ COMPLAINT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 COMPLAINT_REQUIRED = ("record_id", "received_on", "subject_area", "description")
 
+# The headers of the published layouts (as the intake README lists them), for messages.
+FFT_HEADERS = {"period": "Period", "ods_code": "Org code", "site_code": "Site code",
+               "setting": "Setting", "very_good": "Very good", "good": "Good",
+               "neither_good_nor_poor": "Neither good nor poor", "poor": "Poor",
+               "very_poor": "Very poor", "dont_know": "Don't know",
+               "total_eligible": "Total eligible"}
+FFT_RESPONSE_HEADERS = {"record_id": "Response ID", "ods_code": "Org code",
+                        "site_code": "Site code", "responded_on": "Response date",
+                        "setting": "Setting", "answer": "Answer", "comment": "Comment"}
+COMPLAINT_HEADERS = {"record_id": "Complaint reference", "ods_code": "Org code",
+                     "received_on": "Date received", "subject_area": "Subject",
+                     "description": "Details", "risk.consequence": "Consequence",
+                     "risk.likelihood": "Likelihood"}
+
 _SETTINGS = {
     "inpatient": "inpatient", "inpatients": "inpatient", "ip": "inpatient",
     "day_case": "day_case", "daycase": "day_case",
@@ -89,6 +120,16 @@ _SETTINGS = {
     "maternity": "maternity", "mental_health": "mental_health", "mh": "mental_health",
     "community": "community", "community_health": "community", "ambulance": "ambulance",
     "gp": "gp", "general_practice": "gp", "dental": "dental",
+}
+# The answer as the FFT question's options are written, or as the 1-6 code vendors export
+# (NHS England's order: 1 very good ... 5 very poor, 6 don't know).
+_ANSWERS = {
+    "very_good": "very_good", "good": "good", "neither_good_nor_poor": "neither_good_nor_poor",
+    "neither_good_or_poor": "neither_good_nor_poor", "neither": "neither_good_nor_poor",
+    "poor": "poor", "very_poor": "very_poor", "dont_know": "dont_know",
+    "do_not_know": "dont_know",
+    "1": "very_good", "2": "good", "3": "neither_good_nor_poor", "4": "poor", "5": "very_poor",
+    "6": "dont_know",
 }
 _OUTCOMES = {"upheld": "upheld", "partly_upheld": "partly_upheld",
              "partially_upheld": "partly_upheld", "not_upheld": "not_upheld",
@@ -148,14 +189,25 @@ def column_map(header: list[str], columns: dict[str, tuple[str, ...]]) -> dict[s
     return found
 
 
-def fft_body(cells: dict[str, str], *, setting: str | None = None,
-             ods_code: str | None = None) -> dict[str, Any]:
-    """One FFT monthly submission from a row (field -> cell); empty cells are left out."""
-    get = {k: v.strip() for k, v in cells.items() if v is not None and v.strip()}
-    body: dict[str, Any] = {"kind": "fft_monthly", "version": 1}
+def _filled(cells: dict[str, str]) -> dict[str, str]:
+    """The row's non-empty cells, stripped."""
+    return {k: v.strip() for k, v in cells.items() if v is not None and v.strip()}
+
+
+def _at_site(kind: str, get: dict[str, str], ods_code: str | None) -> dict[str, Any]:
+    """A body of ``kind`` with its organisation (the row's, else ``ods_code``) and site."""
+    body: dict[str, Any] = {"kind": kind, "version": 1}
     body["ods_code"] = get.get("ods_code", ods_code or "").upper()
     if "site_code" in get:
         body["site_code"] = get["site_code"].upper()
+    return body
+
+
+def fft_body(cells: dict[str, str], *, setting: str | None = None,
+             ods_code: str | None = None) -> dict[str, Any]:
+    """One FFT monthly submission from a row (field -> cell); empty cells are left out."""
+    get = _filled(cells)
+    body = _at_site("fft_monthly", get, ods_code)
     body["period"] = fft_period(get.get("period", ""))
     body["setting"] = _lookup(_SETTINGS, get.get("setting", setting or ""))
     for name in FFT_COUNTS:
@@ -167,9 +219,23 @@ def fft_body(cells: dict[str, str], *, setting: str | None = None,
     return body
 
 
+def fft_response_body(cells: dict[str, str], *, setting: str | None = None,
+                      ods_code: str | None = None) -> dict[str, Any]:
+    """One FFT response submission from a vendor export row; empty cells are left out."""
+    get = _filled(cells)
+    body = _at_site("fft_response", get, ods_code)
+    body["record_id"] = get.get("record_id", "")
+    body["responded_on"] = uk_date(get.get("responded_on", ""))
+    body["setting"] = _lookup(_SETTINGS, get.get("setting", setting or ""))
+    body["answer"] = _lookup(_ANSWERS, get.get("answer", ""))
+    if "comment" in get:
+        body["comment"] = get["comment"]
+    return body
+
+
 def complaint_body(cells: dict[str, str], *, ods_code: str | None = None) -> dict[str, Any]:
     """One complaint submission from a complaints export row; empty cells are left out."""
-    get = {k: v.strip() for k, v in cells.items() if v is not None and v.strip()}
+    get = _filled(cells)
     body: dict[str, Any] = {"kind": "complaint", "version": 1}
     body["ods_code"] = get.get("ods_code", ods_code or "").upper()
     for name in ("site_code", "record_id", "subject_area", "description"):
@@ -192,6 +258,15 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 
 # -- files ----------------------------------------------------------------------------------------
+# Each CSV format: its columns, the fields it needs (besides "ods_code" and "setting", which
+# options may give), the headers people are told.
+LAYOUTS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...], dict[str, str]]] = {
+    "fft-csv": (FFT_COLUMNS, FFT_REQUIRED, FFT_HEADERS),
+    "fft-responses-csv": (FFT_RESPONSE_COLUMNS, FFT_RESPONSE_REQUIRED, FFT_RESPONSE_HEADERS),
+    "complaints-csv": (COMPLAINT_COLUMNS, COMPLAINT_REQUIRED, COMPLAINT_HEADERS),
+}
+
+
 class BulkFileError(ValueError):
     """The file cannot be loaded as asked (unknown format, missing columns)."""
 
@@ -207,10 +282,12 @@ def detect_format(path: Path) -> str:
         cols = set(column_map(header, FFT_COLUMNS))
         if set(FFT_COUNTS) & cols:
             return "fft-csv"
+        if {"answer", "responded_on"} <= set(column_map(header, FFT_RESPONSE_COLUMNS)):
+            return "fft-responses-csv"
         if {"received_on", "subject_area"} & set(column_map(header, COMPLAINT_COLUMNS)):
             return "complaints-csv"
-        raise BulkFileError(f"{path}: the header is neither the FFT monthly layout nor a"
-                            " complaints export; pass --format")
+        raise BulkFileError(f"{path}: the header is neither the FFT monthly layout, an FFT"
+                            " responses export nor a complaints export; pass --format")
     raise BulkFileError(f"{path}: unknown file type; pass --format ({', '.join(FORMATS)})")
 
 
@@ -219,24 +296,36 @@ def check_columns(path: Path, fmt: str, *, setting: str | None = None,
     """Fail early on a CSV missing a required column; return the columns to be ignored."""
     if fmt == "jsonl":
         return []
-    columns, required = ((FFT_COLUMNS, FFT_REQUIRED) if fmt == "fft-csv"
-                         else (COMPLAINT_COLUMNS, COMPLAINT_REQUIRED))
+    columns, required, _ = LAYOUTS[fmt]
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         header = next(csv.reader(f), [])
     found = column_map(header, columns)
     given = {"setting": setting, "ods_code": ods_code}
-    missing = [c for c in (*required, *(("setting",) if fmt == "fft-csv" else ()))
+    missing = [c for c in (*required, *(("setting",) if fmt != "complaints-csv" else ()))
                if c not in found and not given.get(c)]
     if "ods_code" not in found and not ods_code:
         missing.append("ods_code")
     if missing:
-        names = {c: columns[c][0] for c in missing if c in columns}
-        raise BulkFileError(
-            f"{path}: missing column(s) {', '.join(dict.fromkeys(names.values()))}"
-            + (" (or pass --setting)" if "setting" in missing else "")
-            + (" (or pass --ods)" if "ods_code" in missing else ""))
+        raise BulkFileError(missing_columns_message(path, fmt, list(dict.fromkeys(missing))))
     used = set(found.values())
     return [h for i, h in enumerate(header) if i not in used]
+
+
+def missing_columns_message(path: Path, fmt: str, missing: list[str]) -> str:
+    """Which columns a CSV lacks, by their published headers, and the layout it needs."""
+    _, needs, headers = LAYOUTS[fmt]
+    required = (*needs, "ods_code", *(("setting",) if fmt != "complaints-csv" else ()))
+    options = {"setting": " (or --setting)", "ods_code": " (or --ods)"}
+
+    def named(field: str) -> str:
+        return f'"{headers[field]}"' + (options.get(field, "") if field in missing else "")
+
+    layout = {"fft-csv": "an FFT monthly CSV", "fft-responses-csv": "an FFT responses export",
+              "complaints-csv": "a complaints export"}[fmt]
+    needed = ", ".join('"' + headers[f] + '"' for f in headers if f in required)
+    return (f"{path}: missing column(s) {', '.join(named(f) for f in missing)}; {layout} needs"
+            f" {needed}"
+            " (see the intake README; case, spaces and punctuation do not matter)")
 
 
 def records(path: Path, fmt: str, *, start_after: int = 0, setting: str | None = None,
@@ -245,12 +334,13 @@ def records(path: Path, fmt: str, *, start_after: int = 0, setting: str | None =
     if fmt == "jsonl":
         yield from _jsonl_records(path, start_after)
         return
-    columns = FFT_COLUMNS if fmt == "fft-csv" else COMPLAINT_COLUMNS
+    columns = LAYOUTS[fmt][0]
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         found = column_map(next(reader, []), columns)
-        number = 0
+        number, line = 0, reader.line_num + 1
         for row in reader:
+            start, line = line, reader.line_num + 1  # a quoted cell may span lines
             if not any(cell.strip() for cell in row):
                 continue
             number += 1
@@ -258,20 +348,22 @@ def records(path: Path, fmt: str, *, start_after: int = 0, setting: str | None =
                 continue
             cells = {name: row[i] if i < len(row) else "" for name, i in found.items()}
             body = (fft_body(cells, setting=setting, ods_code=ods_code) if fmt == "fft-csv"
+                    else fft_response_body(cells, setting=setting, ods_code=ods_code)
+                    if fmt == "fft-responses-csv"
                     else complaint_body(cells, ods_code=ods_code))
-            yield Record(number, _encode(body))
+            yield Record(number, _encode(body), start)
 
 
 def _jsonl_records(path: Path, start_after: int) -> Iterator[Record]:
     number = 0
     with path.open("rb") as f:
-        for line in f:
+        for line_number, line in enumerate(f, 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
             number += 1
             if number > start_after:
-                yield Record(number, line)
+                yield Record(number, line, line_number)
 
 
 def count_records(path: Path, fmt: str) -> int:
@@ -315,7 +407,7 @@ class Checkpoint:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash never leaves half a checkpoint."""
-        self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.updated_at = utc_now().isoformat(timespec="seconds")
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2))
         os.replace(tmp, path)

@@ -3,48 +3,94 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
+import contextlib
+import itertools
 import json
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import asyncpg
 import click
 import typer
 
-from services.cli.common import JsonOption, fail, print_record, print_rows, run_async, with_db
+from services.cli.common import (
+    JsonOption,
+    Unreachable,
+    acting,
+    fail,
+    joined,
+    print_record,
+    print_rows,
+    run_async,
+    with_db,
+)
 from services.intake import bulk, store
-from services.intake.admission import Admission, Admissions, Incoming
 from services.intake.credentials import api_key_hash, new_api_key
-from services.intake.validation import MAX_BODY_BYTES
 from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from services.intake.admission import Admission, Admissions
 
 T = TypeVar("T")
 
 providers_app = typer.Typer(help="The provider registry.", no_args_is_help=True)
 feeds_app = typer.Typer(help="Provider feeds: what each may submit, and their API keys.",
                         no_args_is_help=True)
-quarantine_app = typer.Typer(help="Rejected submissions: inspect, correct and resubmit.",
+quarantine_app = typer.Typer(help="Rejected submissions: inspect, correct and resubmit (operators"
+                             " only: the bodies are raw and may hold personal data; they are"
+                             " deleted after CAREWATCH_QUARANTINE_RETENTION_DAYS).",
                              no_args_is_help=True)
 COMMAND_GROUPS = {"providers": providers_app, "feeds": feeds_app, "quarantine": quarantine_app}
 
 
 # -- providers --------------------------------------------------------------------------------
 @providers_app.command("import")
-def providers_import(file: Path) -> None:
-    """Load or update providers from a CSV (ods_code,name,provider_type,quality_contact_email,region)."""
+def providers_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help=(
+        "carewatch's provider CSV (as data/providers.csv), or an ODS data file as NHS"
+        " England publishes it: epraccur (GP practices), etr (NHS trusts), or another file"
+        " in the same 27-column layout with --type."))],
+    fmt: Annotated[str, typer.Option("--format", help="auto, carewatch, epraccur, etr or ods"
+                                     " (auto: by the header, else the file name).")] = "auto",
+    provider_type: Annotated[str | None, typer.Option(
+        "--type", help="The kind of provider an ODS file lists (default: gp_practice for"
+        " epraccur, acute for etr).")] = None,
+    icb: Annotated[str | None, typer.Option(
+        help="Only the providers of this ICB (its ODS code, e.g. QKK).")] = None,
+    pcn: Annotated[Path | None, typer.Option(
+        help="The PCN membership list (ePCN's PCN Core Partner Details as CSV): each GP"
+        " practice's primary care network.", exists=True, dir_okay=False)] = None,
+    contact: Annotated[str | None, typer.Option(
+        help="Quality contact of a provider new to the registry from an ODS file (ODS names"
+        " none); default: CAREWATCH_QUALITY_TEAM_EMAIL.")] = None,
+) -> None:
+    """Load or update providers from carewatch's CSV or from an ODS data file."""
+    from services.intake.registry import read_networks, read_registry
+
     try:
-        rows = store.read_providers_csv(file)
+        networks = read_networks(pcn) if pcn else None
+        fmt, loaded = read_registry(file, fmt, provider_type=provider_type, icb=icb,
+                                    icb_names=store.icb_names(), networks=networks)
+        for row in loaded.rows:
+            store.check_provider(row)
     except (OSError, ValueError, KeyError) as exc:
         raise fail(str(exc)) from exc
+    default_contact = contact or get_settings().quality_team_email
 
     async def work(conn: asyncpg.Connection) -> int:
-        return await store.upsert_providers(conn, rows)
+        return await store.upsert_providers(conn, loaded.rows, default_contact)
 
-    typer.echo(f"providers: {with_db(work)} loaded from {file}")
+    n = with_db(work)
+    kinds = ", ".join(f"{c} {k}" for k, c in sorted(
+        Counter(str(r["provider_type"]) for r in loaded.rows).items()))
+    typer.echo(f"providers: {n} loaded from {file} ({fmt}){f': {kinds}' if n else ''}")
+    for why, count in sorted(loaded.skipped.items()):
+        typer.echo(f"  skipped {count}: {why}")
 
 
 @providers_app.command("list")
@@ -53,7 +99,8 @@ def providers_list(as_json: JsonOption = False) -> None:
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         return [dict(r) for r in await store.list_providers(conn)]
 
-    print_rows(with_db(work), as_json, ["ods_code", "name", "provider_type", "quality_contact_email"])
+    print_rows(with_db(work), as_json, ["ods_code", "name", "provider_type", "icb_name",
+                                        "network_name", "quality_contact_email"], width=45)
 
 
 # -- feeds ------------------------------------------------------------------------------------
@@ -61,20 +108,27 @@ def providers_list(as_json: JsonOption = False) -> None:
 def feeds_create(
     feed_user: Annotated[str, typer.Argument(help="The feed's name: its RabbitMQ user name"
                                              " for AMQP feeds.")],
-    ods: Annotated[list[str], typer.Option("--ods", help="An ODS code it may submit for"
-                                           " (repeatable).")],
+    ods: Annotated[list[str] | None, typer.Option("--ods", help="An ODS code it may submit"
+                                                  " for (repeatable).")] = None,
     description: str = "",
     api_key: Annotated[bool, typer.Option(
         "--api-key", help="Also issue an API key for the HTTP API, printed once (replaces"
         " the feed's previous key).")] = False,
+    public: Annotated[bool, typer.Option(
+        "--public", help="The public's door (the workspace's public feedback page): it may"
+        " submit public_feedback for any registered provider, and nothing else.")] = False,
 ) -> None:
-    """Register a feed for the given ODS codes (re-enables a revoked feed, adds codes)."""
+    """Register a feed for the given ODS codes (re-enables a revoked feed, adds codes), or
+    the public's door (--public, no ODS codes)."""
+    codes = [c.strip().upper() for c in ods or []]
+    if public == bool(codes):
+        raise fail("give --ods CODE (a provider feed) or --public (the public's door), not"
+                   " both" if codes else "give at least one --ods CODE, or --public")
     key = new_api_key() if api_key else None
 
     async def work(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
-            await store.register_feed(conn, feed_user, [c.strip().upper() for c in ods],
-                                      description)
+            await store.register_feed(conn, feed_user, codes, description, public_door=public)
             if key:
                 await store.set_api_key(conn, feed_user, api_key_hash(key))
 
@@ -82,7 +136,8 @@ def feeds_create(
         with_db(work)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    typer.echo(f"feed {feed_user!r} may submit for {', '.join(c.upper() for c in ods)}")
+    typer.echo(f"feed {feed_user!r} is the public's door: public feedback about any provider"
+               if public else f"feed {feed_user!r} may submit for {', '.join(codes)}")
     if key:
         typer.echo("API key (shown once; intake keeps only its SHA-256):", err=True)
         typer.echo(key)
@@ -110,39 +165,66 @@ def feeds_list(as_json: JsonOption = False) -> None:
         for r in rows:
             r["ods_codes"] = ",".join(r["ods_codes"])
             r["status"] = "revoked" if r["revoked_at"] else "active"
+            if r["public_door"]:
+                r["ods_codes"] = "(the public's door: any provider)"
     print_rows(rows, as_json, ["feed_user", "status", "api_key", "ods_codes", "description"])
 
 
 # -- quarantine -------------------------------------------------------------------------------
+class QuarantineStatus(StrEnum):
+    open = "open"
+    resubmitted = "resubmitted"
+    discarded = "discarded"
+    expired = "expired"
+
+
+# The quarantine holds raw bodies (personal data): operators only. With CAREWATCH_TOKEN the
+# account must be an operator and is recorded; without one, the local operator.
+OPERATORS = ("operator",)
+
+
 @quarantine_app.command("list")
-def quarantine_list(as_json: JsonOption = False, limit: int = 50,
-                    status: Annotated[str, typer.Option(
-                        help="open, resubmitted or discarded")] = "open",
+def quarantine_list(as_json: JsonOption = False,
+                    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+                    status: Annotated[QuarantineStatus, typer.Option(
+                        help="Which rejected submissions.")] = QuarantineStatus.open,
                     feed: Annotated[str | None, typer.Option(help="Only this feed.")] = None,
                     ) -> None:
     """Rejected submissions, newest first, with their reasons."""
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await store.list_quarantine(conn, status, limit, feed)]
+    async def work(conn: asyncpg.Connection) -> tuple[list[dict[str, Any]], int]:
+        await acting(conn, OPERATORS)
+        rows = [dict(r) for r in await store.list_quarantine(conn, status.value, limit, feed)]
+        total = await conn.fetchval(
+            "SELECT count(*) FROM intake.quarantine WHERE status = $1"
+            " AND ($2::text IS NULL OR feed_user = $2)", status.value, feed)
+        return rows, total
 
-    rows = with_db(work)
+    rows, total = with_db(work)
     if not as_json:
         for r in rows:
-            r["reasons"] = "; ".join(f"{x['loc'] or '<message>'}: {x['msg']}" for x in r["reasons"])
-    print_rows(rows, as_json, ["submission_id", "received_at", "feed_user", "reasons"], width=90)
+            r["reasons"] = joined([f"{x['loc'] or '<message>'}: {x['msg']}" for x in r["reasons"]])
+    print_rows(rows, as_json, ["submission_id", "received_at", "feed_user", "reasons"], width=110,
+               total=total)
 
 
 @quarantine_app.command("show")
-def quarantine_show(submission_id: uuid.UUID) -> None:
-    """One rejected submission: its reasons and the body as received."""
+def quarantine_show(submission_id: uuid.UUID, as_json: JsonOption = False) -> None:
+    """OPERATORS ONLY: one rejected submission, its reasons and the body as received (raw,
+    unredacted: it may hold personal data; deleted after the retention period)."""
     async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
+        await acting(conn, OPERATORS)
         row = await store.get_quarantined(conn, submission_id)
         return dict(row) if row else None
 
     row = with_db(work)
     if row is None:
         raise fail(f"no quarantined submission {submission_id}", 1)
-    row["body"] = row["body"].decode("utf-8", errors="replace")
-    print_record(row)
+    row["body"] = (row["body"].decode("utf-8", errors="replace") if row["body"] is not None
+                   else f"(deleted {row['body_deleted_at']:%Y-%m-%d})")
+    if not as_json:
+        row["reasons"] = [f"{x['loc'] or '<message>'}: {x['msg']} ({x['type']})"
+                          for x in row["reasons"]]
+    print_record(row, as_json)
 
 
 def corrected_body(text: bytes) -> bytes:
@@ -162,7 +244,9 @@ def corrected_body(text: bytes) -> bytes:
 async def _with_admissions(work: Callable[[asyncpg.Connection, Admissions], Awaitable[T]]) -> T:
     """Admit from the CLI through intake's own Admissions: the events land in intake's
     outbox, published by the running intake's relay (or at its next start)."""
+    from services.intake.admission import Admissions
     from services.intake.app import build
+    from services.intake.validation import MAX_BODY_BYTES
     from shared.db import create_pool
 
     settings = get_settings()
@@ -181,21 +265,25 @@ async def _with_admissions(work: Callable[[asyncpg.Connection, Admissions], Awai
 def quarantine_resubmit(
     submission_id: uuid.UUID,
     file: Annotated[Path | None, typer.Option(
-        "--file", help="The corrected body (JSON), or a message file with a `body`.")] = None,
+        "--file", help="The corrected body (JSON), or a message file with a \"body\".")] = None,
     edit: Annotated[bool, typer.Option(
         "--edit", help="Correct the stored body in $EDITOR first.")] = False,
-    by: Annotated[str, typer.Option(help="Who resubmits (kept on the row).")] = getpass.getuser(),
 ) -> None:
     """Run a rejected submission through intake again, as its feed, after correction (or as
     stored, once the cause is fixed elsewhere: a feed registered, a provider added). The row
     is marked resubmitted; a new rejection is a new quarantine row linked to this one."""
+    from services.intake.admission import Incoming
+
     async def work(conn: asyncpg.Connection, admissions: Admissions) -> Admission:
+        by = await acting(conn, OPERATORS)
         row = await store.get_quarantined(conn, submission_id)
         if row is None:
             raise fail(f"no quarantined submission {submission_id}", 1)
         if row["status"] != "open":
             raise fail(f"submission {submission_id} is {row['status']}, not open", 1)
-        body = bytes(row["body"])
+        if row["body"] is None and file is None:
+            raise fail("the body was deleted (quarantine retention): pass --file", 2)
+        body = bytes(row["body"] or b"")
         if file is not None:
             body = corrected_body(file.read_bytes())
         elif (row["body_size"] or len(body)) > len(body):
@@ -222,11 +310,10 @@ def quarantine_resubmit(
 
 
 @quarantine_app.command("discard")
-def quarantine_discard(submission_id: uuid.UUID,
-                       by: Annotated[str, typer.Option(help="Who discards.")] = getpass.getuser(),
-                       ) -> None:
+def quarantine_discard(submission_id: uuid.UUID) -> None:
     """Close a rejected submission without resubmitting it."""
     async def work(conn: asyncpg.Connection) -> bool:
+        by = await acting(conn, OPERATORS)
         return await store.resolve_quarantined(conn, submission_id, "discarded", by)
 
     if not with_db(work):
@@ -236,11 +323,12 @@ def quarantine_discard(submission_id: uuid.UUID,
 
 # -- submit -----------------------------------------------------------------------------------
 def submit(
-    file: Annotated[Path, typer.Argument(help="A CSV (FFT monthly layout, or a complaints"
-                                         " export) or JSON lines (one submission a line).",
+    file: Annotated[Path, typer.Argument(help="A CSV (FFT monthly layout, an FFT responses"
+                                         " export, or a complaints export) or JSON lines (one"
+                                         " submission a line).",
                                          exists=True, dir_okay=False, readable=True)],
-    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, fft-csv or"
-                                     " complaints-csv.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, fft-csv,"
+                                     " fft-responses-csv or complaints-csv.")] = "auto",
     setting: Annotated[str | None, typer.Option(
         help="FFT setting for a CSV without a setting column (inpatient, a_and_e, ...).")] = None,
     ods: Annotated[str | None, typer.Option(
@@ -324,13 +412,47 @@ def submit(
     except KeyboardInterrupt:
         typer.secho(f"interrupted after record {cp.done:,}; run again to resume", err=True)
         raise typer.Exit(130) from None
+    except (loader.aio_pika.exceptions.AMQPConnectionError, TimeoutError) as exc:
+        if http or cp.sent:  # not the broker's first answer
+            raise fail(f"{type(exc).__name__}: {exc} (stopped after record {cp.done:,};"
+                       " run again to resume)", 1) from exc
+        raise fail(str(Unreachable("RabbitMQ", "--amqp-url or CAREWATCH_AMQP_URL", url, exc)),
+                   1) from None
     except (OSError, asyncpg.PostgresError, loader.aio_pika.exceptions.AMQPError) as exc:
         raise fail(f"{type(exc).__name__}: {exc} (stopped after record {cp.done:,};"
                    " run again to resume)", 1) from exc
+    finally:
+        _drop_if_empty(bulk.rejections_path(file))
     typer.echo(json.dumps({"file": str(file), "records": total, **done.counts}))
-    if done.counts.get("rejected"):
-        typer.echo(f"reasons of rejected records: {bulk.rejections_path(file)}", err=True)
+    rejected = done.counts.get("rejected", 0)
+    if rejected:
+        _show_rejections(bulk.rejections_path(file), rejected)
     sys.stdout.flush()
+    if rejected and not done.counts.get("accepted") and not done.counts.get("duplicate"):
+        raise fail(f"every record of {file} was rejected: nothing was loaded", 1)
+
+
+def _drop_if_empty(path: Path) -> None:
+    """No empty FILE.rejected.jsonl is left behind."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
+def _show_rejections(path: Path, rejected: int, shown: int = 5) -> None:
+    """The first rejections, by line of the file, and where the rest are."""
+    lines: list[str] = []
+    with contextlib.suppress(OSError), path.open(encoding="utf-8") as f:
+        for raw in itertools.islice(f, shown):
+            r = json.loads(raw)
+            reasons = [f"{x.get('loc') or '<record>'}: {x.get('msg')}" for x in r["reasons"]]
+            lines.append(f"  line {r.get('line', '?')}: {joined(reasons)}")
+    typer.echo(f"rejected {rejected:,} record(s):", err=True)
+    for line in lines:
+        typer.echo(line, err=True)
+    more = rejected - len(lines)
+    typer.echo(f"  {f'(+{more:,} more) ' if more > 0 else ''}every reason, by line:"
+               f" {path}", err=True)
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -5,6 +5,8 @@ service downstream reads the same numbers. Pure functions.
   acknowledge within 3 working days of receipt, respond within 6 months.
 - fft_monthly: NHS England's % positive and % negative, with "don't know" counted in the
   denominator (all responses), and the response rate when the eligible count is given.
+- public_feedback: whether intake holds contact details for it (the details themselves are
+  withheld: see validation.parse).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from shared.submissions import ComplaintV1, FFTMonthlyV1, SubmissionModel
+from shared.submissions import ComplaintV1, FFTMonthlyV1, PublicFeedbackV1, SubmissionModel
 from shared.workdays import months_after, working_days_after
 
 ACKNOWLEDGEMENT_WORKING_DAYS = 3
@@ -63,4 +65,6 @@ def derived_fields(submission: SubmissionModel) -> dict[str, Any]:
             round(100 * submission.responses / submission.total_eligible, 4)
             if submission.total_eligible else None)
         return fields
+    if isinstance(submission, PublicFeedbackV1):
+        return {"contact_details_held": submission.contact is not None}
     return {}

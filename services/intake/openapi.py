@@ -1,4 +1,5 @@
-"""intake's OpenAPI document, generated from the code (FastAPI) into docs/openapi/intake.json.
+"""intake's OpenAPI document, generated from the code (FastAPI) into docs/openapi/intake.json
+(see services/cli/openapi.py, which writes every service's).
 
     python -m services.intake.openapi           # write the document
     python -m services.intake.openapi --check   # exit 1 if the checked-in one is out of date
@@ -6,26 +7,21 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
+from services.cli import openapi
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "intake.json"
-# The document describes the default deployment, whatever this machine's settings are.
-DOC_SETTINGS = Settings(amqp_url="amqp://rabbitmq:5672/", namespace="carewatch")
+DOC = openapi.path("intake")
 
 
 def document() -> dict[str, Any]:
-    from services.intake.app import build
-
-    return build(DOC_SETTINGS).http.api.openapi()
+    return openapi.document("intake")
 
 
 def render() -> str:
-    return json.dumps(document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return openapi.render("intake")
 
 
 def write(path: Path = DOC) -> Path:

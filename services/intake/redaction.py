@@ -2,14 +2,37 @@
 
 Finds NHS numbers (only those whose Modulus 11 check digit is valid, in any spacing), UK
 phone numbers, email addresses, UK postcodes and dates of birth (a date introduced as a date
-of birth), and replaces each with a bracketed label. Pure functions, no I/O.
+of birth, or followed by an age), and replaces each with a bracketed label. Pure functions,
+no I/O.
+
+Evasions are normalised away before matching: the text is matched in its Unicode NFKC form
+(full-width digits and letters, ``＠``, no-break and thin spaces), with invisible characters
+(zero-width spaces and joiners, soft hyphens, bidirectional controls: Unicode's default
+ignorable code points) removed, dashes folded to ``-`` and every script's decimal digits
+read as ASCII ones; separators inside numbers may be spaces (up to a wide gap), dots,
+slashes or hyphens; ``0044`` is ``+44``; e-mail addresses may be written ``[at]``,
+``(at)``, or ``at`` and ``dot`` spelled out. A text in which nothing is found is returned
+exactly as it came; one in which something is found is returned in its normalised form,
+redacted.
+
+Every pattern runs in linear time: each repetition is bounded, and a pattern that could
+start inside a run it has already scanned (an e-mail's local part) only starts at the
+beginning of the run. Patterns that cannot match are skipped by cheap tests first (no digit:
+no number, date or postcode; no ``@`` nor ``at``: no e-mail), and no step runs Python
+code per character (windows split at long gaps found by one C scan; folding replaces each
+distinct character at once). ``tools/bench.py`` (``python -m tools.bench
+--redaction-only``) measures it on normal and adversarial text, and
+``tests/unit/test_intake_redaction.py`` checks that its time grows linearly on each shape.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 NHS_NUMBER = "[NHS NUMBER]"
 PHONE = "[PHONE]"
@@ -17,55 +40,191 @@ EMAIL = "[EMAIL]"
 POSTCODE = "[POSTCODE]"
 DATE_OF_BIRTH = "[DATE OF BIRTH]"
 
+# -- normalisation -------------------------------------------------------------------------------
+# Unicode's Default_Ignorable_Code_Point characters (invisible when rendered), and the Hangul
+# fillers and combining grapheme joiner, which render as nothing too.
+_INVISIBLE_RE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]")
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+
+
+@cache
+def _fold_table() -> dict[int, str]:
+    """Dashes to ``-``, and the decimal digits of every script to ASCII (built once, on the
+    first text that is not ASCII)."""
+    table = {ord(c): "-" for c in _DASHES}
+    every = "".join(map(chr, range(0x80, 0x110000)))
+    for digit in re.findall(r"\d", every):
+        table[ord(digit)] = str(unicodedata.decimal(digit))
+    return table
+
+
+def normalise(text: str) -> str:
+    """The form of ``text`` that redaction matches: NFKC, invisible characters removed,
+    dashes and digits folded to ASCII. ASCII text is returned as it is."""
+    if text.isascii():
+        return text
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))
+    return _fold(text) if not text.isascii() else text
+
+
+# Folding replaces each distinct character to fold all at once (str.replace is C and keeps
+# every index, since each is one character for one); past this many distinct ones, one
+# translate of the whole text is cheaper. Never a Python step per character or per run.
+_FOLD_ONE_BY_ONE = 16
+# A character that :func:`_fold_table` folds: a dash, or a decimal digit that is not ASCII.
+_FOLDABLE_RE = re.compile(rf"[^\x00-\x7f](?<=[{_DASHES}\d])")
+
+
+def _fold(text: str) -> str:
+    table = _fold_table()
+    at = 0
+    for _ in range(_FOLD_ONE_BY_ONE):
+        m = _FOLDABLE_RE.search(text, at)
+        if m is None:
+            return text
+        text, at = text.replace(m.group(), table[ord(m.group())]), m.start()
+    return text.translate(table)
+
+
+# -- patterns ------------------------------------------------------------------------------------
 _MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
            r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
-_YEAR = r"(?:\d{4}|\d{2})"
-_DATE = (rf"(?:\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}"
-         rf"|\d{{4}}-\d{{1,2}}-\d{{1,2}}"
-         # 03-Mar-1954, 3/Mar/54 (patient administration systems)
-         rf"|\d{{1,2}}[\-/ ]{_MONTHS}[\-/ ]{_YEAR}"
-         rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\.?,?\s+{_YEAR}"
-         rf"|{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+{_YEAR})(?!\d)")
+_YEAR = r"(?:[0-9]{4}|[0-9]{2})"
+# Dates with a day, month and year (the year may be 2 digits).
+_FULL_DATE = (rf"(?:[0-9]{{1,2}}[/.\-][0-9]{{1,2}}[/.\-][0-9]{{2,4}}"
+              rf"|[0-9]{{4}}-[0-9]{{1,2}}-[0-9]{{1,2}}"
+              # 03-Mar-1954, 3/Mar/54 (patient administration systems)
+              rf"|[0-9]{{1,2}}[\-/ ]{_MONTHS}[\-/ ]{_YEAR}"
+              rf"|[0-9]{{1,2}}(?:st|nd|rd|th)?\s{{1,3}}(?:of\s{{1,3}})?{_MONTHS}\.?,?\s{{1,3}}"
+              rf"{_YEAR}"
+              rf"|{_MONTHS}\.?\s{{1,3}}[0-9]{{1,2}}(?:st|nd|rd|th)?,?\s{{1,3}}{_YEAR})(?![0-9])")
+# After a cue, a month and a four-digit year is a date of birth too ("born in March 1938").
+_DATE = rf"(?:{_FULL_DATE}|{_MONTHS}\.?,?\s{{1,3}}(?:1[89]|20)[0-9]{{2}}(?![0-9]))"
+# Matched on the lower-cased text (a pattern that starts with a character set, rather than
+# with \b and case-insensitive, is scanned for about ten times as fast).
 _DOB_RE = re.compile(
-    rf"(?P<cue>\b(?:d\.?\s?o\.?\s?b\.?|date\s+of\s+birth|birth\s*date|born(?:\s+on)?(?:\s+the)?)"
-    rf"\s*(?:(?:is|was)\s+)?[:\-\u2013\u2014]?\s*)(?P<date>{_DATE})",
+    rf"(?P<cue>[bd](?<!\w[bd])(?:\.?\s?o\.?\s?b\.?|ate\s{{1,3}}of\s{{1,3}}birth|irth\s{{0,3}}date"
+    rf"|orn(?:\s{{1,3}}(?:on|in))?(?:\s{{1,3}}the)?)"
+    rf"\s{{0,3}}(?:(?:is|was)\s{{1,3}})?[:\-]?\s{{0,3}})(?P<date>{_DATE})",
+)
+# A date followed by an age, with no cue word ("Mrs K 14/02/1938 (86)", "03/04/1941, 83
+# yrs", "12.03.1938 aged 86"). Found from its four-digit year followed by an age (rare, and
+# a pattern that starts with a digit is scanned for fast), then the date that ends with that
+# year is looked for just before it; the date is a date of birth when year + age is a
+# plausible present (``_dob_by_age``).
+_YEAR_THEN_AGE_RE = re.compile(
+    r"[12](?<![0-9][12])(?:[89]|0)(?<![2][89])(?<![1]0)[0-9]{2}(?P<iso>-[0-9]{1,2}-[0-9]{1,2})?"
+    # A year that ends a date follows a separator (12/03/1938, 3 June 1938, 03-Mar-1938);
+    # one that starts it is ISO (1938-03-12). Any other year is no date's.
+    r"(?![0-9])(?(iso)|(?<=[/.\-\s][0-9]{4}))"
+    r"[ \t]{0,2}[,;(\-]?[ \t]{0,2}"
+    r"(?:aged?[ \t]{0,2}(?P<aged>[0-9]{1,3})(?![0-9])"
+    r"|(?P<age>[0-9]{1,3})[ \t]{0,2}(?:\)|,|y(?:ea)?rs?\b|y/?o\b|years?[ \t]old))",
     re.IGNORECASE,
 )
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+")
-# Ten digits with up to three spaces, line breaks or hyphens between any two (a form's
-# fixed-width fields, a number wrapped across lines), not inside a longer number.
-_TEN_DIGITS_RE = re.compile(r"(?<![\d\w])(?:\d[\s\-]{0,3}){9}\d(?![\d\w])")
-# +44 numbers: 9 or 10 national digits, optionally "(0)", grouped by spaces or hyphens. Found
-# before NHS numbers: about 1 in 11 of them would pass the Modulus 11 check.
+_DOB_CI_RE = re.compile(_DOB_RE.pattern, re.IGNORECASE)
+_DATE_AT_END_RE = re.compile(rf"(?:{_FULL_DATE})\Z", re.IGNORECASE)
+_LOCAL = r"[A-Za-z0-9._%+\-'_]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_AT_BRACKETED = r"\s{0,2}[\[({<]\s?at\s?[\])}>]\s{0,2}"
+_DOT_SPELLED = r"(?:\s{0,2}[\[({<]\s?dot\s?[\])}>]\s{0,2}|\s{1,2}dot\s{1,2})"
+_DOT_ANY = rf"(?:{_DOT_SPELLED}|\.)"
+# The local part starts only where a run of local-part characters starts (the lookbehind),
+# so a long run with no @ is scanned once, not once per character.
+# The local part is possessive: what may follow it (``@``, a blank, a bracket) is never a
+# local-part character, so giving some back could not help, and the engine does not try.
+_EMAIL_RE = re.compile(
+    rf"{_LOCAL}(?<!{_LOCAL}{_LOCAL}){_LOCAL}{{0,63}}+"
+    rf"(?:(?:@|[ \t]@[ \t]){_LABEL}(?:\.{_LABEL}){{1,8}}"
+    rf"|{_AT_BRACKETED}{_LABEL}(?:{_DOT_ANY}{_LABEL}){{1,8}}"
+    # "john at example dot com": a plain " at " only with the first dot spelled out.
+    rf"|\s{{1,2}}at\s{{1,2}}{_LABEL}{_DOT_SPELLED}{_LABEL}(?:{_DOT_ANY}{_LABEL}){{0,7}})"
+    rf"(?![A-Za-z0-9\-])",
+)
+_EMAIL_CI_RE = re.compile(_EMAIL_RE.pattern, re.IGNORECASE)
+_EMAIL_ANCHOR_RE = re.compile(r"@|[\[({<]\s?at\s?[\])}>]|\sat\s")
+# Between the digits of a number: a space or a wide gap (up to 12 blanks or line breaks),
+# or one dot, slash or hyphen with a space either side at most.
+_NUMBER_SEP = r"(?:\s{1,12}|[ \t]?[\-./][ \t]?)"
+_PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
+# (A digit after a digit is tried before any separator, ``(?:[0-9]|SEP[0-9])``: the same
+# match as ``(?:SEP?[0-9])``, about a third faster on long runs of grouped digits.)
+# Ten digits, not inside a longer number.
+_TEN_DIGITS_RE = re.compile(rf"[0-9](?<![\w][0-9])(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}}(?![\w])")
+# +44 (or 0044) numbers: 9 or 10 national digits, optionally "(0)". Found before NHS
+# numbers: about 1 in 11 of them would pass the Modulus 11 check.
 _INTERNATIONAL_PHONE_RE = re.compile(
-    r"(?<![\d\w+])\+\s?44(?:[\s\-]?\(0\))?(?:[\s\-]?\d){9,10}(?![\d\w])")
+    rf"(?:\+(?<![\w+]\+)[ \t]?|0(?<![\w+]0)0[ \t]?)44(?:{_PHONE_SEP}?\(0\))?"
+    rf"(?:[0-9]|{_PHONE_SEP}[0-9]){{9,10}}(?![\w])")
 # National numbers: 0 and ten more digits (0800/0808/0500 numbers may have nine), grouped by
-# spaces, hyphens or an area code in brackets. A 0 and nine digits is an order number.
+# spaces, dots, slashes, hyphens or an area code in brackets. A 0 and nine digits is an order
+# number.
 _PHONE_RE = re.compile(
-    r"(?<![\d\w+])(?:\(0(?:[ \-)]{0,2}\d){10}|0(?:[ \-]?\d){10}"
-    r"|0[ \-]?(?:800|808|500)(?:[ \-]?\d){6})(?![\d\w])")
+    rf"(?:\((?<![\w+]\()0(?:(?:[ \-]{{0,2}}\)?[ \-]{{0,2}}|{_PHONE_SEP})?[0-9]){{10}}"
+    rf"|0(?<![\w+]0)(?:[0-9]|{_PHONE_SEP}[0-9]){{10}}"
+    rf"|0(?<![\w+]0){_PHONE_SEP}?(?:800|808|500)(?:[0-9]|{_PHONE_SEP}[0-9]){{6}})(?![\w])")
 # Postcode areas of the UK (and GIR 0AA), so that a ward called "C4" is not a postcode.
-_AREAS = ("AB AL BA BB BD BF BH BL BN BR BS BT BX CA CB CF CH CM CO CR CT CV CW DA DD DE DG DH "
-          "DL DN DT DY EC EH EN EX FK FY GL GU GY HA HD HG HP HR HS HU HX IG IM IP IV JE KA KT "
-          "KW KY LA LD LE LL LN LS LU ME MK ML NE NG NN NP NR NW OL OX PA PE PH PL PO PR RG RH "
-          "RM SA SE SG SK SL SM SN SO SP SR SS ST SW SY TA TD TF TN TQ TR TS TW UB WA WC WD WF "
-          "WN WR WS WV YO ZE B E G L M N S W").split()
+_AREAS = frozenset((
+    "AB AL BA BB BD BF BH BL BN BR BS BT BX CA CB CF CH CM CO CR CT CV CW DA DD DE DG DH "
+    "DL DN DT DY EC EH EN EX FK FY GL GU GY HA HD HG HP HR HS HU HX IG IM IP IV JE KA KT "
+    "KW KY LA LD LE LL LN LS LU ME MK ML NE NG NN NP NR NW OL OX PA PE PH PL PO PR RG RH "
+    "RM SA SE SG SK SL SM SN SO SP SR SS ST SW SY TA TD TF TN TQ TR TS TW UB WA WC WD WF "
+    "WN WR WS WV YO ZE B E G L M N S W").split())
+
+
+def _letters(letters: set[str]) -> str:
+    return "".join(sorted(letters | {c.lower() for c in letters}))
+
+
+# From the outward code's district digit, with the area's one or two letters (starting a
+# word) looked behind it, so only plausible areas reach the exact check in Python.
 _POSTCODE_RE = re.compile(
-    rf"\b(?:GIR\s?0AA|(?:{'|'.join(_AREAS)})\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{{2}})\b",
-    re.IGNORECASE,
-)
+    rf"[0-9](?:(?<=(?<!\w)(?P<two>[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
+    rf"[{_letters({a[1] for a in _AREAS if len(a) == 2})}])[0-9])"
+    rf"|(?<=(?<!\w)(?P<one>[{_letters({a for a in _AREAS if len(a) == 1})}])[0-9]))"
+    r"[A-Za-z0-9]?\s{0,3}[0-9][ABD-HJLNP-UW-Zabd-hjlnp-uw-z]{2}(?![\w])")
+_GIR_RE = re.compile(r"[Gg](?<!\w[Gg])[Ii][Rr]\s{0,3}0[Aa][Aa]\b")
+_DIGIT_RE = re.compile(r"[0-9]")
+_NOT_DIGITS = str.maketrans("", "", " \t\r\n\f\v-./()")
+_WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 
 
 def is_valid_nhs_number(digits: str) -> bool:
     """Modulus 11 check of a 10-digit NHS number (decimal digits of any script)."""
     if len(digits) != 10 or not digits.isdecimal():
         return False
-    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True))
+    total = sum(int(d) * w for d, w in zip(digits[:9], _WEIGHTS, strict=True))
     check = 11 - total % 11
     if check == 11:
         check = 0
     return check != 10 and check == int(digits[9])
+
+
+_DIGIT_RUN_RE = re.compile(r"[0-9]+")
+
+
+def code_holds_personal_data(code: str) -> bool:
+    """Whether a code (a record id, an ODS code: letters, digits and punctuation, no spaces)
+    holds an NHS number (ten digits, or 3-3-4 groups, with a valid check digit), a phone
+    number (0 and ten digits) or an e-mail address. Stricter than ``redact`` on what makes
+    a number (its digits must stand alone), since ids often join groups of digits with
+    hyphens: ``FFT-RKE-2026-11-004417-12345678`` is a reference, not a phone number."""
+    code = normalise(code)
+    if "@" in code:
+        return True
+    runs = _DIGIT_RUN_RE.findall(code)
+    for n, run in enumerate(runs):
+        if len(run) == 10 and is_valid_nhs_number(run):
+            return True
+        if len(run) == 11 and run[0] == "0":
+            return True
+        if [len(r) for r in runs[n:n + 3]] == [3, 3, 4] and \
+                is_valid_nhs_number("".join(runs[n:n + 3])):
+            return True
+    return False
 
 
 @dataclass
@@ -80,28 +239,184 @@ class Redacted:
 
 def redact(text: str) -> Redacted:
     """Replace personal data in ``text`` with labels; count what was found by label."""
+    normal = normalise(text)
     found: Counter[str] = Counter()
+    out = _redact(normal, found)
+    # Nothing found: the text as it came (normalisation is for matching, not for storing).
+    return Redacted(out if found else text, found)
 
-    def sub(pattern: re.Pattern[str], label: str, s: str, keep_cue: bool = False) -> str:
-        def repl(m: re.Match[str]) -> str:
-            found[label] += 1
-            return (m.group("cue") + label) if keep_cue else label
-        return pattern.sub(repl, s)
 
+def _redact(text: str, found: Counter[str]) -> str:
     # Order matters: dates of birth and emails first (they contain digits), then +44 phone
     # numbers, then NHS numbers (valid check digit only), then national phone numbers, then
     # postcodes.
-    text = sub(_DOB_RE, DATE_OF_BIRTH, text, keep_cue=True)
-    text = sub(_EMAIL_RE, EMAIL, text)
-    text = sub(_INTERNATIONAL_PHONE_RE, PHONE, text)
+    digits = _DIGIT_RE.search(text) is not None
+    if digits:
+        text = _near_digits(text, lambda t: _dates_of_birth_by_age(
+            _dates_of_birth_by_cue(t, found), found))
+    text = _emails(text, found)
+    if digits:
+        text = _near_digits(text, lambda t: _numbers(t, found))
+    return text
 
-    def nhs(m: re.Match[str]) -> str:
-        if is_valid_nhs_number(re.sub(r"\D", "", m.group())):
+
+def _numbers(text: str, found: Counter[str]) -> str:
+    text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
+    _count(found, PHONE, n)
+    text = _TEN_DIGITS_RE.sub(lambda m: _nhs_number(m, found), text)
+    text, n = _PHONE_RE.subn(PHONE, text)
+    _count(found, PHONE, n)
+    return _postcodes(text, found)
+
+
+# Every pattern but the e-mail's holds a digit, and reaches at most this far before its
+# first digit (a cue and a month name: "date of birth is 3rd of September 1954") and after
+# its last one (an age after a date: "1938 (86 years old)"); digits further apart than both
+# are in separate windows.
+_BEFORE_DIGITS, _AFTER_DIGITS = 80, 150
+# A digit followed by more non-digits than a window reaches across: where windows split.
+# (Found from the digit, so each run of non-digits is scanned once, by C code: no per-digit
+# Python step, and no repetition the engine has to keep backtracking state for.)
+_GAP_RE = re.compile(rf"[0-9][^0-9]{{{_BEFORE_DIGITS + _AFTER_DIGITS + 1},}}+")
+_LAST_DIGIT_RE = re.compile(r"[0-9][^0-9]*+\Z")
+
+
+def _near_digits(text: str, redact_window: Callable[[str], str]) -> str:
+    """``redact_window`` applied to the windows of ``text`` around its digits only: a long
+    text with few numbers is not scanned whole by every pattern. A window starts at least
+    ``_BEFORE_DIGITS`` characters of non-digits before a digit, so no pattern is cut."""
+    first = _DIGIT_RE.search(text)
+    if first is None:
+        return text
+    # Clusters of digits no further apart than both reaches: from a digit after a gap (or
+    # the first) to the digit before the next gap (or the last).
+    clusters: list[tuple[int, int]] = []
+    start = first.start()
+    for gap in _GAP_RE.finditer(text, start):
+        clusters.append((start, gap.start() + 1))
+        start = gap.end()
+    if start < len(text):
+        last = _LAST_DIGIT_RE.search(text, max(start, len(text) - _BEFORE_DIGITS
+                                               - _AFTER_DIGITS - 1))
+        clusters.append((start, last.start() + 1 if last else start + 1))
+    parts: list[str] = []
+    done = 0
+    for first_digit, end_digit in clusters:
+        start = max(done, first_digit - _BEFORE_DIGITS)
+        end = min(len(text), end_digit + _AFTER_DIGITS)
+        parts += [text[done:start], redact_window(text[start:end])]
+        done = end
+    return "".join([*parts, text[done:]])
+
+
+def _count(found: Counter[str], label: str, n: int) -> None:
+    if n:
+        found[label] += n
+
+
+# The weighted sum of the first nine digits by three-digit groups (a dictionary lookup each
+# rather than nine multiplications: dense runs of digits are a redaction's worst case).
+_GROUP_SUMS = [{f"{n:03d}": sum(int(d) * w for d, w in zip(f"{n:03d}", _WEIGHTS[i:i + 3],
+                                                           strict=True))
+                for n in range(1000)} for i in (0, 3, 6)]
+
+
+def _nhs_number(m: re.Match[str], found: Counter[str]) -> str:
+    text = m.group()
+    digits = text.translate(_NOT_DIGITS)
+    if len(digits) == 10 and digits.isascii() and digits.isdigit():
+        first, second, third = _GROUP_SUMS
+        check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
+        if check != 10 and (0 if check == 11 else check) == ord(digits[9]) - 48:
             found[NHS_NUMBER] += 1
             return NHS_NUMBER
-        return m.group()
+    return text
 
-    text = _TEN_DIGITS_RE.sub(nhs, text)
-    text = sub(_PHONE_RE, PHONE, text)
-    text = sub(_POSTCODE_RE, POSTCODE, text)
-    return Redacted(text, found)
+
+def _lower(text: str) -> str | None:
+    """``text`` lower-cased, when that keeps every character where it was."""
+    lower = text.lower()
+    return lower if len(lower) == len(text) else None
+
+
+def _replace(text: str, spans: list[tuple[int, int]], label: str, found: Counter[str]) -> str:
+    if not spans:
+        return text
+    found[label] += len(spans)
+    parts, done = [], 0
+    for start, end in spans:
+        parts += [text[done:start], label]
+        done = end
+    return "".join([*parts, text[done:]])
+
+
+def _dates_of_birth_by_cue(text: str, found: Counter[str]) -> str:
+    lower = _lower(text)
+    if lower is None:  # (a character whose lower case is longer: match case-insensitively)
+        text, n = _DOB_CI_RE.subn(rf"\g<cue>{DATE_OF_BIRTH}", text)
+        _count(found, DATE_OF_BIRTH, n)
+        return text
+    return _replace(text, [m.span("date") for m in _DOB_RE.finditer(lower)], DATE_OF_BIRTH,
+                    found)
+
+
+# Windows around anchors pay off while anchors are sparse; past about one per this many
+# characters they cover the text anyway, and one scan of the whole text is cheaper.
+_CHARS_PER_ANCHOR = 2000
+
+
+def _emails(text: str, found: Counter[str]) -> str:
+    """E-mail addresses, looked for only around an ``@`` or an ``at``: the windows around
+    them are matched, not the whole text (unless anchors are dense)."""
+    lower = _lower(text)
+    if lower is None:
+        text, n = _EMAIL_CI_RE.subn(EMAIL, text)
+        _count(found, EMAIL, n)
+        return text
+    spans: list[tuple[int, int]] = []
+    window_start = window_end = -1
+    budget = len(lower) // _CHARS_PER_ANCHOR + 8
+    for anchor in _EMAIL_ANCHOR_RE.finditer(lower):
+        budget -= 1
+        if budget < 0:  # dense: match the rest of the text at once
+            spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start)]
+            return _replace(text, spans, EMAIL, found)
+        start, end = max(0, anchor.start() - 70), anchor.end() + 700
+        if start > window_end:
+            if window_end >= 0:
+                spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start, window_end)]
+            window_start = max(start, spans[-1][1] if spans else 0)
+        window_end = end
+    if window_end >= 0:
+        spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start, window_end)]
+    return _replace(text, spans, EMAIL, found)
+
+
+def _postcodes(text: str, found: Counter[str]) -> str:
+    """Postcodes, found from their digits (the outward code's district and the inward
+    code), with the area's one or two letters checked before them."""
+    spans = []
+    for m in _POSTCODE_RE.finditer(text):
+        area = m["two"] or m["one"]
+        if area.upper() in _AREAS:
+            spans.append((m.start() - len(area), m.end()))
+    spans += [m.span() for m in _GIR_RE.finditer(text)]
+    return _replace(text, sorted(spans), POSTCODE, found)
+
+
+def _dates_of_birth_by_age(text: str, found: Counter[str]) -> str:
+    parts: list[str] = []
+    done = 0
+    for m in _YEAR_THEN_AGE_RE.finditer(text):
+        year = int(text[m.start():m.start() + 4])
+        if m.group("iso"):  # 1938-03-12: the date starts with its year
+            start, end = m.start(), m.end("iso")
+        else:
+            date = _DATE_AT_END_RE.search(text, max(done, m.start() - 30), m.start() + 4)
+            start, end = (date.start(), date.end()) if date else (-1, -1)
+        age = int(m.group("aged") or m.group("age"))
+        if start >= done and age <= 120 and 1990 <= year + age <= 2100:
+            found[DATE_OF_BIRTH] += 1
+            parts += [text[done:start], DATE_OF_BIRTH]
+            done = end
+    return "".join([*parts, text[done:]]) if parts else text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,29 +15,70 @@ from shared.events import FULL_EMAIL_CHECK, ProviderRef, RejectionReason
 
 SCHEMA = "intake"
 SAMPLE_PROVIDERS = Path(__file__).resolve().parents[2] / "data" / "providers.csv"
+# GP practices (with their PCN), care homes (with their CQC location), community,
+# mental-health and voluntary services: illustrative, seeded beside the trusts.
+SAMPLE_OTHER_PROVIDERS = SAMPLE_PROVIDERS.with_name("providers-gp-care-community.csv")
 
 
-def read_providers_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    required = {"ods_code", "name", "provider_type", "quality_contact_email"}
-    if rows and not required <= set(rows[0]):
-        raise ValueError(f"{path}: columns must include {sorted(required)}")
-    for row in rows:  # validates the e-mail address in full and the rest of the snapshot
-        FULL_EMAIL_CHECK.validate_python(row["quality_contact_email"].strip())
-        ProviderRef(**{k: row[k] for k in required})
-    return rows
+def read_providers_csv(path: Path) -> list[dict[str, str | None]]:
+    """carewatch's provider CSV (data/providers.csv), each row checked."""
+    from services.intake.registry import read_registry
+
+    _, loaded = read_registry(path, "carewatch", icb_names=icb_names())
+    for row in loaded.rows:
+        check_provider(row)
+    return loaded.rows
 
 
-async def upsert_providers(conn: asyncpg.Connection, rows: Iterable[dict[str, str]]) -> int:
-    records = [(r["ods_code"].strip().upper(), r["name"].strip(), r["provider_type"].strip(),
-                r["quality_contact_email"].strip(), (r.get("region") or "").strip() or None)
+def ods_codes(rows: Iterable[dict[str, str | None]]) -> list[str]:
+    """The ODS codes of provider rows as ``read_providers_csv`` returns them (each has one)."""
+    codes = []
+    for row in rows:
+        if not (code := row["ods_code"]):
+            raise ValueError("a provider row without an ODS code")
+        codes.append(code)
+    return codes
+
+
+def icb_names() -> dict[str, str]:
+    from services.intake.registry import SAMPLE_ICBS, read_icb_names
+
+    return read_icb_names(SAMPLE_ICBS) if SAMPLE_ICBS.exists() else {}
+
+
+def check_provider(row: dict[str, str | None]) -> None:
+    """The e-mail address in full and the rest of the snapshot (a row from an ODS file has
+    no contact yet: it is checked when one is given)."""
+    if row["quality_contact_email"]:
+        FULL_EMAIL_CHECK.validate_python(row["quality_contact_email"])
+        ProviderRef.model_validate({k: row[k] for k in (
+            "ods_code", "name", "provider_type", "quality_contact_email", "icb_code", "icb_name")})
+
+
+async def upsert_providers(conn: asyncpg.Connection, rows: Iterable[dict[str, str | None]],
+                           default_contact: str | None = None) -> int:
+    """Add or update providers. A row without a contact (from an ODS file) keeps the known
+    provider's, or gets ``default_contact`` when the provider is new; optional columns left
+    empty keep what the registry had."""
+    records = [(r["ods_code"], r["name"], r["provider_type"], r["quality_contact_email"],
+                r.get("region"), r.get("icb_code"), r.get("icb_name"), r.get("network_code"),
+                r.get("network_name"), r.get("cqc_location_id"), bool(r.get("keep_type")))
                for r in rows]
     await conn.executemany(
-        "INSERT INTO intake.providers (ods_code, name, provider_type, quality_contact_email, region)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ods_code) DO UPDATE SET name = $2,"
-        " provider_type = $3, quality_contact_email = $4, region = $5, updated_at = now()",
-        records)
+        "INSERT INTO intake.providers (ods_code, name, provider_type, quality_contact_email,"
+        " region, icb_code, icb_name, network_code, network_name, cqc_location_id)"
+        " VALUES ($1, $2, $3, COALESCE($4, $12), $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (ods_code) DO UPDATE SET name = $2,"
+        " provider_type = CASE WHEN $11 THEN intake.providers.provider_type ELSE $3 END,"
+        " quality_contact_email = COALESCE($4, intake.providers.quality_contact_email),"
+        " region = COALESCE($5, intake.providers.region),"
+        " icb_code = COALESCE($6, intake.providers.icb_code),"
+        " icb_name = COALESCE($7, intake.providers.icb_name),"
+        " network_code = COALESCE($8, intake.providers.network_code),"
+        " network_name = COALESCE($9, intake.providers.network_name),"
+        " cqc_location_id = COALESCE($10, intake.providers.cqc_location_id),"
+        " updated_at = now()",
+        [(*r, default_contact) for r in records])
     return len(records)
 
 
@@ -47,14 +87,15 @@ async def list_providers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def register_feed(conn: asyncpg.Connection, feed_user: str, ods_codes: list[str],
-                        description: str = "") -> None:
-    """Create (or re-enable) a feed and allow it to submit for ``ods_codes``."""
+                        description: str = "", public_door: bool = False) -> None:
+    """Create (or re-enable) a feed and allow it to submit for ``ods_codes``; or, with
+    ``public_door``, the public's door: the public's kinds, for any registered provider."""
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO intake.feeds (feed_user, description) VALUES ($1, $2)"
-            " ON CONFLICT (feed_user) DO UPDATE SET revoked_at = NULL,"
+            "INSERT INTO intake.feeds (feed_user, description, public_door) VALUES ($1, $2, $3)"
+            " ON CONFLICT (feed_user) DO UPDATE SET revoked_at = NULL, public_door = $3,"
             " description = COALESCE(NULLIF($2, ''), intake.feeds.description)",
-            feed_user, description)
+            feed_user, description, public_door)
         unknown = await conn.fetchval(
             "SELECT array_agg(c) FROM unnest($1::text[]) c"
             " WHERE c NOT IN (SELECT ods_code FROM intake.providers)", ods_codes)
@@ -72,16 +113,17 @@ class Registry:
     providers: dict[str, ProviderRef] = field(default_factory=dict)
     active_feeds: frozenset[str] = frozenset()
     grants: frozenset[tuple[str, str]] = frozenset()  # (feed_user, ods_code)
+    public_feeds: frozenset[str] = frozenset()  # the public's doors among the active feeds
 
 
 async def registry_for(conn: asyncpg.Connection, feed_users: Collection[str],
                        ods_codes: Collection[str]) -> Registry:
     """The providers among ``ods_codes`` and what ``feed_users`` may submit for them."""
     providers = await conn.fetch(
-        "SELECT ods_code, name, provider_type, quality_contact_email FROM intake.providers"
-        " WHERE ods_code = ANY($1::text[])", list(ods_codes))
+        "SELECT ods_code, name, provider_type, quality_contact_email, icb_code, icb_name"
+        " FROM intake.providers WHERE ods_code = ANY($1::text[])", list(ods_codes))
     feeds = await conn.fetch(
-        "SELECT f.feed_user, fp.ods_code FROM intake.feeds f"
+        "SELECT f.feed_user, f.public_door, fp.ods_code FROM intake.feeds f"
         " LEFT JOIN intake.feed_providers fp ON fp.feed_user = f.feed_user"
         "  AND fp.ods_code = ANY($2::text[])"
         " WHERE f.feed_user = ANY($1::text[]) AND f.revoked_at IS NULL",
@@ -89,7 +131,8 @@ async def registry_for(conn: asyncpg.Connection, feed_users: Collection[str],
     return Registry(
         providers={r["ods_code"]: ProviderRef(**dict(r)) for r in providers},
         active_feeds=frozenset(r["feed_user"] for r in feeds),
-        grants=frozenset((r["feed_user"], r["ods_code"]) for r in feeds if r["ods_code"]))
+        grants=frozenset((r["feed_user"], r["ods_code"]) for r in feeds if r["ods_code"]),
+        public_feeds=frozenset(r["feed_user"] for r in feeds if r["public_door"]))
 
 
 @dataclass(frozen=True)
@@ -105,6 +148,7 @@ class FeedbackRow:
     content: dict[str, Any]
     redactions: dict[str, int]
     feed_user: str | None
+    withheld: dict[str, Any] = field(default_factory=dict)  # personal fields (validation.parse)
 
 
 async def insert_feedback(conn: asyncpg.Connection,
@@ -122,7 +166,15 @@ async def insert_feedback(conn: asyncpg.Connection,
           r.occurred_on, r.theme, r.content, r.redactions, r.feed_user)
          # One order for every batch, so that concurrent batches never deadlock.
          for r in sorted(rows, key=lambda r: (r.ods_code, r.provider_record_id))])
-    return {r["submission_id"] for r in inserted}
+    stored = {r["submission_id"] for r in inserted}
+    contacts = [r for r in rows if r.submission_id in stored and r.withheld.get("contact")]
+    if contacts:
+        await conn.executemany(
+            "INSERT INTO intake.public_contacts (feedback_id, ods_code, reference, contact_by,"
+            " contact) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            [(r.feedback_id, r.ods_code, r.provider_record_id,
+              str(r.content.get("contact_by", "")), r.withheld["contact"]) for r in contacts])
+    return stored
 
 
 async def count_duplicates(conn: asyncpg.Connection,
@@ -221,12 +273,54 @@ async def revoke_feed(conn: asyncpg.Connection, feed_user: str) -> bool:
 
 async def list_feeds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT f.feed_user, f.description, f.created_at, f.revoked_at,"
+        "SELECT f.feed_user, f.description, f.created_at, f.revoked_at, f.public_door,"
         " f.api_key_sha256 IS NOT NULL AS api_key, f.api_key_created_at,"
         " coalesce(array_agg(fp.ods_code ORDER BY fp.ods_code)"
         "   FILTER (WHERE fp.ods_code IS NOT NULL), '{}') AS ods_codes"
         " FROM intake.feeds f LEFT JOIN intake.feed_providers fp USING (feed_user)"
         " GROUP BY f.feed_user ORDER BY f.feed_user")
+
+
+async def is_public_door(conn: asyncpg.Connection, feed_user: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT public_door FROM intake.feeds WHERE feed_user = $1 AND revoked_at IS NULL",
+        feed_user))
+
+
+# -- the public's contact details ---------------------------------------------------------------
+async def public_feedback(conn: asyncpg.Connection, reference: str,
+                          actor: str) -> list[asyncpg.Record]:
+    """The public feedback with this acknowledgement reference (one per provider it was
+    about), or with this feedback id (what a concern's evidence names), with the person's
+    contact details if intake still holds them. Each read of contact details is recorded
+    (``contact_reads``) with who read them."""
+    try:
+        feedback_id: uuid.UUID | None = uuid.UUID(reference)
+    except ValueError:
+        feedback_id = None
+    rows = await conn.fetch(
+        "SELECT f.feedback_id, f.ods_code, f.provider_record_id AS reference, f.received_at,"
+        " f.content, c.contact_by, c.contact FROM intake.feedback f"
+        " LEFT JOIN intake.public_contacts c USING (feedback_id)"
+        " WHERE f.kind = 'public_feedback' AND (f.provider_record_id = $1"
+        " OR f.feedback_id = $2) ORDER BY f.received_at", reference, feedback_id)
+    await conn.executemany(
+        "INSERT INTO intake.contact_reads (feedback_id, reference, actor) VALUES ($1, $2, $3)",
+        [(r["feedback_id"], r["reference"], actor) for r in rows if r["contact"] is not None])
+    return rows
+
+
+async def purge_public_contacts(conn: asyncpg.Connection, retention_days: int,
+                                batch: int = 500) -> int:
+    """Delete contact details received more than ``retention_days`` ago, up to ``batch`` of
+    them; returns how many (replica-safe, like ``purge_quarantine``)."""
+    return int(await conn.fetchval(
+        "WITH due AS (SELECT feedback_id FROM intake.public_contacts"
+        "  WHERE received_at < now() - make_interval(days => $1)"
+        "  ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        " , gone AS (DELETE FROM intake.public_contacts c USING due"
+        "  WHERE c.feedback_id = due.feedback_id RETURNING 1)"
+        " SELECT count(*) FROM gone", retention_days, batch))
 
 
 # -- quarantine -------------------------------------------------------------------------------
@@ -247,8 +341,29 @@ async def resolve_quarantined(conn: asyncpg.Connection, sid: uuid.UUID, status: 
                               resubmitted_as: uuid.UUID | None = None) -> bool:
     """Close an open quarantine row as ``resubmitted`` (with the new submission's id) or
     ``discarded``; False if it is not open."""
+    # A discarded body is deleted at once: nobody will correct it.
     return bool(await conn.fetchval(
         "UPDATE intake.quarantine SET status = $2, resubmitted_as = $3, resolved_at = now(),"
-        " resolved_by = $4 WHERE submission_id = $1 AND status = 'open' RETURNING true",
+        " resolved_by = $4,"
+        " body = CASE WHEN $2 = 'discarded' THEN NULL ELSE body END,"
+        " body_deleted_at = CASE WHEN $2 = 'discarded' THEN now() ELSE body_deleted_at END"
+        " WHERE submission_id = $1 AND status = 'open' RETURNING true",
         sid, status, resubmitted_as, by))
+
+
+async def purge_quarantine(conn: asyncpg.Connection, retention_days: int,
+                           batch: int = 500) -> int:
+    """Delete the bodies of quarantined submissions received more than ``retention_days``
+    ago, up to ``batch`` of them (the oldest first), open ones becoming ``expired``; returns
+    how many. Safe with replicas:
+    rows another purge holds are skipped (``SKIP LOCKED``). Call until it returns less than
+    ``batch``."""
+    return int(await conn.fetchval(
+        "WITH due AS (SELECT submission_id FROM intake.quarantine"
+        "  WHERE body IS NOT NULL AND received_at < now() - make_interval(days => $1)"
+        "  ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        " , purged AS (UPDATE intake.quarantine q SET body = NULL, body_deleted_at = now(),"
+        "  status = CASE WHEN q.status = 'open' THEN 'expired' ELSE q.status END"
+        "  FROM due WHERE q.submission_id = due.submission_id RETURNING 1)"
+        " SELECT count(*) FROM purged", retention_days, batch))
 

@@ -3,27 +3,30 @@
 Consumes: ``meeting.scheduled.v1``, ``meeting.rescheduled.v1``, ``meeting.cancelled.v1``,
 ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
 ``action.due_soon.v1``, ``action.overdue.v1``, ``concern.escalated.v1``,
-``visit.scheduled.v1``, ``feedback.rejected.v1``.
-Publishes: ``notification.failed.v1`` (through the outbox).
+``visit.scheduled.v1``, ``meeting.slot_proposed.v1``, ``feedback.rejected.v1``,
+``report.published.v1`` (e-mailed with its PDF and XLSX attached).
+Publishes: ``notification.failed.v1``, ``meeting.reply.v1`` (attendees' replies received by
+the inbound SMTP endpoint; through the outbox).
 Stores: schema ``notification`` (notifications, deliveries, alert_groups, group_alerts,
-silences, rejections).
+silences, rejections, replies).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from services.notification import store
+from services.notification import operations, store
 from services.notification.channels import Channel, default_channels
 from services.notification.dispatcher import Dispatcher
 from services.notification.flusher import GroupFlusher
 from services.notification.grouping import flush_time_on_change, group_key
+from services.notification.inbound import InboundSmtp
 from services.notification.messages import event_subject
 from services.notification.routing import (
     Delivery,
@@ -35,6 +38,7 @@ from services.notification.routing import (
     route_event,
 )
 from services.notification.silences import Silence, muting
+from shared.clock import Clock, utc_now
 from shared.events import (
     ActionDueSoon,
     ActionOverdue,
@@ -47,6 +51,8 @@ from shared.events import (
     MeetingCancelled,
     MeetingRescheduled,
     MeetingScheduled,
+    MeetingSlotProposed,
+    ReportPublished,
     VisitScheduled,
 )
 from shared.outbox import Outbox
@@ -55,18 +61,16 @@ from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
 NAME = "notification"
-Clock = Callable[[], datetime]
 
 # Every event routed by the routing configuration (routing.yaml).
 ROUTED: tuple[type[Event], ...] = (
     MeetingScheduled, MeetingRescheduled, MeetingCancelled,
     ConcernRaised, ConcernUpdated, ConcernResolved,
-    ActionDueSoon, ActionOverdue, ConcernEscalated, VisitScheduled,
+    ActionDueSoon, ActionOverdue, ConcernEscalated, VisitScheduled, MeetingSlotProposed,
+    ReportPublished,
 )
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Notification:
@@ -185,4 +189,10 @@ def build(settings: Settings, channels: Mapping[str, Channel] | None = None,
             by_status.labels(NAME, status).set(counts.get(status, 0))
 
     runtime.gauge_refreshers.append(refresh)
+    operations.add_routes(runtime)
+    if settings.inbound_smtp_port is not None:
+        inbound = InboundSmtp(runtime, settings.inbound_smtp_host, settings.inbound_smtp_port,
+                              clock)
+        runtime.background(inbound.run)
+        runtime.inbound_smtp = inbound  # type: ignore[attr-defined]  # tests read its port
     return runtime

@@ -22,6 +22,7 @@ import httpx
 
 from services.notification.messages import notification_email, webhook_body
 from services.notification.routing import WebhookTarget
+from shared.clock import epoch_seconds
 from shared.settings import Settings
 
 SIGNATURE_HEADER = "X-Carewatch-Signature"
@@ -127,7 +128,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify(secret: str, timestamp: str, body: bytes, signature: str,
            now: float | None = None, tolerance: float = 300.0) -> bool:
     """What a receiver checks: the signature, and a timestamp within ``tolerance`` seconds."""
-    fresh = abs((time.time() if now is None else now) - float(timestamp)) <= tolerance
+    fresh = abs((epoch_seconds() if now is None else now) - float(timestamp)) <= tolerance
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 

@@ -3,18 +3,18 @@ ones, alert groups, and silences (who muted what, why, until when)."""
 
 from __future__ import annotations
 
-import getpass
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
 import typer
 
-from services.cli.common import JsonOption, fail, print_record, print_rows, with_db
+from services.cli.common import JsonOption, acting, fail, print_record, print_rows, with_db
 from services.notification import store
 from services.notification.routing import load_routing, parse_duration
 from services.notification.silences import validate_matchers
+from shared.clock import utc_now
 from shared.settings import get_settings
 
 notifications_app = typer.Typer(help="Notifications and deliveries.", no_args_is_help=True)
@@ -23,12 +23,10 @@ silences_app = typer.Typer(help="Silences: time-bounded mutes by provider, rule 
 COMMAND_GROUPS = {"notifications": notifications_app, "silences": silences_app}
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
-ByOption = Annotated[str | None, typer.Option(
-    "--by", help="Who is doing this (for the audit trail); default: your user name.")]
-
-
-def _who(by: str | None) -> str:
-    return by or getpass.getuser()
+# Who may act, when the command runs with CAREWATCH_TOKEN: the audit trail records that
+# account (or the local operator without a token), never a typed name.
+OPERATORS = ("operator",)
+SILENCERS = ("operator", "quality_lead")
 
 
 async def _resolve(conn: asyncpg.Connection, prefix: str, find: Any, what: str) -> uuid.UUID:
@@ -61,7 +59,8 @@ def notifications_list(as_json: JsonOption = False,
 
 @notifications_app.command("show")
 def notifications_show(notification_id: Annotated[str, typer.Argument(
-        help="The notification's id (a unique prefix will do).")]) -> None:
+        help="The notification's id (a unique prefix will do).")],
+                       as_json: JsonOption = False) -> None:
     """One notification and every delivery attempt."""
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         found = await _resolve(conn, notification_id, store.find_notification_ids,
@@ -71,7 +70,7 @@ def notifications_show(notification_id: Annotated[str, typer.Argument(
         return {**dict(row), "deliveries": [dict(d) for d in
                                             await store.deliveries_of(conn, found)]}
 
-    print_record(with_db(work))
+    print_record(with_db(work), as_json)
 
 
 @notifications_app.command("retry")
@@ -80,7 +79,6 @@ def notifications_retry(
         help="A failed notification's id (a unique prefix will do).")] = None,
     all_failed: Annotated[bool, typer.Option("--all-failed",
                                              help="Retry every failed notification.")] = False,
-    by: ByOption = None,
 ) -> None:
     """Send failed notifications again, with a fresh set of attempts; the running service
     picks them up at once."""
@@ -92,8 +90,9 @@ def notifications_retry(
         if notification_id is not None:
             ids = [await _resolve(conn, notification_id, store.find_notification_ids,
                                   "notification")]
+        actor = await acting(conn, OPERATORS)
         async with conn.transaction():
-            return await store.requeue_failed(conn, ids, _who(by))
+            return await store.requeue_failed(conn, ids, actor)
 
     requeued = with_db(work)
     if notification_id is not None and not requeued:
@@ -145,7 +144,6 @@ def silences_add(
         "--for", help="How long, e.g. 2h, 3d (default 2h).")] = None,
     until: Annotated[datetime | None, typer.Option(
         help="Or an end time (ISO 8601; local time if no zone).")] = None,
-    by: ByOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Mute matching notifications for a while. Nothing is dropped: each muted one is
@@ -153,7 +151,7 @@ def silences_add(
     try:
         matchers = validate_matchers({"provider": provider, "rule": rule, "route": route,
                                       "event": event, "severity": severity, "theme": theme})
-        now = datetime.now(UTC)
+        now = utc_now()
         if until is not None and duration is not None:
             raise ValueError("give --for or --until, not both")
         ends = (until if until.tzinfo else until.astimezone()) if until is not None \
@@ -166,12 +164,13 @@ def silences_add(
         raise fail("--reason must say why")
 
     async def work(conn: asyncpg.Connection) -> uuid.UUID:
+        actor = await acting(conn, SILENCERS)
         return await store.add_silence(conn, matchers=matchers, starts_at=now, ends_at=ends,
-                                       created_by=_who(by), reason=reason.strip())
+                                       created_by=actor, reason=reason.strip())
 
     silence_id = with_db(work)
     if as_json:
-        print_record({"silence_id": silence_id, "matchers": matchers, "ends_at": ends})
+        print_record({"silence_id": silence_id, "matchers": matchers, "ends_at": ends}, True)
     else:
         typer.echo(f"silence {silence_id} until {ends.isoformat(timespec='seconds')}:"
                    f" {', '.join(f'{k}={v}' for k, v in matchers.items())}")
@@ -185,7 +184,7 @@ def silences_list(
     """Silences in force or to come (or all), with who added them, why, and how many
     notifications each has suppressed."""
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in await store.list_silences(conn, datetime.now(UTC), all_)]
+        return [dict(r) for r in await store.list_silences(conn, utc_now(), all_)]
 
     print_rows(with_db(work), as_json,
                ["silence_id", "matchers", "ends_at", "created_by", "reason", "suppressed",
@@ -196,13 +195,13 @@ def silences_list(
 def silences_expire(
     silence_id: Annotated[str, typer.Argument(help="The silence's id (a unique prefix).")],
     reason: Annotated[str | None, typer.Option(help="Why it ends early.")] = None,
-    by: ByOption = None,
 ) -> None:
     """End a silence now (it stays listed with --all, with who ended it)."""
     async def work(conn: asyncpg.Connection) -> tuple[uuid.UUID, bool]:
+        actor = await acting(conn, SILENCERS)
         found = await _resolve(conn, silence_id, store.find_silence_ids, "silence")
-        return found, await store.expire_silence(conn, found, by=_who(by), reason=reason,
-                                                 now=datetime.now(UTC))
+        return found, await store.expire_silence(conn, found, by=actor, reason=reason,
+                                                 now=utc_now())
 
     found, expired = with_db(work)
     if not expired:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +20,10 @@ from services.notification.grouping import Alert, plan_flush
 from services.notification.messages import group_subject, parse_event
 from services.notification.routing import RoutingConfig, event_labels
 from services.notification.silences import Silence, muting
+from shared.clock import Clock
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 _FLUSH_NAMESPACE = uuid.UUID("6f1c2a58-5f37-4c1e-9d6a-8c0f3e1b2a47")
 
 

@@ -6,13 +6,14 @@ updates the same entry in every attendee's calendar. Times are Europe/London wit
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Timezone, vCalAddress, vText
 from icalendar import Event as VEvent
 
+from shared.clock import utc_now
 from shared.events import MeetingScheduled
 
 PRODID = "-//carewatch//NHS commissioner quality surveillance//EN"
@@ -33,11 +34,13 @@ def build_invitation(meeting: MeetingScheduled,
     event = VEvent()
     event.add("uid", meeting_uid(meeting))
     event.add("sequence", meeting.sequence)
-    event.add("dtstamp", stamp or datetime.now(UTC))
+    event.add("dtstamp", stamp or utc_now())
     event.add("dtstart", meeting.starts_at.astimezone(tz))
     event.add("dtend", meeting.ends_at.astimezone(tz))
     event.add("summary", meeting.title)
     event.add("location", meeting.location)
+    if meeting.url:  # the joining link, for clients that show a "Join" button
+        event.add("url", meeting.url)
     event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
     description = ["Agenda:", *(f"- {item}" for item in meeting.agenda),
                    "", "Remedial actions requested:",

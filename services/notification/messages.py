@@ -7,6 +7,7 @@ e-mail with an RFC 5545 invitation (REQUEST, or CANCEL on cancellation).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -30,6 +31,8 @@ from shared.events import (
     MeetingCancelled,
     MeetingRescheduled,
     MeetingScheduled,
+    MeetingSlotProposed,
+    ReportPublished,
     VisitScheduled,
 )
 
@@ -112,8 +115,23 @@ def summarise(event: Event) -> Summary:
             title=f"{verb}: {event.title} - {_local(event.starts_at)}", text=text,
             severity=event.severity, provider=who,
             facts=(("When", f"{_local(event.starts_at)} to {_local(event.ends_at, '%H:%M')}"),
-                   ("Where", event.location)),
+                   ("Where", event.location),
+                   *((("Join", event.url),) if event.url else ()),
+                   *((("Breach", event.breach_reason),) if event.breach_reason else ())),
             items=tuple(event.agenda))
+    if isinstance(event, MeetingSlotProposed):
+        return Summary(
+            title=f"Declined: {event.title} - {_local(event.starts_at)}",
+            text=(f"{event.declined_by.name} ({event.declined_by.role}) declined. Proposed"
+                  f" instead: {_local(event.proposed_starts_at)}; reschedule with"
+                  f" `carewatch meetings reschedule {event.meeting_id} --to"
+                  f" {event.proposed_starts_at.astimezone(LONDON).strftime('%Y-%m-%dT%H:%M')}"
+                  " --reason ...`."),
+            severity="high", provider=who, status="firing",
+            facts=(("Booked", _local(event.starts_at)),
+                   ("Proposed", f"{_local(event.proposed_starts_at)} to"
+                                f" {_local(event.proposed_ends_at, '%H:%M')}"),
+                   ("Why", event.reason)))
     if isinstance(event, ActionDueSoon | ActionOverdue):
         action = event.action
         late = isinstance(event, ActionOverdue)
@@ -137,6 +155,13 @@ def summarise(event: Event) -> Summary:
         return Summary(title=f"{kind.capitalize()} due by {event.due_on:%d %b %Y}: {who}",
                        text=event.reason, provider=who,
                        facts=(("Visit", kind), ("Due by", event.due_on.isoformat())))
+    if isinstance(event, ReportPublished):
+        return Summary(title=f"{event.title} (version {event.version})", text=event.summary,
+                       provider=who,
+                       facts=(("Report", event.kind.replace("_", " ")), ("Period", event.period),
+                              ("Version", str(event.version)),
+                              ("Generated", _local(event.generated_at))),
+                       items=tuple(f"attached: {a.filename}" for a in event.attachments))
     if isinstance(event, FeedbackRejected):
         return Summary(title=f"Submission rejected from {event.feed_user or 'unknown feed'}"
                              f" for {event.ods_code or 'unknown provider'}",
@@ -230,6 +255,18 @@ def alert_email(summary: Summary, *, subject: str, sender: str, recipient: str,
     return msg
 
 
+def report_email(report: ReportPublished, *, subject: str, sender: str, recipient: str,
+                 message_id: str) -> EmailMessage:
+    """A new version of a report: a short note, with the report's files attached."""
+    msg = alert_email(summarise(report), subject=subject, sender=sender, recipient=recipient,
+                      message_id=message_id)
+    for a in report.attachments:
+        maintype, _, subtype = a.media_type.partition(";")[0].partition("/")
+        msg.add_attachment(base64.b64decode(a.content_base64), maintype=maintype,
+                           subtype=subtype, filename=a.filename)
+    return msg
+
+
 def group_email(payload: dict[str, Any], *, subject: str, sender: str, recipient: str,
                 message_id: str) -> EmailMessage:
     """A group's (or a digest's) notification: every alert with what changed."""
@@ -254,6 +291,9 @@ def notification_email(*, kind: str, event_type: str, payload: dict[str, Any], s
     if isinstance(event, MeetingScheduled):
         return meeting_invitation_email(event, sender=sender, recipient=recipient,
                                         message_id=message_id)
+    if isinstance(event, ReportPublished):
+        return report_email(event, subject=subject, sender=sender, recipient=recipient,
+                            message_id=message_id)
     return alert_email(summarise(event), subject=subject, sender=sender, recipient=recipient,
                        message_id=message_id)
 

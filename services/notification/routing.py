@@ -28,6 +28,7 @@ from shared.events import (
     ConcernResolved,
     Event,
     FeedbackRejected,
+    ReportPublished,
 )
 from shared.settings import Settings
 
@@ -42,10 +43,12 @@ RECIPIENT_KINDS = {
     "provider_quality_contact": "the quality contact of the event's provider",
     "attendees": "the attendees the event names (meetings, risk summits, visits)",
     "qsg_members": "the Quality Surveillance Group (CAREWATCH_QSG_*_EMAIL)",
+    "head_of_quality": "the head of quality a meeting's breach is reported to (from the event)",
 }
 _QSG_SETTINGS = ("qsg_local_authority_email", "qsg_cqc_email", "qsg_nhs_england_email")
 # The labels a route or a silence can match, and a group can be grouped by.
-LABELS = ("event", "severity", "provider", "rule", "theme", "level", "visit_kind", "route")
+LABELS = ("event", "severity", "provider", "rule", "theme", "level", "visit_kind", "breach",
+          "route", "report")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -207,6 +210,10 @@ def event_labels(event: Event) -> dict[str, str]:
         value = getattr(event, name, None)
         if value is not None:
             labels[name] = str(value)
+    if isinstance(event, ReportPublished):
+        labels["report"] = event.kind
+    if isinstance(getattr(event, "breach", None), bool):
+        labels["breach"] = "true" if event.breach else "false"  # type: ignore[attr-defined]
     return labels
 
 
@@ -256,6 +263,9 @@ def resolve_recipient(token: str, event: Event, config: RoutingConfig,
         addresses = [provider.quality_contact_email] if provider is not None else []
     elif token == "qsg_members":
         addresses = [a for name in _QSG_SETTINGS if (a := getattr(settings, name, None))]
+    elif token == "head_of_quality":
+        head = getattr(event, "head_of_quality", None)
+        addresses = [head.email] if head is not None else []
     elif token == "attendees":
         addresses = [a.email for a in getattr(event, "attendees", None) or []]
     elif token in config.people:

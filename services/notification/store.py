@@ -257,3 +257,35 @@ async def record_rejection(conn: asyncpg.Connection, submission_id: uuid.UUID,
         "INSERT INTO notification.rejections (submission_id, feed_user, ods_code, reasons)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         submission_id, feed_user, ods_code, reasons)
+
+
+# -- replies to meeting invitations -----------------------------------------------------------
+
+async def meeting_attendees(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> set[str] | None:
+    """The attendees of the meeting's latest invitation sent (None: no invitation)."""
+    attendees = await conn.fetchval(
+        "SELECT payload->'attendees' FROM notification.notifications"
+        " WHERE event_type LIKE 'meeting.%' AND payload->>'meeting_id' = $1"
+        " AND event_type IN ('meeting.scheduled.v1', 'meeting.rescheduled.v1',"
+        " 'meeting.cancelled.v1')"
+        " ORDER BY (payload->>'sequence')::int DESC, created_at DESC LIMIT 1", str(meeting_id))
+    if attendees is None:
+        return None
+    return {str(a["email"]).lower() for a in attendees}
+
+
+async def record_reply(conn: asyncpg.Connection, *, message_key: str, meeting_id: uuid.UUID,
+                       attendee: str, partstat: str, sequence: int, at: datetime) -> bool:
+    """Keep the reply; False if this message was recorded already."""
+    return bool(await conn.fetchval(
+        "INSERT INTO notification.replies (message_key, meeting_id, attendee, partstat,"
+        " sequence, received_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (message_key) DO NOTHING RETURNING true",
+        message_key, meeting_id, attendee, partstat, sequence, at))
+
+
+async def replies_to(conn: asyncpg.Connection, meeting_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT attendee, partstat, sequence, received_at FROM notification.replies"
+        " WHERE meeting_id = $1 ORDER BY received_at", meeting_id)
+    return [dict(r) for r in rows]

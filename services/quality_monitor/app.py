@@ -1,9 +1,12 @@
 """quality-monitor: turns accepted feedback into explainable concerns, and ends them.
 
 Consumes: ``feedback.accepted.v1``, ``concern.closed.v1``.
-Publishes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1`` (outbox).
-Stores: schema ``monitor`` (feedback, providers, fft_months, concerns, improvements,
-funnel_results, schedule).
+Publishes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+``report.published.v1`` (outbox).
+Stores: schema ``monitor`` (feedback, providers, fft_months, equality_returns, concerns,
+improvements, funnel_results, schedule; reviews, review_audit and harm_evaluation for the
+review of possible serious risks).
+Serves: the review of possible serious risks over HTTP (``http.py``).
 
 Each handler loads what the rule needs from the monitor's own tables, calls the pure rule
 (``rules``, ``clusters``, ``spc``, ``funnel``, ``handling``, ``lifecycle``), stores the result
@@ -17,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from services.quality_monitor import clusters, rules, spc, store
+from services.quality_monitor import clusters, fft, review, rules, spc, store
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
 from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel
 from services.quality_monitor.handling import handling_window
+from services.quality_monitor.harm.pipeline import Mention, analyser, read_harm
+from services.quality_monitor.http import ACCESS, add_review_routes, add_routes
 from services.quality_monitor.lifecycle import (
     last_closed_month,
     month_close_at,
@@ -36,19 +41,27 @@ from services.quality_monitor.lifecycle import (
     today_in_london,
     visit_resolves,
 )
+from services.quality_monitor.measures import load_fft_months
+from services.quality_monitor.reports import periods
+from services.quality_monitor.reports.config import ReportSettings
+from services.quality_monitor.reports.http import add_report_routes
+from services.quality_monitor.reports.service import Reports
 from services.quality_monitor.series import (
     ALL_SETTINGS,
     COUNTED_KINDS,
     METRICS,
     Metric,
     count_series,
-    fft_series,
+    fft_month_series,
     month_range,
     month_start,
     shift_month,
 )
+from shared.clock import Clock, utc_now
 from shared.events import (
     ConcernClosed,
+    ConcernRaised,
+    ConcernUpdated,
     Event,
     Evidence,
     FeedbackAccepted,
@@ -62,7 +75,6 @@ from shared.topology import Subscription, Topology
 
 log = logging.getLogger(__name__)
 NAME = "quality_monitor"
-Clock = Callable[[], datetime]
 OutboxFactory = Callable[[asyncpg.Connection], Outbox]
 
 CLUSTER_RULE = "cluster"
@@ -71,20 +83,39 @@ FUNNEL_RULE = "peer_outlier"
 HANDLING_RULE = "complaint_handling"
 MONTH_CLOSE = "month_close"
 DAILY_REVIEW = "daily_review"
+# Reports (reports/): on the first working day of each month and of each quarter.
+MONTHLY_REPORTS = "monthly_reports"
+QUARTERLY_REPORTS = "quarterly_reports"
+# One concern per provider and measure family: SPC (either side), funnel outlier and clusters
+# of the family are its signals (see store.raise_signal).
+MEASURE_RULE = "measure_signals"
+KIND_FAMILY = {"complaint": "complaints", "gp_alert": "GP alerts"}
+METRIC_FAMILY = {"complaints": "complaints", "gp_alerts": "GP alerts"}
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def family_of(metric: str, setting: str) -> str:
+    """The measure family of a metric: FFT in one setting, complaints, or GP alerts."""
+    return METRIC_FAMILY.get(metric) or f"FFT: {setting}"
+
+
+def cluster_family(kinds: Sequence[str]) -> str | None:
+    """The family of a cluster rule's kinds, when they all belong to one (else None: the
+    cluster is a concern of its own)."""
+    families = {KIND_FAMILY.get(k) for k in kinds}
+    return families.pop() if len(families) == 1 else None
+
+
 
 
 class Monitor:
     """The handlers and reviews, with the rules and a clock."""
 
     def __init__(self, monitor_rules: MonitorRules, clock: Clock = utc_now,
-                 outbox_for: OutboxFactory | None = None) -> None:
+                 outbox_for: OutboxFactory | None = None, reports: Reports | None = None) -> None:
         self.rules = monitor_rules
         self.clock = clock
         self.outbox_for = outbox_for
+        self.reports = reports  # None: no scheduled reports (the CLI still makes them)
         self._providers_committed: dict[str, dict[str, Any]] = {}
 
     # -- consumed events ------------------------------------------------------------------
@@ -100,18 +131,23 @@ class Monitor:
         if fft:
             keys += [f"fft:{ods}:{fb.content['setting']}",
                      f"funnel:{fb.content['setting']}:{fb.content['period']}"]
+        mentions = await read_harm(rules.free_text(fb))  # off the loop when the text is long
         await store.lock(conn, *keys)
         await store.record_feedback(conn, fb)
         await store.record_provider(conn, fb.provider, self._providers_committed)
-        for finding in self.item_findings(fb):
-            await self.raise_concern(
+        for finding in self.item_findings(fb, mentions):
+            event = await self.raise_concern(
                 conn, outbox, fb.provider, finding.rule, finding.theme, finding.severity,
                 finding.reason, finding.figures,
                 [Evidence(feedback_id=fb.feedback_id, kind=fb.kind, occurred_on=fb.occurred_on,
                           matched=finding.matched)])
+            if finding.review and event is not None:
+                await review.request(conn, event.concern_id, self.clock())
         await self.resolve_by_later_item(conn, fb, outbox)
         for cluster_rule in cluster_rules:
             await self.check_cluster(conn, fb, cluster_rule, outbox)
+        if fb.kind == "equality_return":
+            await store.record_equality_return(conn, fb)
         if fft:
             setting, period = await store.record_fft_month(conn, fb)
             for metric in ("fft_negative", "fft_positive"):
@@ -128,9 +164,11 @@ class Monitor:
             await outbox.add(event)
 
     # -- rules on one item ----------------------------------------------------------------
-    def item_findings(self, fb: FeedbackAccepted) -> list[rules.Finding]:
+    def item_findings(self, fb: FeedbackAccepted,
+                      mentions: list[Mention] | None = None) -> list[rules.Finding]:
         findings = [
-            rules.immediate_serious_risk(fb, self.rules.immediate.risk_score_threshold),
+            rules.immediate_serious_risk(fb, self.rules.immediate.risk_score_threshold,
+                                         mentions),
             rules.visit_rating(fb, self.rules.visits),
             rules.service_change(fb, self.rules.service_change),
         ]
@@ -177,41 +215,67 @@ class Monitor:
                    "window_days": days, "window_start": window.start.isoformat(),
                    "window_end": window.end.isoformat(), "kinds": rule.kinds,
                    "site_code": fb.site_code if rule.per_site else None}
-        await self.raise_concern(
-            conn, outbox, fb.provider, CLUSTER_RULE, rule.theme + site, rule.severity, reason,
-            figures, [Evidence(feedback_id=i.feedback_id, kind=i.kind, occurred_on=i.occurred_on,
-                               matched=f"{rule.theme} ({i.occurred_on})") for i in window.items])
+        evidence = [Evidence(feedback_id=i.feedback_id, kind=i.kind, occurred_on=i.occurred_on,
+                             matched=f"{rule.theme} ({i.occurred_on})") for i in window.items]
+        family = cluster_family(rule.kinds)
+        if family is None:
+            await self.raise_concern(conn, outbox, fb.provider, CLUSTER_RULE, rule.theme + site,
+                                     rule.severity, reason, figures, evidence)
+            return
+        signal = _cluster_signal(rule.name, fb.site_code if rule.per_site else None)
+        await self.raise_signal(conn, outbox, fb.provider, family, signal, CLUSTER_RULE,
+                                rule.severity, reason, figures, evidence)
 
     async def review_clusters(self, conn: asyncpg.Connection, outbox: Outbox) -> int:
-        """Resolve the cluster concerns whose window has passed."""
+        """Resolve the cluster concerns (and clear the cluster signals of family concerns)
+        whose window has passed."""
         by_name = {c.name: c for c in self.rules.clusters}
         today = self.today()
         resolved = 0
-        for row in await store.open_concerns(conn, CLUSTER_RULE):
-            rule = by_name.get(row["figures"].get("cluster"))
+        found: list[tuple[asyncpg.Record, str | None, dict[str, Any], date]] = [
+            (row, None, row["figures"],
+             max(date.fromisoformat(e["occurred_on"]) for e in row["evidence"]))
+            for row in await store.open_concerns(conn, CLUSTER_RULE)]
+        for row in await store.open_concerns(conn, MEASURE_RULE):
+            for key, entry in sorted(row["figures"].get("signals", {}).items()):
+                if key.startswith("cluster:") and entry.get("active") and entry.get("last_on"):
+                    found.append((row, key, entry["figures"],
+                                  date.fromisoformat(entry["last_on"])))
+        for row, key, figures, last in found:
+            rule = by_name.get(str(figures.get("cluster")))
             if rule is None:
                 continue
             days = rule.window_days
             items = await store.theme_items(
                 conn, row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
-                today, row["figures"].get("site_code"), rule.per_site)
+                today, figures.get("site_code"), rule.per_site)
             current = clusters.window_ending(items, today, days)
-            last = max(date.fromisoformat(e["occurred_on"]) for e in row["evidence"])
-            if clusters.has_passed(last, current, rule.count):
-                await self.resolve_concern(
-                    conn, outbox, row,
-                    f"window passed: {current.count} {rule.theme} item(s) in the {days} days to"
-                    f" {today}, below the threshold of {rule.count}")
+            if not clusters.has_passed(last, current, rule.count):
+                continue
+            why = (f"window passed: {current.count} {rule.theme} item(s) in the {days} days to"
+                   f" {today}, below the threshold of {rule.count}")
+            if key is None:
+                await self.resolve_concern(conn, outbox, row, why)
+                resolved += 1
+            elif await self.clear_signal(conn, outbox, row["ods_code"], row["theme"], key, why):
                 resolved += 1
         return resolved
 
     # -- SPC --------------------------------------------------------------------------------
+    async def fft_months(self, conn: asyncpg.Connection, ods_code: str,
+                         setting: str) -> tuple[list[fft.Month], dict[str, list[Any]]]:
+        closed = last_closed_month(self.clock(), self.rules.schedule.month_close_days)
+        return await load_fft_months(conn, ods_code, setting, closed)
+
     async def check_fft_series(self, conn: asyncpg.Connection, provider: ProviderRef,
                                metric: Metric, setting: str, outbox: Outbox) -> None:
         if self.rules.spc.metric(metric.name) is None:
             return
-        series = fft_series(await store.fft_series(conn, provider.ods_code, setting), metric.name)
-        evidence = [[Evidence(feedback_id=f, kind="fft_monthly", occurred_on=d,
+        months, behind = await self.fft_months(conn, provider.ods_code, setting)
+        series = fft_month_series(months, metric.name, behind)
+        source = {m.period: m.source for m in months}
+        evidence = [[Evidence(feedback_id=f, kind="fft_monthly" if source[p] == "return"
+                              else "fft_response", occurred_on=d,
                               matched=f"{metric.label} {v:.1f}% in {p}") for f, d in items]
                     for p, v, items in zip(series.periods, series.values, series.feedback,
                                            strict=True)]
@@ -241,9 +305,12 @@ class Monitor:
         """Judge the latest month of one series: raise or add to a concern on special cause in
         the direction of concern, note an improvement, resolve after enough common cause."""
         metric_rules = self.rules.spc.metric(metric.name)
-        verdict = spc.assess(values, metric.concern, self.rules.spc.options)
+        rebased = await store.rebase_periods(conn, provider.ods_code, metric.name, setting)
+        breaks = spc.breaks_at(periods, rebased)
+        verdict = spc.assess(values, metric.concern, self.rules.spc.options, breaks)
         if verdict is None or metric_rules is None:
-            return  # fewer than the minimum points: no verdict
+            return  # fewer than the minimum points (in the latest rebase group): no verdict
+        await self.propose_rebase(conn, provider, metric, setting, periods, verdict.chart)
         lim = verdict.chart.limits
         theme = metric.theme(setting)
         unit = "%" if metric.percent else ""
@@ -252,13 +319,14 @@ class Monitor:
             "value": round(values[-1], 3), "mean": round(lim.mean, 3),
             "lower_limit": round(lim.lower, 3), "upper_limit": round(lim.upper, 3),
             "mr_bar": round(lim.mr_bar, 3), "points": len(values),
+            "rebased_from": [periods[b] for b in breaks],
             "series": [[p, round(v, 3)] for p, v in zip(periods, values, strict=True)]}
         if verdict.improvement:
             await store.record_improvement(
                 conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
                 period=periods[-1], value=values[-1],
                 signals=_signals_json(verdict.improvement, periods), figures=figures)
-        fp = rules.fingerprint(provider.ods_code, SPC_RULE, theme)
+        family, signal = family_of(metric.name, setting), f"spc:{metric.name}"
         if verdict.concern:
             flagged = sorted({i for s in verdict.concern for i in s.points})
             figures["signals"] = _signals_json(verdict.concern, periods)
@@ -267,30 +335,49 @@ class Monitor:
                       f" ({spc.describe(verdict.concern)}); latest {values[-1]:.1f}{unit}, mean"
                       f" {lim.mean:.1f}{unit}, process limits {lim.lower:.1f}{unit} to"
                       f" {lim.upper:.1f}{unit} over {len(values)} months")
-            await self.raise_concern(conn, outbox, provider, SPC_RULE, theme,
-                                     metric_rules.severity, reason, figures,
-                                     [e for i in flagged for e in evidence[i]])
+            await self.raise_signal(conn, outbox, provider, family, signal, SPC_RULE,
+                                    metric_rules.severity, reason, figures,
+                                    [e for i in flagged for e in evidence[i]])
             return
         needed = self.rules.spc.resolve_after_common_cause_points
-        row = await store.open_concern(conn, fp)
-        if row is not None and spc_resolved(verdict.common_cause_tail(), needed):
-            await self.resolve_concern(
-                conn, outbox, row,
+        if spc_resolved(verdict.common_cause_tail(), needed):
+            await self.clear_signal(
+                conn, outbox, provider.ods_code, family, signal,
                 f"signal returned to common cause: no special cause of concern in the latest"
                 f" {verdict.common_cause_tail()} months of {theme} (to {periods[-1]})")
+
+    async def propose_rebase(self, conn: asyncpg.Connection, provider: ProviderRef,
+                             metric: Metric, setting: str, periods: Sequence[str],
+                             chart: spc.Chart) -> None:
+        """After a sustained shift, propose a rebase from its first month (a person accepts)."""
+        min_run = self.rules.spc.propose_rebase_after_run
+        start = None if min_run is None else spc.rebase_proposal(chart, min_run)
+        if start is None:
+            return
+        side = "above" if chart.values[start] > chart.group_of(start).limits.mean else "below"
+        run = len(periods) - start
+        if await store.propose_rebase(
+                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
+                period=periods[start], at=self.clock(),
+                reason=f"sustained shift: {run} months in a row {side} the mean from"
+                       f" {periods[start]} to {periods[-1]}"):
+            log.info("proposed a rebase of %s %s (%s) from %s", provider.ods_code, metric.name,
+                     setting, periods[start])
 
     # -- funnel ------------------------------------------------------------------------------
     async def check_funnel(self, conn: asyncpg.Connection, setting: str, period: str,
                            outbox: Outbox) -> None:
         """Compare the providers of one setting and month on FFT % negative."""
         cfg = self.rules.funnel
-        rows = [r for r in await store.fft_period(conn, setting, period) if r["responses"] > 0]
+        closed = period <= last_closed_month(self.clock(), self.rules.schedule.month_close_days)
+        rows = [r for r in await store.fft_period_combined(conn, setting, period, closed)
+                if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed
         if len(rows) < cfg.min_providers:
             return
         f = funnel([Unit(r["ods_code"], r["negative"], r["responses"]) for r in rows],
-                   winsorise_by=cfg.winsorise, overdispersion=cfg.overdispersion)
+                   winsorise_by=cfg.winsorise, overdispersion=cfg.overdispersion,
+                   phi_fallback=cfg.phi_fallback)
         await store.save_funnel(conn, setting, period, f)
-        theme = METRICS["fft_negative"].theme(setting)
         for r in rows:  # sorted by ODS code: concern rows are always locked in one order
             point = f.point(r["ods_code"])
             provider = await store.provider_ref(conn, r["ods_code"])
@@ -302,8 +389,10 @@ class Monitor:
                 reason = (f"FFT % negative ({setting}) at {provider.name} in {period} is"
                           f" {100 * point.proportion:.1f}% of {point.n} responses, above the upper"
                           f" 99.8% limit of {100 * high:.1f}% around the {len(f.points)}-provider"
-                          f" average of {100 * f.target:.1f}% (adjusted z {point.z_adjusted:.2f};"
-                          f" overdispersion phi {f.phi:.2f}, tau² {f.tau2:.5f})")
+                          f" average of {100 * f.target:.1f}%: further from the average than"
+                          " chance explains"
+                          + (", even allowing for how much providers differ (overdispersion)"
+                             if f.adjusted and f.tau2 > 0 else ""))
                 figures = {"setting": setting, "period": period, "events": point.events,
                            "responses": point.n, "proportion": round(point.proportion, 5),
                            "target": round(f.target, 5), "z": round(point.z, 3),
@@ -312,18 +401,19 @@ class Monitor:
                            "upper_95": round(f.limits(point.n, Z95)[1], 5),
                            "phi": round(f.phi, 4), "tau2": round(f.tau2, 6),
                            "providers": len(f.points), "band": point.band.value}
-                await self.raise_concern(
-                    conn, outbox, provider, FUNNEL_RULE, theme, cfg.severity, reason, figures,
-                    [Evidence(feedback_id=fid, kind="fft_monthly", occurred_on=month_start(period),
+                await self.raise_signal(
+                    conn, outbox, provider, family_of("fft_negative", setting),
+                    "funnel:fft_negative", FUNNEL_RULE, cfg.severity, reason, figures,
+                    [Evidence(feedback_id=fid, kind="fft_monthly" if r["source"] == "return"
+                              else "fft_response", occurred_on=month_start(period),
                               matched=f"{100 * point.proportion:.1f}% negative in {period}")
-                     for fid in r["feedback_ids"]])
+                     for fid in r["feedback_ids"] or []])
                 continue
-            row = await store.open_concern(
-                conn, rules.fingerprint(r["ods_code"], FUNNEL_RULE, theme))
             flags = [band == Band.ABOVE_998.value for _, band in history]
-            if row is not None and outlier_resolved(flags, cfg.resolve_after_periods):
-                await self.resolve_concern(
-                    conn, outbox, row,
+            if outlier_resolved(flags, cfg.resolve_after_periods):
+                await self.clear_signal(
+                    conn, outbox, r["ods_code"], family_of("fft_negative", setting),
+                    "funnel:fft_negative",
                     f"signal returned to common cause: within the upper 99.8% limit of the"
                     f" {setting} funnel in the latest {cfg.resolve_after_periods} months"
                     f" (to {period})")
@@ -345,7 +435,30 @@ class Monitor:
                     await self.check_count_series(conn, outbox, provider, METRICS[name], month)
                 await self.check_complaint_handling(conn, outbox, provider, month)
                 providers += 1
-        return {"month": month, "providers": providers}
+        fft_series_judged = await self.close_fft_month(pool, month)
+        return {"month": month, "providers": providers, "fft_series": fft_series_judged}
+
+    async def close_fft_month(self, pool: asyncpg.Pool, month: str) -> int:
+        """FFT from individual responses: once a month has closed, judge the series of every
+        provider and setting with responses in it, then the funnel of each setting."""
+        async with pool.acquire() as conn:
+            pairs = await store.fft_response_providers(
+                conn, month_start(month), month_start(shift_month(month, 1)))
+        for r in pairs:
+            async with pool.acquire() as conn, conn.transaction():
+                await store.lock(conn, f"fft:{r['ods_code']}:{r['setting']}")
+                provider = await store.provider_ref(conn, r["ods_code"])
+                if provider is None:
+                    continue
+                outbox = self._outbox(conn)
+                for metric in ("fft_negative", "fft_positive"):
+                    await self.check_fft_series(conn, provider, METRICS[metric], r["setting"],
+                                                outbox)
+        for setting in sorted({r["setting"] for r in pairs}):
+            async with pool.acquire() as conn, conn.transaction():
+                await store.lock(conn, f"funnel:{setting}:{month}")
+                await self.check_funnel(conn, setting, month, self._outbox(conn))
+        return len(pairs)
 
     async def check_complaint_handling(self, conn: asyncpg.Connection, outbox: Outbox,
                                        provider: ProviderRef, month: str) -> None:
@@ -400,6 +513,14 @@ class Monitor:
             await store.ensure_job(conn, MONTH_CLOSE, month_close_at(
                 last_closed_month(now, sched.month_close_days), sched.month_close_days))
             await store.ensure_job(conn, DAILY_REVIEW, now)
+            if self.reports is not None and self.reports.settings.schedule:
+                at = self.reports.settings.run_at
+                # First due at the end of the current month and quarter: a fresh install
+                # does not make last month's reports retroactively.
+                await store.ensure_job(conn, MONTHLY_REPORTS, periods.due_at(
+                    periods.last_month_before(now).next(), at))
+                await store.ensure_job(conn, QUARTERLY_REPORTS, periods.due_at(
+                    periods.last_quarter_before(now).next(), at))
         ran: list[str] = []
         while True:
             async with pool.acquire() as conn, conn.transaction():
@@ -416,6 +537,8 @@ class Monitor:
                         result = {"clusters_resolved": await self.review_clusters(
                             work, self._outbox(work))}
                     due = next_daily_review(now, sched.daily_review_at)
+                elif name in (MONTHLY_REPORTS, QUARTERLY_REPORTS) and self.reports is not None:
+                    result, due = await self.scheduled_reports(pool, name, now)
                 else:
                     log.warning("unknown scheduled job %r: left alone", name)
                     result, due = {"error": "unknown job"}, now + timedelta(days=365)
@@ -423,6 +546,22 @@ class Monitor:
                 log.info("ran %s at %s: %s; next at %s", name, now.isoformat(), result,
                          due.isoformat())
                 ran.append(name)
+
+    async def scheduled_reports(self, pool: asyncpg.Pool, job: str,
+                                now: datetime) -> tuple[dict[str, Any], datetime]:
+        """The reports of the month (CQRM packs) or quarter (Q&P, "you said, we did") that
+        has just ended; and when the next are due (its first working day)."""
+        assert self.reports is not None
+        at = self.reports.settings.run_at
+        if job == MONTHLY_REPORTS:
+            p = periods.last_month_before(now)
+            result = await self.reports.monthly(pool, p)
+            following = p.next()
+        else:
+            p = periods.last_quarter_before(now)
+            result = await self.reports.quarterly(pool, p)
+            following = p.next()
+        return {"period": p.label, **result}, periods.due_at(following, at)
 
     async def schedule_loop(self, pool: Callable[[], asyncpg.Pool]) -> None:
         """Poll the schedule for the life of the process (errors are logged and retried)."""
@@ -447,19 +586,45 @@ class Monitor:
     async def raise_concern(self, conn: asyncpg.Connection, outbox: Outbox,
                             provider: ProviderRef, rule: str, theme: str, severity: Severity,
                             reason: str, figures: dict[str, Any],
-                            evidence: list[Evidence]) -> None:
+                            evidence: list[Evidence]) -> ConcernRaised | ConcernUpdated | None:
         event = await store.raise_or_update(
             conn, fingerprint=rules.fingerprint(provider.ods_code, rule, theme),
             provider=provider, rule=rule, theme=theme, severity=severity, reason=reason,
-            figures=figures, evidence=evidence)
+            figures=figures, evidence=evidence, at=self.clock())
         if event is not None:
             await outbox.add(event)
+        return event
+
+    async def raise_signal(self, conn: asyncpg.Connection, outbox: Outbox,
+                           provider: ProviderRef, family: str, signal: str, rule: str,
+                           severity: Severity, reason: str, figures: dict[str, Any],
+                           evidence: list[Evidence]) -> None:
+        event = await store.raise_signal(
+            conn, fingerprint=rules.fingerprint(provider.ods_code, MEASURE_RULE, family),
+            provider=provider, rule=MEASURE_RULE, family=family, signal=signal,
+            signal_rule=rule, severity=severity, reason=reason, figures=figures,
+            evidence=evidence, at=self.clock())
+        if event is not None:
+            await outbox.add(event)
+
+    async def clear_signal(self, conn: asyncpg.Connection, outbox: Outbox, ods_code: str,
+                           family: str, signal: str, why: str) -> bool:
+        """Mark a family signal back to common cause; True when that resolved its concern."""
+        event = await store.clear_signal(
+            conn, rules.fingerprint(ods_code, MEASURE_RULE, family), signal, why, self.clock())
+        if event is not None:
+            await outbox.add(event)
+        return event is not None
 
     async def resolve_concern(self, conn: asyncpg.Connection, outbox: Outbox,
                               row: asyncpg.Record, resolution: str) -> None:
         event = await store.resolve(conn, row["concern_id"], resolution, self.clock())
         if event is not None:
             await outbox.add(event)
+
+
+def _cluster_signal(name: str, site_code: str | None) -> str:
+    return f"cluster:{name}" + (f":{site_code}" if site_code else "")
 
 
 def _signals_json(signals: Sequence[spc.Signal], periods: Sequence[str]) -> list[dict[str, Any]]:
@@ -480,11 +645,22 @@ def subscriptions(topology: Topology) -> list[Subscription]:
 
 
 def build_monitor(settings: Settings, clock: Clock = utc_now,
-                  monitor_rules: MonitorRules | None = None) -> tuple[ServiceRuntime, Monitor]:
-    """The runtime and its Monitor (tests drive the Monitor's clock and schedule)."""
+                  monitor_rules: MonitorRules | None = None,
+                  report_settings: ReportSettings | None = None
+                  ) -> tuple[ServiceRuntime, Monitor]:
+    """The runtime and its Monitor (tests drive the Monitor's clock and schedule). With
+    ``report_settings``, the schedule makes the reports too (``build`` reads them from the
+    environment)."""
     runtime = ServiceRuntime(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
-    monitor = Monitor(monitor_rules or load_rules(settings.monitor_rules_file), clock,
-                      outbox_for=lambda conn: runtime.outbox(conn))
+    analyser()  # the clinical-text pipeline, built once per process, before any message
+    the_rules = monitor_rules or load_rules(settings.monitor_rules_file)
+
+    def outbox_for(conn: asyncpg.Connection) -> Outbox:
+        return runtime.outbox(conn)
+
+    reports = None if report_settings is None else Reports(
+        the_rules, report_settings, settings.commissioner_name, clock, outbox_for)
+    monitor = Monitor(the_rules, clock, outbox_for=outbox_for, reports=reports)
     for event_cls, handler in handlers(monitor):
         runtime.on_event(event_cls, handler)
 
@@ -492,6 +668,7 @@ def build_monitor(settings: Settings, clock: Clock = utc_now,
         await monitor.schedule_loop(lambda: runtime.pool)
 
     runtime.background(schedule_loop)
+    add_routes(runtime, monitor)
     open_concerns = runtime.metrics.gauge(
         "carewatch_monitor_open_concerns", "Open concerns by rule and severity.",
         ["rule", "severity"])
@@ -502,8 +679,11 @@ def build_monitor(settings: Settings, clock: Clock = utc_now,
             open_concerns.labels(NAME, rule, severity).set(n)
 
     runtime.gauge_refreshers.append(refresh)
+    add_review_routes(runtime, monitor)
+    add_report_routes(runtime, monitor)
+    runtime.http.declare(ACCESS)
     return runtime, monitor
 
 
 def build(settings: Settings, clock: Clock = utc_now) -> ServiceRuntime:
-    return build_monitor(settings, clock)[0]
+    return build_monitor(settings, clock, report_settings=ReportSettings())[0]

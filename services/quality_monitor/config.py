@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.quality_monitor.spc import SpcOptions
+from services.quality_monitor.spc import DEFAULT_MODE, SpcOptions
 from shared.events import Severity
 
 DEFAULT_RULES = Path(__file__).parent / "rules.yaml"
@@ -52,11 +52,20 @@ def _default_metrics() -> dict[MetricName, MetricRules]:
 
 
 class SpcRules(_Strict):
+    # nhsr: identical to NHSRplotthedots 0.2.x; carewatch: the reading before issue 16
+    # (see services/quality_monitor/spc.py for the difference and why nhsr is the default).
+    mode: Literal["nhsr", "carewatch"] = DEFAULT_MODE  # type: ignore[assignment]
     min_points: int = Field(default=12, ge=2)
     fix_after_points: int | None = Field(default=None, ge=2)
     screen_outliers: bool = True
     resolve_after_common_cause_points: int = Field(default=3, ge=1)
+    # Propose a rebase (for a person to accept) after a run of this many points on one side
+    # of the mean reaching the latest month; null: never propose.
+    propose_rebase_after_run: int | None = Field(default=9, ge=7)
     metrics: dict[MetricName, MetricRules] = Field(default_factory=lambda: _default_metrics())
+    # Targets for the assurance icons: metric -> setting (or 'all') -> target value.
+    targets: dict[MetricName, dict[str, float]] = Field(
+        default_factory=lambda: _default_targets())
 
     @model_validator(mode="after")
     def _baseline_not_below_minimum(self) -> SpcRules:
@@ -66,18 +75,39 @@ class SpcRules(_Strict):
 
     @property
     def options(self) -> SpcOptions:
-        return SpcOptions(min_points=self.min_points, fix_after=self.fix_after_points,
-                          screen_outliers=self.screen_outliers)
+        return SpcOptions.mode(self.mode, min_points=self.min_points,
+                               fix_after=self.fix_after_points,
+                               screen_outliers=self.screen_outliers)
+
+    def target(self, metric: str, setting: str) -> float | None:
+        by_setting = self.targets.get(metric, {})  # type: ignore[call-overload]
+        value = by_setting.get(setting, by_setting.get("all"))
+        return None if value is None else float(value)
 
     def metric(self, name: str) -> MetricRules | None:
         rules = self.metrics.get(name)  # type: ignore[call-overload]
         return rules if rules is not None and rules.enabled else None
 
 
+def _default_targets() -> dict[MetricName, dict[str, float]]:
+    # Approximate England-wide FFT results by setting (NHS England's monthly FFT publication,
+    # 2023-24: % of responses good or very good, and poor or very poor), as a starting
+    # point for the assurance icons. Set your own: targets are configuration.
+    positive = {"inpatient": 94.0, "day_case": 96.0, "a_and_e": 80.0, "outpatient": 94.0,
+                "maternity": 93.0, "mental_health": 87.0, "community": 95.0, "ambulance": 92.0,
+                "gp": 91.0, "dental": 95.0}
+    negative = {"inpatient": 3.0, "day_case": 2.0, "a_and_e": 12.0, "outpatient": 3.0,
+                "maternity": 3.0, "mental_health": 6.0, "community": 2.0, "ambulance": 4.0,
+                "gp": 5.0, "dental": 2.0}
+    return {"fft_positive": positive, "fft_negative": negative}
+
+
 class FunnelRules(_Strict):
     min_providers: int = Field(default=5, ge=3)
     winsorise: float = Field(default=0.1, ge=0, lt=0.5)
     overdispersion: bool = True
+    # FunnelPlotR: when phi <= 1 ("no overdispersion") draw the unadjusted limits.
+    phi_fallback: bool = True
     severity: Severity = Severity.HIGH
     resolve_after_periods: int = Field(default=2, ge=1)
 

@@ -15,7 +15,18 @@ proportions (``data_type = "PR"``):
 5. limits θ ± z_α √(s² + τ²), back on the proportion scale as sin²(·): they widen by τ²;
    adjusted z-scores (y − θ) / √(s² + τ²).
 
-z_α is 1.959964 for the 95% limits and 3.090232 for the 99.8% limits (two-sided).
+**φ ≤ 1 fall-back** (``phi_fallback``, on by default): FunnelPlotR draws the unadjusted limits
+(τ² = 0) whenever φ ≤ 1, "no overdispersion detected", even though step 4 gives a small
+τ² > 0 when (I − 1)/I ≤ φ ≤ 1. carewatch before issue 16 kept that τ², so its limits were a
+little wider than the package's and a provider just beyond the plain 99.8% limit was missed.
+With the fall-back on, limits, z-scores and bands are FunnelPlotR's (``funnel_plot(...,
+data_type = "PR")``, default ``limit = 99``): agreement to 1e-9 on the limits and identical
+outlier flags on random funnels against a port of its R code (tests/unit/test_funnel.py).
+``phi_fallback=False`` keeps the pre-issue-16 behaviour. ``Funnel.adjusted`` says which limits
+were drawn; ``tau2`` is reported as computed either way (as FunnelPlotR does).
+
+z_α is 1.959964 for the 95% limits and 3.090232 for the 99.8% limits (two-sided), the
+constants FunnelPlotR (and NHS Digital's SHMI) write out.
 """
 
 from __future__ import annotations
@@ -24,10 +35,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from statistics import NormalDist
 
-Z95 = NormalDist().inv_cdf(0.975)  # 1.959964
-Z998 = NormalDist().inv_cdf(0.999)  # 3.090232
+Z95 = 1.959964  # NormalDist().inv_cdf(0.975) to 7 figures, as FunnelPlotR writes it
+Z998 = 3.090232  # NormalDist().inv_cdf(0.999)
 
 
 class Band(StrEnum):
@@ -66,12 +76,17 @@ class Funnel:
     target: float  # p₀
     theta: float  # asin(√p₀)
     phi: float
-    tau2: float
+    tau2: float  # as computed (reported even when the limits fall back to unadjusted)
     points: tuple[FunnelPoint, ...]
+    adjusted: bool = True  # the limits and z_adjusted include tau2
+
+    @property
+    def tau2_used(self) -> float:
+        return self.tau2 if self.adjusted else 0.0
 
     def limits(self, n: float, z: float) -> tuple[float, float]:
         """Lower and upper limits (proportions) at denominator ``n`` for z_α = ``z``."""
-        half = z * math.sqrt(1 / (4 * n) + self.tau2)
+        half = z * math.sqrt(1 / (4 * n) + self.tau2_used)
         return _back(self.theta - half), _back(self.theta + half)
 
     def point(self, key: str) -> FunnelPoint | None:
@@ -113,8 +128,9 @@ def band(z_adjusted: float) -> Band:
 
 
 def funnel(units: Sequence[Unit], *, winsorise_by: float = 0.1,
-           overdispersion: bool = True) -> Funnel:
-    """The funnel of ``units`` (providers with n > 0); τ² = 0 when ``overdispersion`` is off."""
+           overdispersion: bool = True, phi_fallback: bool = True) -> Funnel:
+    """The funnel of ``units`` (providers with n > 0); τ² = 0 when ``overdispersion`` is off;
+    unadjusted limits when φ ≤ 1 and ``phi_fallback`` (FunnelPlotR)."""
     units = [u for u in units if u.n > 0]
     if not units:
         raise ValueError("a funnel needs at least one provider with responses")
@@ -132,8 +148,11 @@ def funnel(units: Sequence[Unit], *, winsorise_by: float = 0.1,
         denominator = sum(w) - sum(wi * wi for wi in w) / sum(w)
         if denominator > 0:
             tau2 = max(0.0, (count * phi - (count - 1)) / denominator)
+    adjusted = overdispersion and not (phi_fallback and phi <= 1)
+    used = tau2 if adjusted else 0.0
     points = []
     for u, yi, si, zi, zwi in zip(units, y, s, z, zw, strict=True):
-        za = (yi - theta) / math.sqrt(si * si + tau2)
+        za = (yi - theta) / math.sqrt(si * si + used)
         points.append(FunnelPoint(u.key, u.events, u.n, u.events / u.n, zi, zwi, za, band(za)))
-    return Funnel(target=p0, theta=theta, phi=phi, tau2=tau2, points=tuple(points))
+    return Funnel(target=p0, theta=theta, phi=phi, tau2=tau2, points=tuple(points),
+                  adjusted=adjusted)

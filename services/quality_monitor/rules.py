@@ -1,5 +1,5 @@
-"""Rules on one piece of accepted feedback: immediate serious risk, visit ratings and service
-change notices. Pure functions.
+"""Rules on one piece of accepted feedback: immediate serious risk (possible risk for review),
+visit ratings and service change notices. Pure functions.
 
 Every finding says which rule fired, why, on what figures and which phrase matched, so the
 quality team can see exactly why a concern exists.
@@ -7,12 +7,13 @@ quality team can see exactly why a concern exists.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from services.quality_monitor.config import ServiceChangeRules, VisitRules
+from services.quality_monitor.harm import pipeline
+from services.quality_monitor.harm.pipeline import Mention
 from shared.events import FeedbackAccepted, Severity
 
 RISK_SCORE_THRESHOLD = 15  # NPSA 5x5: 15-25 is the "extreme" band
@@ -26,6 +27,7 @@ class Finding:
     reason: str
     figures: dict[str, Any] = field(default_factory=dict)
     matched: str | None = None
+    review: bool = False  # a possible risk, pending the quality team's review
 
 
 def npsa_band(score: int) -> Severity:
@@ -39,147 +41,37 @@ def npsa_band(score: int) -> Severity:
     return Severity.LOW
 
 
-# Harm the free text may report, by category; each pattern is matched case-insensitively.
-# Measured on tests/unit/harm_corpus.jsonl (see tests/unit/test_harm_corpus.py).
-_PERSON = (r"(?:him|her|them|me|us|a (?:resident|patient|man|woman|child)|the (?:resident|patient)"
-           r"|my (?:mother|father|mum|dad|son|daughter|wife|husband|brother|sister|grandmother"
-           r"|grandfather|nan|partner))")
-_BONE = r"(?:hip|skull|neck|femur|wrist|pelvis|arm|leg|ankle|spine|neck of femur|ribs?|shoulder)"
-HARM_PATTERNS: dict[str, str] = {
-    "death": r"\b(?:died|dies|death|passed away|fatal(?:ly|ity)?|deceased|killed|stillborn"
-             r"|stillbirth|(?:found|pronounced|declared|confirmed|certified) dead|(?:he|she|they"
-             r"|patient|resident|baby|father|mother|mum|dad|husband|wife|son|daughter|brother"
-             r"|sister) (?:was|is|were) dead"
-             r"|dead on arrival|lost (?:his|her|their) li(?:fe|ves))\b",
-    "serious harm": r"\b(?:serious(?:ly)? (?:harm(?:ed)?|injur(?:y|ies|ed))|harmed seriously"
-                    r"|severe(?:ly)? (?:harm(?:ed)?|injur(?:y|ies|ed))|permanent(?:ly)? (?:harm"
-                    r"(?:ed)?|damage)|permanent \w+ damage|life[- ]threatening|life[- ]changing"
-                    r"|brain (?:damage|injury)|head injury|bleed on the brain|brain (?:bleed"
-                    r"|haemorrhage)|cardiac arrest|paralysed|amputation|septic shock"
-                    r"|(?:developed|contracted|went into) (?:severe )?sepsis"
-                    rf"|fractured? (?:(?:his|her|their) )?{_BONE}|broke (?:his|her|their|a) {_BONE}"
-                    rf"|broken (?:(?:his|her|their) )?{_BONE}|(?:suffered|sustained) a fracture"
-                    r"|(?:ended up|admitted|taken|rushed|transferred) (?:in|to) (?:intensive care"
-                    r"|ICU|ITU|HDU)"
-                    r"|(?:given|administered|received) an overdose|overdose of (?:insulin|morphine"
-                    r"|opioids?|paracetamol|digoxin|potassium)|hypoglycaemic coma)\b",
-    "abuse": r"\b(?:abus(?:e|ed|ive)|assault(?:ed)?|slapped|punched|attacked|raped"
-             r"|sexual(?:ly)? (?:assault(?:ed)?|abus(?:e|ed))|touched (?:her|him) inappropriately"
-             r"|(?:hit(?:ting)?|kick(?:ed|ing)|punch(?:ing)?|slap(?:ping)?|push(?:ed|ing)"
-             rf"|shov(?:ed|ing)|grabb(?:ed|ing)|swore at|spat at) {_PERSON}(?! head)"
-             r"|(?:hit|kicked|punched|slapped|pushed|attacked) by (?:a |the |another )?(?:member"
-             r" of staff|carer|nurse|staff|security guard|guard|patient|resident|worker"
-             r"|healthcare assistant)|took money from|stole (?:money )?from)\b",
-    "neglect": r"\b(?:neglect(?:ed|ful)?|(?:left (?:lying |sitting )?|lay |lying |sat |sitting )in"
-               r" (?:a )?(?:soiled|wet|dirty|urine|faeces|excrement)"
-               r"|left (?:lying |sitting )?on the floor"
-               r"|left to die|left without (?:food|water|fluids|drinks?)|dehydrat(?:ed|ion)"
-               r"|malnourish(?:ed|ment)|(?:grade|category|stage) [34] pressure (?:ulcer|sore)s?"
-               r"|pressure (?:ulcer|sore) (?:of )?(?:grade|category|stage) [34])\b",
-    "never event": r"\b(?:never events?|wrong[- ]site (?:surgery|procedure|block|operation)"
-                   r"|operated on the wrong \w+|wrong (?:\w+ )?(?:was |were )?operated on"
-                   r"|wrong (?:tooth|teeth|implant|prosthesis|route)"
-                   r"|wrong (?:knee|hip|eye|leg|arm|side|limb|kidney|patient) (?:was |were )?"
-                   r"(?:operated|removed|amputated|extracted)"
-                   r"|retained (?:swab|instrument|guidewire|foreign object|\w+ swab)"
-                   r"|(?:swab|instrument|guidewire) was (?:retained|left inside)"
-                   r"|(?:nasogastric|orogastric|naso-gastric|NG) tube was misplaced"
-                   r"|misplaced (?:nasogastric|orogastric|NG) tube"
-                   r"|ABO[- ]incompatible|scalded|air flowmeter|oesophageal intubation)\b",
-    "self-harm": r"\b(?:self[- ]harm(?:ed|ing)?|suicide|took an overdose|overdosed"
-                 r"|t(?:ook|ake|aken) (?:his|her|their) own life|(?:tried|attempted) to (?:kill"
-                 r"|hang|harm) (?:himself|herself|themselves)|(?:tried|attempted) to take"
-                 r" (?:his|her|their) own life|cut (?:himself|herself|themselves)"
-                 r"|(?:jumped|threw (?:himself|herself)) (?:from|off))\b",
-    "missed diagnosis with harm": r"\b(?:missed (?:\w+ )?(?:diagnosis|cancer|fracture|sepsis"
-                                  r"|stroke|heart attack|appendicitis|meningitis|bleed)"
-                                  r"|misdiagnos(?:ed|is)|delayed diagnosis|late diagnosis"
-                                  r"|not diagnosed|undiagnosed|fail(?:ed|ure) to diagnose"
-                                  r"|(?:fracture|cancer|tumour|stroke|sepsis|bleed|infection"
-                                  r"|diagnosis) (?:was|were) missed)\b",
-}
-_HARM_RE = {k: re.compile(v, re.IGNORECASE) for k, v in HARM_PATTERNS.items()}
-
-# A negator or hedge in the few words before a harm denies or doubts it, unless a clause
-# boundary comes between them ("did not receive his insulin AND died", "did not notice HE
-# WAS dehydrated"). The strong negators ("no evidence that", "denied") reach over "that" and a
-# new subject, not over a conjunction.
-_NEGATORS = re.compile(
-    r"\b(?:no|not|never|nobody|no one|none|nothing|without|nor|neither|didn't|did not"
-    r"|wasn't|was not|weren't|isn't|prevented|avoided|free (?:of|from))\b|n't\b",
-    re.IGNORECASE)
-_STRONG_NEGATORS = re.compile(
-    r"\b(?:no (?:evidence|sign|signs|indication|suggestion|allegation)|denie[sd]|ruled out"
-    r"|not true|unfounded)\b", re.IGNORECASE)
-_HEDGES = re.compile(
-    r"\b(?:could|might|may|would|should|nearly|almost|risk of|at risk|risks of|worried|afraid"
-    r"|feared|fear|fears|concerned|in case|if|whether|potential(?:ly)?|near miss|possible"
-    r"|possibly|going to|thought|felt like|as if|prevent|prevention|avoid|history of"
-    r"|(?:checked|screened|assessed|looked|tested|monitored) for|how to|training on"
-    r"|leaflet|policy on|accused of|allegation of|recognis(?:e|ing)|identify|spot(?:ting)?)\b",
-    re.IGNORECASE)
-_HARD_BREAK = re.compile(
-    r"\b(?:and|but|so|then|after|because|until|when|while|before|which|who|where|since"
-    r"|although|though)\b", re.IGNORECASE)
-_SOFT_BREAK = re.compile(
-    r"\b(?:that|(?:he|she|they|i|we|it|you|staff|mum|dad|patient)\s+(?:was|were|had|has|is"
-    r"|did|got|became|went|would|could))\b", re.IGNORECASE)
-# What follows a harm that denies it or makes it a topic, not an event.
-_AFTER = re.compile(
-    r"^\W*(?:(?:was|were|has been|had been|is|being)\s+)?(?:not\s+(?:found|substantiated"
-    r"|confirmed|proven|evidenced|identified|seen)|ruled out|excluded|unfounded"
-    r"|unsubstantiated)\b|^\W*(?:risks?|risk assessments?|policy|policies|training|awareness"
-    r"|prevention|procedures?|protocols?|leads?|teams?|services?|screening|rates?|statistics"
-    r"|figures|leaflets?|champions?|plans?|down)\b", re.IGNORECASE)
-_CLAUSE_SPLIT = re.compile(r"[.!?;\n]+|,\s*(?:but|however|although)\b|\bbut\b", re.IGNORECASE)
-_LOOKBACK_WORDS = 8
-_NEVER_EVENT = re.compile(r"\bnever events?\b", re.IGNORECASE)
+def harm_mentions(text: str) -> list[Mention]:
+    """The harms the free text reports, read by the clinical-text pipeline
+    (services/quality_monitor/harm): serious and possible mentions, each with its phrase,
+    category, assertion context and sentence. Measured by ``make eval``."""
+    return pipeline.mentions(text)
 
 
-_NOUN = re.compile(r"^(?:death|abuse|neglect|dehydration|malnourishment|self[- ]harm|suicide"
-                   r"|never events?)$", re.IGNORECASE)
-_TRAILING_AND = re.compile(r"\s+(?:and|or)\s*$", re.IGNORECASE)
-
-
-def _denied(before: str, harm: str) -> bool:
-    """Whether the words before a harm (in its clause) deny or doubt it."""
-    words = " ".join(before.split()[-_LOOKBACK_WORDS:])
-    words = _NEVER_EVENT.sub(" ", words)  # "never event" is a term, not a negation
-    if _NOUN.match(harm):  # "no abuse and neglect": the denial covers both nouns
-        words = _TRAILING_AND.sub("", words)
-    # A negator is cut off by a conjunction or a new subject ("did not notice he was
-    # dehydrated"); a hedge ("whether", "worried that") governs the clause that follows it.
-    for pattern, breaks in ((_STRONG_NEGATORS, (_HARD_BREAK,)),
-                            (_NEGATORS, (_HARD_BREAK, _SOFT_BREAK)),
-                            (_HEDGES, (_HARD_BREAK,))):
-        matches = list(pattern.finditer(words))
-        last = matches[-1] if matches else None
-        if last is not None and not any(b.search(words[last.end():]) for b in breaks):
-            return True
-    return False
-
-
-def harm_mentions(text: str) -> list[tuple[str, str]]:
-    """(category, phrase) for each harm the text asserts; negated or hedged ones are skipped."""
-    found: list[tuple[str, str]] = []
-    for clause in _CLAUSE_SPLIT.split(text):
-        for category, pattern in _HARM_RE.items():
-            for m in pattern.finditer(clause):
-                if _denied(clause[: m.start()], m.group()) or _AFTER.search(clause[m.end():]):
-                    continue
-                found.append((category, m.group()))
-    return found
+def free_text(feedback: FeedbackAccepted) -> str:
+    """The free text of a piece of feedback that the harm pipeline reads."""
+    text = feedback.content.get("description") or feedback.content.get("comment") or ""
+    return text if isinstance(text, str) else ""
 
 
 IMMEDIATE_RULE = "immediate_serious_risk"
+POSSIBLE_RULE = "possible_serious_risk"
+MAX_EVIDENCE_MENTIONS = 10
 
 
 def immediate_serious_risk(feedback: FeedbackAccepted,
-                           risk_threshold: int = RISK_SCORE_THRESHOLD) -> Finding | None:
+                           risk_threshold: int = RISK_SCORE_THRESHOLD,
+                           mentions: list[Mention] | None = None) -> Finding | None:
     """The serious risk one piece of feedback carries on its own, if any.
 
     One finding per item, whatever the number of triggers (safeguarding, an NPSA score at or
     above the threshold, harm reported in the free text): each trigger is in the figures.
+    ``mentions`` are the harm pipeline's reading of the free text (read here when not given).
+
+    Serious: a trigger, or a harm the text clearly reports (``immediate_serious_risk``, the
+    meeting follows). Possible only (a hedge, an unqualified term, an uncertain experiencer):
+    a ``high`` finding of its own rule, ``possible_serious_risk``, with ``review: pending``
+    for the quality team to confirm (it becomes serious) or dismiss.
     """
     content = feedback.content
     triggers: list[str] = []
@@ -202,17 +94,18 @@ def immediate_serious_risk(feedback: FeedbackAccepted,
             figures["risk_score"] = {"consequence": risk["consequence"],
                                      "likelihood": risk["likelihood"], "score": score,
                                      "threshold": risk_threshold}
-    text = content.get("description") or content.get("comment") or ""
-    mentions = harm_mentions(text) if isinstance(text, str) else []
-    if mentions:
-        categories = sorted({c for c, _ in mentions})
-        matched = "; ".join(p for _, p in mentions[:5])
+    if mentions is None:
+        mentions = harm_mentions(free_text(feedback))
+    serious = [m for m in mentions if m.tier == pipeline.SERIOUS]
+    possible = [m for m in mentions if m.tier == pipeline.POSSIBLE]
+    if serious:
         triggers.append("harm_in_text")
-        reasons.append(f"free text reports {', '.join(categories)} (" + ", ".join(
-            f'"{p}"' for _, p in mentions[:5]) + ")")
-        figures["harm_in_text"] = {"categories": categories}
+        reasons.append(_reported("reports", serious))
+        matched = "; ".join(m.phrase for m in serious[:5])
+    if mentions:
+        figures["harm_in_text"] = _harm_figures(serious, possible)
     if not triggers:
-        return None
+        return _possible_risk(feedback, possible) if possible else None
     figures["triggers"] = triggers
     kind = feedback.kind.replace("_", " ")
     return Finding(
@@ -220,6 +113,31 @@ def immediate_serious_risk(feedback: FeedbackAccepted,
         reason=f"Immediate serious risk at {feedback.provider.name}: {kind} "
                + "; ".join(reasons),
         figures=figures, matched=matched)
+
+
+def _reported(verb: str, mentions: list[Mention]) -> str:
+    categories = sorted({m.category.replace("_", " ") for m in mentions})
+    return (f"free text {verb} {', '.join(categories)} ("
+            + ", ".join(f'"{m.phrase}"' for m in mentions[:5]) + ")")
+
+
+def _harm_figures(serious: list[Mention], possible: list[Mention]) -> dict[str, Any]:
+    """The evidence a clinician checks: each mention's phrase, category, assertion context,
+    tier and (redacted) sentence."""
+    return {"categories": sorted({m.category for m in serious}),
+            "possible_categories": sorted({m.category for m in possible}),
+            "mentions": [m.as_json() for m in (serious + possible)[:MAX_EVIDENCE_MENTIONS]]}
+
+
+def _possible_risk(feedback: FeedbackAccepted, possible: list[Mention]) -> Finding:
+    kind = feedback.kind.replace("_", " ")
+    return Finding(
+        rule=POSSIBLE_RULE, theme=feedback.theme or feedback.kind, severity=Severity.HIGH,
+        reason=f"Possible serious risk at {feedback.provider.name}, for the quality team to"
+               f" review: {kind} " + _reported("may report", possible),
+        figures={"triggers": ["possible_harm_in_text"], "review": "pending",
+                 "harm_in_text": _harm_figures([], possible)},
+        matched="; ".join(m.phrase for m in possible[:5]), review=True)
 
 
 def fingerprint(ods_code: str, rule: str, theme: str) -> str:

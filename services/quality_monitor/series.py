@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
+from services.quality_monitor.fft import Month
 from services.quality_monitor.spc import Direction
 
 ALL_SETTINGS = "all"  # complaints and GP alerts are counted across settings
@@ -98,16 +98,16 @@ class Series:
     feedback: list[list[tuple[uuid.UUID, date]]]
 
 
-def fft_series(rows: Sequence[Mapping[str, Any]], metric: str) -> Series:
-    """FFT % negative or % positive per month from monthly totals (``period``, ``responses``,
-    ``positive``, ``negative``, ``feedback_ids``), over the consecutive months that end at
-    the latest; months without responses are left out."""
-    by_period = {r["period"]: r for r in rows if r["responses"] > 0}
-    periods = contiguous_tail(by_period)
-    part = "negative" if metric == "fft_negative" else "positive"
-    return Series(periods,
-                  [100 * by_period[p][part] / by_period[p]["responses"] for p in periods],
-                  [[(f, month_start(p)) for f in by_period[p]["feedback_ids"]] for p in periods])
+def fft_month_series(months: Sequence[Month], metric: str,
+                     feedback: Mapping[str, list[tuple[uuid.UUID, date]]]) -> Series:
+    """FFT % negative or % positive from combined months (:func:`fft.combine`), over the
+    consecutive months that end at the latest. A month with 1-4 responses is suppressed: left
+    out of the chart, but it does not break the run of months. ``feedback``: the items behind
+    each month (by period)."""
+    by_period = {m.period: m for m in months if m.counts.responses > 0}
+    periods = [p for p in contiguous_tail(by_period) if not by_period[p].counts.suppressed]
+    return Series(periods, [by_period[p].counts.percent(metric) or 0.0 for p in periods],
+                  [list(feedback.get(p, [])) for p in periods])
 
 
 def count_series(items: Sequence[tuple[uuid.UUID, date]], last_month: str) -> Series:

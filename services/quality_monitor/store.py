@@ -4,8 +4,8 @@ schedule of its reviews. SQL only: the rules are in the pure modules."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -13,6 +13,7 @@ import asyncpg
 from services.quality_monitor.clusters import Item
 from services.quality_monitor.funnel import Funnel
 from services.quality_monitor.handling import Complaint
+from shared import concern_merge
 from shared.events import (
     ConcernRaised,
     ConcernResolved,
@@ -46,15 +47,34 @@ async def _insert_feedback(conn: asyncpg.Connection, rows: Sequence[tuple[Any, .
 
 async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provider: ProviderRef,
                           rule: str, theme: str, severity: Severity, reason: str,
-                          figures: dict[str, Any],
-                          evidence: list[Evidence]) -> ConcernRaised | ConcernUpdated | None:
-    """Open a concern for ``fingerprint`` or add the evidence to the open one.
+                          figures: dict[str, Any], evidence: list[Evidence],
+                          at: datetime) -> ConcernRaised | ConcernUpdated | None:
+    """Open a concern for ``fingerprint`` or add the evidence to the open one (``at``: now,
+    by the caller's clock).
 
     Severity may rise, never silently fall. Returns the event to publish, or None when the
     evidence was already on the concern, or (no concern open) when every piece of it was
     on the last resolved concern of this fingerprint: a signal the quality team closed is
     not raised again until new evidence arrives.
     """
+    def merge(row: asyncpg.Record, new: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+        return (reason, figures) if new else None
+
+    return await _open_or_update(conn, fingerprint=fingerprint, provider=provider, rule=rule,
+                                 theme=theme, severity=severity, evidence=evidence,
+                                 first=(reason, figures), merge=merge, at=at)
+
+
+Merge = Callable[[asyncpg.Record, list[dict[str, Any]]], tuple[str, dict[str, Any]] | None]
+
+
+async def _open_or_update(conn: asyncpg.Connection, *, fingerprint: str, provider: ProviderRef,
+                          rule: str, theme: str, severity: Severity, evidence: list[Evidence],
+                          first: tuple[str, dict[str, Any]],
+                          merge: Merge, at: datetime) -> ConcernRaised | ConcernUpdated | None:
+    """Open a concern with ``first`` (reason, figures), or update the open one with what
+    ``merge(row, new evidence)`` gives (None: nothing new, no update). Severity may rise,
+    never silently fall; evidence is the union (shared/concern_merge.py)."""
     evidence_json = [e.model_dump(mode="json") for e in evidence]
     while True:
         row = await conn.fetchrow(
@@ -63,6 +83,7 @@ async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
         if row is None:
             if await _all_seen_on_last_resolved(conn, fingerprint, evidence_json):
                 return None
+            reason, figures = first
             concern_id = uuid.uuid4()
             raised_at = await conn.fetchval(
                 "INSERT INTO monitor.concerns (concern_id, fingerprint, ods_code, provider, rule,"
@@ -77,22 +98,92 @@ async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
                 concern_id=concern_id, fingerprint=fingerprint, provider=provider, rule=rule,
                 theme=theme, severity=severity, reason=reason, figures=figures,
                 evidence=evidence, raised_at=raised_at)
-        known = {e["feedback_id"] for e in row["evidence"]}
-        new = [e for e in evidence_json if e["feedback_id"] not in known]
-        if not new:
+        m = concern_merge.merge(Severity(row["severity"]), row["evidence"], severity,
+                                evidence_json, key=lambda e: e["feedback_id"])
+        merged = merge(row, m.new_evidence)
+        if merged is None:
             return None
-        previous = Severity(row["severity"])
-        current = severity if severity.rank > previous.rank else previous
-        all_evidence = [*row["evidence"], *new]
+        reason, figures = merged
+        previous, current, all_evidence = m.previous_severity, m.severity, m.evidence
         await conn.execute(
             "UPDATE monitor.concerns SET evidence = $2, severity = $3, reason = $4, figures = $5,"
             " updated_at = $6 WHERE concern_id = $1",
-            row["concern_id"], all_evidence, current.value, reason, figures, datetime.now(UTC))
+            row["concern_id"], all_evidence, current.value, reason, figures, at)
         return ConcernUpdated(
             concern_id=row["concern_id"], fingerprint=fingerprint, provider=provider, rule=rule,
             theme=theme, severity=current, previous_severity=previous, reason=reason,
             figures=figures, evidence=[Evidence.model_validate(e) for e in all_evidence],
             raised_at=row["raised_at"])
+
+
+# -- one concern per signal: a measure family's signals on one concern -------------------------
+def _active(signals: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for _, v in sorted(signals.items()) if v.get("active")]
+
+
+def _family_reason(signals: dict[str, Any]) -> str:
+    return "; ".join(v["reason"] for v in _active(signals))
+
+
+async def raise_signal(conn: asyncpg.Connection, *, fingerprint: str, provider: ProviderRef,
+                       rule: str, family: str, signal: str, signal_rule: str,
+                       severity: Severity, reason: str, figures: dict[str, Any],
+                       evidence: list[Evidence],
+                       at: datetime) -> ConcernRaised | ConcernUpdated | None:
+    """Put one signal (``signal``: e.g. ``spc:fft_negative``, raised by ``signal_rule``) on the
+    open concern of its provider and measure ``family``, or open that concern.
+
+    The concern's figures keep every signal (``figures["signals"][signal]``: its rule,
+    severity, reason, figures, evidence ids, whether active); its evidence is the union; its
+    severity the highest of its signals (never silently falls); its reason the active
+    signals'. Returns the event to publish, or None when nothing is new: the signal already
+    active with no new evidence, or (no concern open) every item already on the last
+    resolved concern of this family."""
+    evidence_json = [e.model_dump(mode="json") for e in evidence]
+    entry: dict[str, Any] = {
+        "rule": signal_rule, "severity": severity.value, "reason": reason, "figures": figures,
+        "active": True, "evidence": sorted({e["feedback_id"] for e in evidence_json}),
+        "last_on": max((e["occurred_on"] for e in evidence_json), default=None)}
+
+    def merge(row: asyncpg.Record, new: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+        figures_now = dict(row["figures"])
+        signals = dict(figures_now.get("signals") or {})
+        before = signals.get(signal)
+        if not new and before is not None and before.get("active"):
+            return None
+        earlier = set(before.get("evidence", [])) if before else set()
+        signals[signal] = {**entry, "evidence": sorted(earlier | set(entry["evidence"]))}
+        figures_now.update({"family": family, "signals": signals})
+        return _family_reason(signals), figures_now
+
+    return await _open_or_update(
+        conn, fingerprint=fingerprint, provider=provider, rule=rule, theme=family,
+        severity=severity, evidence=evidence, merge=merge, at=at,
+        first=(reason, {"family": family, "signals": {signal: entry}}))
+
+
+async def clear_signal(conn: asyncpg.Connection, fingerprint: str, signal: str, why: str,
+                       at: datetime) -> ConcernResolved | None:
+    """The signal is back to common cause: mark it so on its open concern; when no signal of
+    the concern is active any more, the concern resolves (the event to publish)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM monitor.concerns WHERE fingerprint = $1 AND status = 'open' FOR UPDATE",
+        fingerprint)
+    if row is None:
+        return None
+    figures_now = dict(row["figures"])
+    signals = dict(figures_now.get("signals") or {})
+    entry = signals.get(signal)
+    if entry is None or not entry.get("active"):
+        return None
+    signals[signal] = {**entry, "active": False, "cleared": why}
+    figures_now["signals"] = signals
+    await conn.execute("UPDATE monitor.concerns SET figures = $2, updated_at = $3"
+                       " WHERE concern_id = $1", row["concern_id"], figures_now, at)
+    if _active(signals):
+        return None
+    return await resolve(conn, row["concern_id"], "; ".join(
+        v["cleared"] for _, v in sorted(signals.items()) if v.get("cleared")), at)
 
 
 async def list_concerns(conn: asyncpg.Connection, status: str | None = "open",
@@ -253,13 +344,20 @@ async def record_fft_month(conn: asyncpg.Connection, fb: FeedbackAccepted) -> tu
     return setting, period
 
 
-async def fft_series(conn: asyncpg.Connection, ods_code: str, setting: str) -> list[asyncpg.Record]:
-    """The provider's monthly FFT totals in one setting (sites summed), oldest first."""
-    return await conn.fetch(
-        "SELECT period, sum(responses)::int AS responses, sum(positive)::int AS positive,"
-        " sum(negative)::int AS negative, array_agg(feedback_id ORDER BY site_code) AS feedback_ids"
-        " FROM monitor.fft_months WHERE ods_code = $1 AND setting = $2"
-        " GROUP BY period ORDER BY period", ods_code, setting)
+async def record_equality_return(conn: asyncpg.Connection, fb: FeedbackAccepted) -> None:
+    """Keep one equality or Quality Account progress return (the latest replaces an earlier
+    one for the same provider, standard, priority and period)."""
+    c = fb.content
+    figure = c.get("figure")
+    await conn.execute(
+        "INSERT INTO monitor.equality_returns (ods_code, standard, priority, period,"
+        " feedback_id, status, figure, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (ods_code, standard, priority, period) DO UPDATE SET"
+        " feedback_id = EXCLUDED.feedback_id, status = EXCLUDED.status,"
+        " figure = EXCLUDED.figure, summary = EXCLUDED.summary, received_at = now()",
+        fb.provider.ods_code, str(c["standard"]), str(c.get("priority") or ""),
+        str(c["period"]), fb.feedback_id, str(c["status"]),
+        None if figure is None else float(figure), str(c.get("summary") or ""))
 
 
 async def fft_settings(conn: asyncpg.Connection, ods_code: str) -> list[str]:
@@ -268,13 +366,83 @@ async def fft_settings(conn: asyncpg.Connection, ods_code: str) -> list[str]:
     return [r["setting"] for r in rows]
 
 
-async def fft_period(conn: asyncpg.Connection, setting: str, period: str) -> list[asyncpg.Record]:
-    """Every provider's FFT totals for one setting and month."""
+# -- FFT from both sources (see services/quality_monitor/fft.py) -----------------------------
+# Monthly returns are kept as all / positive / negative: as six answers they read
+# very_good = positive, poor = negative, neither = the rest, which gives the same figures.
+_RETURN_AS_ANSWERS = (
+    "positive AS very_good, 0 AS good, responses - positive - negative AS neither_good_nor_poor,"
+    " negative AS poor, 0 AS very_poor, 0 AS dont_know")
+_RESPONSE_ANSWERS = ", ".join(
+    f"count(*) FILTER (WHERE content->>'answer' = '{a}')::int AS {a}" for a in (
+        "very_good", "good", "neither_good_nor_poor", "poor", "very_poor", "dont_know"))
+
+
+async def fft_returns(conn: asyncpg.Connection, ods_code: str,
+                      setting: str) -> list[asyncpg.Record]:
+    """The provider's monthly returns in one setting, one row per site and month."""
     return await conn.fetch(
-        "SELECT ods_code, sum(responses)::int AS responses, sum(negative)::int AS negative,"
-        " array_agg(feedback_id ORDER BY site_code) AS feedback_ids FROM monitor.fft_months"
-        " WHERE setting = $1 AND period = $2 GROUP BY ods_code ORDER BY ods_code",
-        setting, period)
+        f"SELECT period, site_code, feedback_id, {_RETURN_AS_ANSWERS} FROM monitor.fft_months"
+        " WHERE ods_code = $1 AND setting = $2 ORDER BY period, site_code", ods_code, setting)
+
+
+async def fft_response_counts(conn: asyncpg.Connection, ods_code: str, setting: str,
+                              before: date) -> list[asyncpg.Record]:
+    """The provider's individual FFT responses in one setting counted by site and month, for
+    responses dated before ``before``."""
+    await flush_deferred(conn)
+    return await conn.fetch(
+        "SELECT to_char(occurred_on, 'YYYY-MM') AS period, coalesce(site_code, '') AS site_code,"
+        f" {_RESPONSE_ANSWERS} FROM monitor.feedback WHERE ods_code = $1 AND kind = 'fft_response'"
+        " AND theme = $2 AND occurred_on < $3 GROUP BY 1, 2 ORDER BY 1, 2",
+        ods_code, f"fft: {setting}", before)
+
+
+async def fft_response_evidence(conn: asyncpg.Connection, ods_code: str, setting: str,
+                                answers: Sequence[str], before: date,
+                                per_month: int = 20) -> list[asyncpg.Record]:
+    """Up to ``per_month`` responses of ``answers`` per month (the earliest), as evidence."""
+    await flush_deferred(conn)
+    return await conn.fetch(
+        "SELECT period, feedback_id, occurred_on FROM (SELECT to_char(occurred_on, 'YYYY-MM')"
+        " AS period, feedback_id, occurred_on, row_number() OVER (PARTITION BY"
+        " date_trunc('month', occurred_on) ORDER BY occurred_on, feedback_id) AS n"
+        " FROM monitor.feedback WHERE ods_code = $1 AND kind = 'fft_response' AND theme = $2"
+        " AND occurred_on < $3 AND content->>'answer' = ANY($4::text[])) AS x WHERE n <= $5"
+        " ORDER BY period, n", ods_code, f"fft: {setting}", before, list(answers), per_month)
+
+
+async def fft_response_providers(conn: asyncpg.Connection, start: date,
+                                 before: date) -> list[asyncpg.Record]:
+    """(ods_code, setting) of every provider with FFT responses dated start..before."""
+    await flush_deferred(conn)
+    return await conn.fetch(
+        "SELECT DISTINCT ods_code, content->>'setting' AS setting FROM monitor.feedback"
+        " WHERE kind = 'fft_response' AND occurred_on >= $1 AND occurred_on < $2"
+        " ORDER BY ods_code, setting", start, before)
+
+
+async def fft_period_combined(conn: asyncpg.Connection, setting: str, period: str,
+                              responses_closed: bool) -> list[asyncpg.Record]:
+    """Every provider's FFT totals for one setting and month, the monthly return winning
+    over the responses (counted only when ``responses_closed``: the month has closed), with
+    the feedback behind each (returns; or up to 20 negative responses)."""
+    await flush_deferred(conn)
+    start = date(int(period[:4]), int(period[5:]), 1)
+    end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return await conn.fetch(
+        "WITH r AS (SELECT ods_code, sum(responses)::int AS responses,"
+        " sum(negative)::int AS negative, array_agg(feedback_id ORDER BY site_code) AS"
+        " feedback_ids, 'return' AS source FROM monitor.fft_months"
+        " WHERE setting = $1 AND period = $2 GROUP BY ods_code),"
+        " s AS (SELECT ods_code, count(*)::int AS responses, count(*) FILTER (WHERE"
+        " content->>'answer' IN ('poor', 'very_poor'))::int AS negative,"
+        " (array_agg(feedback_id ORDER BY occurred_on, feedback_id) FILTER (WHERE"
+        " content->>'answer' IN ('poor', 'very_poor')))[1:20] AS feedback_ids,"
+        " 'responses' AS source FROM monitor.feedback WHERE $5 AND kind = 'fft_response'"
+        " AND theme = $6 AND occurred_on >= $3 AND occurred_on < $4 GROUP BY ods_code)"
+        " SELECT * FROM r UNION ALL SELECT * FROM s WHERE ods_code NOT IN"
+        " (SELECT ods_code FROM r) ORDER BY ods_code",
+        setting, period, start, end, responses_closed, f"fft: {setting}")
 
 
 async def save_funnel(conn: asyncpg.Connection, setting: str, period: str, f: Funnel) -> None:
@@ -332,3 +500,60 @@ async def reschedule(conn: asyncpg.Connection, job: str, due_at: datetime, ran_a
                      result: dict[str, Any]) -> None:
     await conn.execute("UPDATE monitor.schedule SET due_at = $2, last_run_at = $3,"
                        " last_result = $4 WHERE job = $1", job, due_at, ran_at, result)
+
+
+# -- rebases ------------------------------------------------------------------------------------
+MONITOR_ACTOR = "quality-monitor"
+
+
+async def rebase_periods(conn: asyncpg.Connection, ods_code: str, metric: str,
+                         setting: str) -> list[str]:
+    """The months from which accepted rebases start a new group, oldest first."""
+    rows = await conn.fetch(
+        "SELECT period FROM monitor.rebases WHERE ods_code = $1 AND metric = $2 AND setting = $3"
+        " AND status = 'accepted' ORDER BY period", ods_code, metric, setting)
+    return [r["period"] for r in rows]
+
+
+async def record_rebase(conn: asyncpg.Connection, *, ods_code: str, metric: str, setting: str,
+                        period: str, reason: str, actor: str, at: datetime) -> asyncpg.Record:
+    """The quality team records a rebase (a known change): accepted at once; a proposal for
+    the same month becomes accepted, with this reason."""
+    return await conn.fetchrow(
+        "INSERT INTO monitor.rebases (ods_code, metric, setting, period, reason, status,"
+        " proposed_by, proposed_at, decided_by, decided_at)"
+        " VALUES ($1, $2, $3, $4, $5, 'accepted', $6, $7, $6, $7)"
+        " ON CONFLICT (ods_code, metric, setting, period) DO UPDATE SET status = 'accepted',"
+        " reason = EXCLUDED.reason, decided_by = EXCLUDED.decided_by,"
+        " decided_at = EXCLUDED.decided_at RETURNING *",
+        ods_code, metric, setting, period, reason, actor, at)
+
+
+async def propose_rebase(conn: asyncpg.Connection, *, ods_code: str, metric: str, setting: str,
+                         period: str, reason: str, at: datetime) -> bool:
+    """The monitor proposes a rebase (once: a month already proposed, accepted or rejected is
+    left alone). True when the proposal is new."""
+    return bool(await conn.fetchval(
+        "INSERT INTO monitor.rebases (ods_code, metric, setting, period, reason, status,"
+        " proposed_by, proposed_at) VALUES ($1, $2, $3, $4, $5, 'proposed', $6, $7)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        ods_code, metric, setting, period, reason, MONITOR_ACTOR, at))
+
+
+async def decide_rebase(conn: asyncpg.Connection, *, ods_code: str, metric: str, setting: str,
+                        period: str, accept: bool, actor: str,
+                        at: datetime) -> asyncpg.Record | None:
+    """A person accepts or rejects a proposed rebase; None when no proposal is pending."""
+    return await conn.fetchrow(
+        "UPDATE monitor.rebases SET status = $5, decided_by = $6, decided_at = $7"
+        " WHERE ods_code = $1 AND metric = $2 AND setting = $3 AND period = $4"
+        " AND status = 'proposed' RETURNING *",
+        ods_code, metric, setting, period, "accepted" if accept else "rejected", actor, at)
+
+
+async def list_rebases(conn: asyncpg.Connection, ods_code: str | None = None,
+                       status: str | None = None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM monitor.rebases WHERE ($1::text IS NULL OR ods_code = $1)"
+        " AND ($2::text IS NULL OR status = $2) ORDER BY ods_code, metric, setting, period",
+        ods_code, status)

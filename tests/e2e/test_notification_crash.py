@@ -151,7 +151,7 @@ async def publish_meeting(settings: Settings, ods: str, attendee: str) -> Meetin
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.default_exchange.publish(
             aio_pika.Message(envelope.to_bytes(), message_id=str(envelope.id),
-                             content_type=CONTENT_TYPE,
+                             content_type=CONTENT_TYPE, user_id="guest",  # as escalation
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=queue, mandatory=True)
     return meeting

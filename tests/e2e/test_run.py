@@ -46,7 +46,8 @@ async def all_consuming(settings: Settings) -> bool:
 async def running(settings: Settings) -> AsyncIterator[tuple[subprocess.Popen[bytes], Inbox]]:
     controller, inbox = smtp_server(settings.smtp_port)
     proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "run"], cwd=ROOT,
-                            env=service_env(settings, CAREWATCH_DEV_FEED_USER="guest"))
+                            env=service_env(settings, CAREWATCH_DEV_FEED_USER="guest",
+                                            CAREWATCH_DEV_FEED_ODS="RJ1"))
     try:
         await eventually(lambda: all_consuming(settings), timeout=60, interval=0.5,
                          what="all four services consuming")

@@ -248,10 +248,17 @@ async def test_nothing_lost_nothing_duplicated_under_faults(
     assert quarantined == expected.rejected, "every bad record quarantined exactly once"
     assert {(r["ods_code"], r["theme"]) for r in serious} == expected.serious
     assert all(r["n"] == 1 for r in serious), "one concern per fingerprint"
-    serious_meetings = await db.fetchval(
-        "SELECT count(*) FROM escalation.meetings m JOIN escalation.concerns c USING"
-        " (concern_id) WHERE c.rule = 'immediate_serious_risk'")
-    assert serious_meetings == len(expected.serious), "one meeting per serious concern"
+    # One remedial meeting per provider (issue 17): a provider's serious concerns gather on
+    # one agenda, and every serious concern is on exactly one.
+    agendas = await db.fetch(
+        "SELECT c.ods_code, count(DISTINCT mc.meeting_id) AS meetings, count(*) AS rows"
+        " FROM escalation.concerns c JOIN escalation.meeting_concerns mc USING (concern_id)"
+        " WHERE c.rule = 'immediate_serious_risk' GROUP BY c.ods_code")
+    assert {r["ods_code"] for r in agendas} == {ods for ods, _ in expected.serious}, \
+        "every provider with a serious concern has its meeting"
+    assert all(r["meetings"] == 1 for r in agendas), "one meeting per provider"
+    assert sum(r["rows"] for r in agendas) == len(expected.serious), \
+        "every serious concern on exactly one agenda"
     assert len({r["meeting"] for r in sent}) == len(meetings)
     assert all(r["status"] == "sent" for r in sent), "every notification delivered"
     invited = {(uid, r) for uid, _, method, r in mails if method == "REQUEST"}

@@ -201,13 +201,14 @@ def _http_call(rng: random.Random, i: int, key: str, auth: Headers, not_ours: st
         headers = {**credentials, **({"Content-Type": content_type} if content_type else {})}
         return Call(f"auth: {case}", SINGLE, body, headers, {401})
     if roll < 0.11:
-        case, credentials = rng.choice([("lower-case bearer", {"Authorization": f"bearer {key}"}),
-                                        ("X-API-Key", {"X-API-Key": key})])
+        good_credentials: list[tuple[str, Headers]] = [
+            ("lower-case bearer", {"Authorization": f"bearer {key}"}), ("X-API-Key", {"X-API-Key": key})]
+        case, credentials = rng.choice(good_credentials)
         return Call(f"auth: {case}", SINGLE, _json(_valid(rng, i)), credentials, {202})
     if roll < 0.14:
-        content_type, expect = rng.choice(CONTENT_TYPES)
-        headers = {**auth, **({"Content-Type": content_type} if content_type is not None else {})}
-        return Call(f"content type: {content_type!r}", SINGLE, _json(_valid(rng, i)), headers,
+        odd_type, expect = rng.choice(CONTENT_TYPES)
+        headers = {**auth, **({"Content-Type": odd_type} if odd_type is not None else {})}
+        return Call(f"content type: {odd_type!r}", SINGLE, _json(_valid(rng, i)), headers,
                     expect)
     if roll < 0.17:
         idempotency_key = rng.choice(IDEMPOTENCY_KEYS)

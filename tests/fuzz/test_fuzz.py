@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import yaml
 from services.catalogue import SERVICES, builder
 from services.intake import store
 from services.intake.app import build as build_intake
+from services.intake.redaction import redact
 from services.intake.validation import submission_id
 from services.notification.channels import verify
 from services.notification.routing import DEFAULT_ROUTING
@@ -49,7 +51,16 @@ from tests.fuzz.hostile import (
     http_calls,
     too_big_batch,
 )
-from tests.helpers import Inbox, Receiver, eventually, example, publish_submission, smtp_server
+from tests.helpers import (
+    Inbox,
+    Receiver,
+    bearer,
+    eventually,
+    example,
+    publish_submission,
+    smtp_server,
+    token_for,
+)
 from tests.integration.test_intake_support import example_message, isolated_intake, issue_api_key
 
 pytestmark = pytest.mark.fuzz
@@ -174,8 +185,8 @@ async def http_intake(settings: Settings) -> AsyncIterator[HttpIntake]:
         runtime = build_intake(own)
         await runtime.start()
         pool = await create_pool(own.database_url, min_size=1, max_size=4)
-        codes = [r["ods_code"] for r in store.read_providers_csv(store.SAMPLE_PROVIDERS)
-                 if r["ods_code"] != NOT_OURS]
+        codes = [c for c in store.ods_codes(store.read_providers_csv(store.SAMPLE_PROVIDERS))
+                 if c != NOT_OURS]
         key = await issue_api_key(pool, HTTP_FEED, codes)
         assert runtime.http.port is not None
         try:
@@ -251,7 +262,9 @@ async def _send(client: httpx.AsyncClient, port: int, call: Call) -> Reply:
         else:
             response = await client.post(
                 call.path, content=_chunks(call.body) if call.chunked else call.body,
-                headers=call.headers)
+                # httpx's HeaderTypes admits only all-str or all-bytes values, but its Headers
+                # takes either per value (_normalize_header_value): the fuzz mixes them on purpose.
+                headers=call.headers)  # type: ignore[arg-type]
             status, body = response.status_code, response.content
     except (httpx.HTTPError, OSError, TimeoutError, ValueError) as exc:
         return replace(reply, error=f"{type(exc).__name__}: {exc}")
@@ -374,7 +387,9 @@ async def test_every_hostile_http_request_is_answered(
 
         await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
         seconds = time.monotonic() - began
-        ready = await client.get("/ready")
+        # Readiness is an operator's to read (every route but liveness has an identity).
+        operator = await token_for(stack.pool, "fuzz-operator@icb.example", "operator")
+        ready = await client.get("/ready", headers=bearer(operator))
     assert len(replies) == COUNT + 1
 
     # Every request got a documented answer with reasons or a problem detail.
@@ -439,6 +454,9 @@ WEBHOOK_HEADERS = {"host", "accept", "accept-encoding", "connection", "user-agen
 # e-mail subject and the webhook's text; with Slack's and Teams' own control sequences.
 HOSTILE_SERVICE = ("Ward 7 " + " ".join(INJECTIONS[:3])
                    + " <!channel> <https://evil.example|log in>")
+# What intake keeps of it: `service` is free text, redacted like the rest (the e-mail in the
+# header injection becomes [EMAIL]); the injections themselves stay as inert data.
+STORED_SERVICE = redact(HOSTILE_SERVICE).text
 
 
 @dataclass(frozen=True)
@@ -501,8 +519,8 @@ async def test_injection_in_free_text_is_inert_in_email_and_webhooks(
     assert INJECTIONS[0] in row["content"]["description"]
     row = await eventually(lambda: db.fetchrow(
         "SELECT * FROM intake.feedback WHERE provider_record_id = $1", visit["record_id"]))
-    assert row["content"]["service"] == HOSTILE_SERVICE
-    assert row["theme"] == f"visit: {HOSTILE_SERVICE}"
+    assert row["content"]["service"] == STORED_SERVICE
+    assert row["theme"] == f"visit: {STORED_SERVICE}"
 
     # E-mail: no header injection (the visit's text is in the subject, on one line), no markup.
     mails = await eventually(lambda: _mails_for(pipeline.inbox, "quality.rp4@provider.example"),
@@ -522,12 +540,12 @@ async def test_injection_in_free_text_is_inert_in_email_and_webhooks(
 
     # Webhooks: a post for each of the two (Slack and Teams) about the visit's concern and
     # about the complaint's; the user text is JSON string data and escaped where it is shown.
-    theme = f"visit: {HOSTILE_SERVICE}"
+    theme = f"visit: {STORED_SERVICE}"
     for style in ("slack", "teams"):
-        await eventually(lambda style=style: _async(_posts(pipeline.webhooks, style, theme=theme)),
+        await eventually(partial(_posts_now, pipeline.webhooks, style, theme=theme),
                          timeout=PIPELINE_TIMEOUT, what=f"{style} post about the hostile visit")
-        await eventually(lambda style=style: _async(_posts(pipeline.webhooks, style, ods="RP4",
-                                                           rule="immediate_serious_risk")),
+        await eventually(partial(_posts_now, pipeline.webhooks, style, ods="RP4",
+                                 rule="immediate_serious_risk"),
                          timeout=PIPELINE_TIMEOUT, what=f"{style} post about the hostile complaint")
     posts = list(zip(pipeline.webhooks.posts, pipeline.webhooks.header_lines, strict=True))
     for (path, _, body), lines in posts:
@@ -552,8 +570,9 @@ async def _mails_about(inbox: Inbox, address: str, text: str) -> list[Any]:
     return [m for m in inbox.to(address) if text in str(m["Subject"])]
 
 
-async def _async(value: Any) -> Any:
-    return value
+async def _posts_now(receiver: Receiver, style: str, **filters: str) -> list[dict[str, Any]]:
+    """``_posts`` as a probe for ``eventually`` (read again on each call)."""
+    return _posts(receiver, style, **filters)
 
 
 def _docs(receiver: Receiver, style: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from shared.db import create_pool
 from shared.envelope import Envelope
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
-from tests.helpers import eventually
+from tests.helpers import delete_broker_user, eventually
 from tests.integration.test_intake_support import (
     VALID_EXAMPLES,
     EventTap,
@@ -207,7 +207,9 @@ async def test_message_without_user_id_is_unauthenticated(stack: Stack) -> None:
 # -- replies ----------------------------------------------------------------------------------------
 async def test_rejection_is_sent_back_to_the_reply_queue(stack: Stack) -> None:
     channel = await stack.amqp.channel()
-    replies = await channel.declare_queue(exclusive=True)
+    # The feed's own reply queue (a feed declares it, or `carewatch feeds create` does).
+    replies = await channel.declare_queue(f"{stack.settings.namespace}.replies.guest",
+                                          auto_delete=True)
     raw = body_bytes(example_message("invalid-complaint")["body"])
     mid = await stack.publish(raw, reply_to=replies.name, correlation_id="batch-7/line-12")
     msg = await eventually(lambda: replies.get(fail=False, no_ack=True), what="reply")
@@ -222,8 +224,16 @@ async def test_rejection_is_sent_back_to_the_reply_queue(stack: Stack) -> None:
 
 async def test_reply_to_a_vanished_queue_does_not_block_the_relay(stack: Stack) -> None:
     raw = body_bytes(example_message("invalid-complaint")["body"])
-    await stack.publish(raw, reply_to=f"amq.gen-gone-{uuid.uuid4().hex}")
-    await stack.publish(raw, reply_to=f"{stack.settings.namespace}.intake.submissions")
+    # The feed's own reply queue, not declared: the reply goes nowhere, nothing waits on it.
+    await stack.publish(raw, reply_to=f"{stack.settings.namespace}.replies.guest")
+    # Another queue: refused, with the reason.
+    mid = await stack.publish(fresh(example_message("compliment")["body"]),
+                              reply_to=f"{stack.settings.namespace}.intake.submissions")
+    assert await eventually(lambda: stack.pool.fetchval(
+        "SELECT reasons FROM intake.quarantine WHERE message_id = $1", mid)) == [{
+            "loc": "reply_to", "type": "reply_to", "msg": "replies go only to the feed's own"
+            f" reply queue {stack.settings.namespace}.replies.guest; not to"
+            f" '{stack.settings.namespace}.intake.submissions'"}]
     # Events after the unroutable reply are still published, and the outbox empties.
     good = fresh(example_message("compliment")["body"])
     mid = await stack.publish(good)
@@ -305,8 +315,7 @@ def feed_users(stack: Stack) -> Any:
         yield users
     finally:
         for user, _ in users.values():
-            subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True,
-                           timeout=60, check=False)
+            delete_broker_user(user)  # closes its connections first
 
 
 async def test_provider_a_cannot_submit_as_provider_b(stack: Stack, feed_users: Any) -> None:

@@ -18,7 +18,7 @@ from services.intake.app import build
 from shared.db import create_pool
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
-from tests.helpers import carewatch, eventually
+from tests.helpers import carewatch, eventually, token_for
 from tests.integration.test_intake_support import (
     body_bytes,
     example_message,
@@ -53,8 +53,9 @@ class Intake:
         assert self.runtime is not None
         return f"http://127.0.0.1:{self.runtime.http.port}"
 
-    async def cli(self, *args: str) -> tuple[int, str]:
-        return await carewatch(self.settings, *args)
+    async def cli(self, *args: str, token: str | None = None) -> tuple[int, str]:
+        return await carewatch(self.settings, *args,
+                               env={"CAREWATCH_TOKEN": token} if token else None)
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +134,11 @@ async def test_fft_csv_over_amqp_with_counts_and_reasons(intake: Intake, tmp_pat
     assert "ignoring columns: Org name, Total responses" in out
     rejected = [json.loads(line) for line in
                 (tmp_path / "fft.csv.rejected.jsonl").read_text().splitlines()]
-    assert [(r["record"], r["reasons"][0]["loc"], r["reasons"][0]["type"]) for r in rejected] == [
-        (7, "very_good", "int_parsing"), (500, "period", "value_error"),
-        (1200, "ods_code", "unknown_provider")]
+    # By line of the file (the header is line 1), as the summary says them too.
+    assert [(r["line"], r["reasons"][0]["loc"], r["reasons"][0]["type"]) for r in rejected] == [
+        (8, "very_good", "int_parsing"), (501, "period", "value_error"),
+        (1201, "ods_code", "unknown_provider")]
+    assert "rejected 3 record(s):\n  line 8: very_good: " in out
     assert await intake.pool.fetchval(
         "SELECT count(*) FROM intake.feedback WHERE kind = 'fft_monthly'"
         " AND content->>'site_code' LIKE 'RJ2%A'") == 1197
@@ -165,6 +168,7 @@ async def test_interrupted_load_resumes_without_duplicates(intake: Intake, tmp_p
     assert "resuming" not in out  # nothing was done; the first 400 are looked up, not resent
     assert summary(out) == {"file": str(path), "records": 1000, "accepted": 1000,
                             "duplicate": 0, "rejected": 0}
+    assert not (tmp_path / "resume.csv.rejected.jsonl").exists(), "no empty file left behind"
     assert await intake.pool.fetchval(
         "SELECT count(*) FROM intake.feedback WHERE content->>'site_code' LIKE 'RJ2%R'") == 1000
 
@@ -201,6 +205,16 @@ async def test_json_lines_with_hostile_lines(intake: Intake, tmp_path: Path) -> 
                             "rejected": 3}
 
 
+async def test_a_file_whose_every_record_is_rejected_fails(intake: Intake,
+                                                           tmp_path: Path) -> None:
+    path = fft_csv(tmp_path / "bad.csv", 3, tag="x", bad={n: {"org": "ZZZ"} for n in (1, 2, 3)})
+    code, out = await intake.cli("submit", str(path))
+    assert code == 1, out
+    assert summary(out)["rejected"] == 3
+    assert "line 2: ods_code: " in out and "line 4: ods_code: " in out
+    assert "every record of" in out and "was rejected" in out
+
+
 async def test_submit_refuses_a_file_it_cannot_read(intake: Intake, tmp_path: Path) -> None:
     path = tmp_path / "people.csv"
     path.write_text("name,address\nA,B\n")
@@ -227,7 +241,7 @@ async def test_quarantine_show_and_resubmit_after_correction(intake: Intake,
     code, out = await intake.cli("quarantine", "list", "--json", "--feed", feed)
     assert code == 0, out
     assert [r["submission_id"] for r in json.loads(out)] == [sid]
-    code, out = await intake.cli("quarantine", "show", sid)
+    code, out = await intake.cli("quarantine", "show", sid, "--json")
     assert json.loads(out)["body"] == body_bytes(invalid).decode()
 
     # Resubmitted still wrong: rejected again, as a new quarantine row linked to the first.
@@ -245,15 +259,21 @@ async def test_quarantine_show_and_resubmit_after_correction(intake: Intake,
     message = example_message("routine-complaint")
     message["body"] = {**message["body"], "ods_code": "RJ1", "record_id": invalid["record_id"]}
     corrected.write_text(json.dumps(message))
+    # Who resubmits is the token's account, which must be an operator (never a typed name).
+    viewer = await token_for(intake.pool, f"viewer-{feed}", "lay_member")
     code, out = await intake.cli("quarantine", "resubmit", again, "--file", str(corrected),
-                                 "--by", "analyst")
+                                 token=viewer)
+    assert code == 3 and "operator" in out, out
+    analyst = await token_for(intake.pool, f"analyst-{feed}", "operator")
+    code, out = await intake.cli("quarantine", "resubmit", again, "--file", str(corrected),
+                                 token=analyst)
     assert code == 0, out
     result = json.loads(out)
     assert result["outcome"] == "accepted"
     row = await intake.pool.fetchrow(
         "SELECT * FROM intake.quarantine WHERE submission_id = $1", uuid.UUID(again))
     assert (row["status"], row["resolved_by"], str(row["resubmitted_as"])) == (
-        "resubmitted", "analyst", result["submission_id"])
+        "resubmitted", f"analyst-{feed}", result["submission_id"])
     feedback = await intake.pool.fetchrow(
         "SELECT * FROM intake.feedback WHERE feedback_id = $1", uuid.UUID(result["feedback_id"]))
     assert feedback["feed_user"] == feed  # admitted as the feed that sent it

@@ -18,7 +18,7 @@ from services.intake.app import build
 from services.intake.validation import parse
 from shared.db import create_pool
 from shared.settings import Settings
-from tests.helpers import eventually
+from tests.helpers import bearer, eventually, token_for
 from tests.integration.test_intake_support import (
     VALID_EXAMPLES,
     EventTap,
@@ -52,8 +52,8 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         runtime = build(s)
         await runtime.start()
         pool = await create_pool(s.database_url, min_size=1, max_size=4)
-        codes = [r["ods_code"] for r in store.read_providers_csv(store.SAMPLE_PROVIDERS)
-                 if r["ods_code"] != "RAL"]
+        codes = [c for c in store.ods_codes(store.read_providers_csv(store.SAMPLE_PROVIDERS))
+                 if c != "RAL"]
         key = await issue_api_key(pool, FEED, codes)
         amqp = await aio_pika.connect_robust(s.amqp_url)
         tap = await EventTap.open(amqp, s)
@@ -285,7 +285,9 @@ async def test_unreadable_batch_is_refused_whole(api: Api, content: bytes, conte
 
 # -- the published contract ------------------------------------------------------------------------
 async def test_openapi_describes_the_submission_endpoints(api: Api) -> None:
-    spec = (await api.client.get("/openapi.json")).json()
+    # The document needs an identity, as every route but liveness does (anyone with a role).
+    reader = bearer(await token_for(api.pool, "feed.engineer@icb.example", "operator"))
+    spec = (await api.client.get("/openapi.json", headers=reader)).json()
     post = spec["paths"]["/v1/submissions"]["post"]
     assert set(post["responses"]) >= {"200", "202", "401", "403", "413", "415", "422"}
     assert post["requestBody"]["content"]["application/json"]["schema"] == {

@@ -24,7 +24,8 @@ ROUTINE = 3000
 
 
 def test_feedback_kinds_that_report_risk_take_the_urgent_lane() -> None:
-    assert FeedbackAccepted.urgent_suffixes == {"complaint", "safeguarding_concern", "gp_alert"}
+    assert FeedbackAccepted.urgent_suffixes == {"complaint", "safeguarding_concern", "gp_alert",
+                                                "public_feedback"}
     assert FeedbackAccepted.urgent_suffixes < set(FeedbackAccepted.routing_suffixes)
 
 

@@ -37,11 +37,12 @@ GP_THEMES = ["Appointments", "Prescribing", "Waiting times"]
 
 # What the replay must raise: (role, rule, theme, severity). Nothing else, once each.
 EXPECTED = {
-    ("A", "spc_special_cause", "FFT % negative: day_case", "moderate"),
-    ("A", "peer_outlier", "FFT % negative: day_case", "high"),
-    ("B", "spc_special_cause", "complaints per month", "moderate"),
-    ("C", "cluster", "Admissions, discharges and transfers", "high"),
-    ("D", "cluster", "Communications", "moderate"),
+    # One concern per provider and measure family: A's SPC signal and peer outlier on its FFT
+    # % negative (day case) are one concern, with the higher severity.
+    ("A", "measure_signals", "FFT: day_case", "high"),
+    ("B", "measure_signals", "complaints", "moderate"),
+    ("C", "measure_signals", "GP alerts", "high"),
+    ("D", "measure_signals", "complaints", "moderate"),
     ("F", "complaint_handling", "late acknowledgements", "low"),
     ("G", "immediate_serious_risk", "Clinical treatment", "serious"),
     ("G", "visit_rating", "visit: Ward 10", "high"),

@@ -43,7 +43,16 @@ from shared.events import (
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import free_port
-from tests.helpers import Inbox, Receiver, calendar_part, carewatch, eventually
+from tests.helpers import (
+    Inbox,
+    Receiver,
+    bearer,
+    body_text,
+    calendar_part,
+    carewatch,
+    eventually,
+    token_for,
+)
 
 pytestmark = pytest.mark.integration
 SECRET = "test-webhook-secret"
@@ -174,7 +183,7 @@ async def publish(amqp: aio_pika.abc.AbstractConnection, settings: Settings,
             envelope = event.envelope("carewatch/tests")
             queue = topology.event_subscription("notification", event.event_type).queue
             await channel.default_exchange.publish(
-                aio_pika.Message(envelope.to_bytes(), message_id=str(envelope.id),
+                aio_pika.Message(envelope.to_bytes(), message_id=str(envelope.id), user_id="guest",
                                  content_type=CONTENT_TYPE,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=queue, mandatory=True)
@@ -259,13 +268,13 @@ async def test_invitation_then_update_then_cancellation_for_every_recipient(
     for address in recipients:
         msgs = await mail(inbox, address, 3)
         cals = [Calendar.from_ical(calendar_part(m)) for m in msgs]
-        events = [c.walk("VEVENT")[0] for c in cals]
+        events = [c.events[0] for c in cals]
         assert [str(c["METHOD"]) for c in cals] == ["REQUEST", "REQUEST", "CANCEL"]
         assert {str(e["UID"]) for e in events} == {f"meeting-{fields['meeting_id']}@carewatch"}
         assert [e.decoded("SEQUENCE") for e in events] == [0, 1, 2]
         assert events[1].decoded("DTSTART") == later
         assert str(events[0]["ORGANIZER"]) == f"mailto:{TEAM}"
-        attendees = {str(a) for a in events[0]["ATTENDEE"]}
+        attendees = {str(a) for a in events[0].attendees}
         assert attendees == {f"mailto:pat.{tag}@provider.example", f"mailto:lee.{tag}@icb.example"}
         assert len({m["Message-ID"] for m in msgs}) == 3
         assert cals[2].walk("VTIMEZONE")[0]["TZID"] == "Europe/London"
@@ -292,7 +301,7 @@ async def test_twenty_low_concerns_inside_the_group_wait_become_one_email_then_c
     clock.advance(seconds=61)
     [first] = await mail(inbox, contact, 1)
     assert "20 alerts at Test Trust ZZN02 (ZZN02) (20 open, 20 new)" in first["Subject"]
-    text = first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = body_text(first)
     assert text.count("[NEW]") == 20
     assert text.count("moderate concern") == 5
     await quiet()
@@ -306,13 +315,13 @@ async def test_twenty_low_concerns_inside_the_group_wait_become_one_email_then_c
     clock.advance(minutes=5)
     second = (await mail(inbox, contact, 2))[1]
     assert "(19 open, 1 resolved)" in second["Subject"]
-    assert second.get_body(("plain",)).get_content().count("[RESOLVED]") == 1  # type: ignore[union-attr]
+    assert body_text(second).count("[RESOLVED]") == 1
 
     # Nothing changes: the open concerns are repeated after the repeat interval.
     clock.advance(hours=4, minutes=1)
     third = (await mail(inbox, contact, 3))[2]
     assert "19 alerts" in third["Subject"]
-    assert "still open, repeated" in third.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "still open, repeated" in body_text(third)
     await quiet()
     assert len(inbox.to(contact)) == 3
     clock.reset()
@@ -420,7 +429,9 @@ async def test_smtp_down_for_good_fails_visibly_publishes_and_can_be_retried_fro
 
     inbox.refuse_for = set()
     code, out = await carewatch(settings, "notifications", "retry",
-                                str(row["notification_id"])[:13], "--by", "ops-tester")
+                                str(row["notification_id"])[:13],
+                                env={"CAREWATCH_TOKEN": await token_for(
+                                    notification["runtime"].pool, "ops-tester", "operator")})
     assert code == 0, out
     assert f"requeued {row['notification_id']}" in out
     [msg] = await mail(inbox, address, 1)
@@ -490,9 +501,16 @@ async def test_silence_suppresses_and_records_then_expires(
         db: asyncpg.Pool, clock: FakeClock) -> None:
     inbox, settings = notification["inbox"], notification["settings"]
     clock.reset()
+    pool = notification["runtime"].pool
+    as_alice = {"CAREWATCH_TOKEN": await token_for(pool, "alice", "quality_lead")}
+    as_bob = {"CAREWATCH_TOKEN": await token_for(pool, "bob", "operator")}
+    as_lay = {"CAREWATCH_TOKEN": await token_for(pool, "lay", "lay_member")}
+    code, out = await carewatch(settings, "silences", "add", "--provider", "ZZN07",
+                                "--for", "1h", "--reason", "a lay member may not", env=as_lay)
+    assert code == 3 and "holds none of" in out, out
     code, out = await carewatch(settings, "silences", "add", "--provider", "ZZN07",
                                 "--for", "1h", "--reason", "provider data migration",
-                                "--by", "alice", "--json")
+                                "--json", env=as_alice)
     assert code == 0, out
     silence_id = json.loads(out)["silence_id"]
 
@@ -524,7 +542,7 @@ async def test_silence_suppresses_and_records_then_expires(
     assert listed["created_by"] == "alice" and listed["reason"] == "provider data migration"
     assert listed["suppressed"] == 2
 
-    code, out = await carewatch(settings, "silences", "expire", silence_id[:8], "--by", "bob")
+    code, out = await carewatch(settings, "silences", "expire", silence_id[:8], env=as_bob)
     assert code == 0, out
     code, out = await carewatch(settings, "silences", "list", "--json")
     assert silence_id not in out
@@ -542,14 +560,15 @@ async def test_silence_suppresses_and_records_then_expires(
 
 async def _about(inbox: Inbox, address: str, concern_id: uuid.UUID) -> list[EmailMessage]:
     return [m for m in inbox.to(address)
-            if str(concern_id) in m.get_body(("plain",)).get_content()]  # type: ignore[union-attr]
+            if str(concern_id) in body_text(m)]
 
 
 async def test_metrics_count_notifications_by_status(notification: dict[str, Any]) -> None:
     import httpx
 
     port = notification["runtime"].http.port
-    async with httpx.AsyncClient() as client:
+    operator = bearer(await token_for(notification["runtime"].pool, "operator@tests", "operator"))
+    async with httpx.AsyncClient(headers=operator) as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     for status in ("pending", "sent", "failed", "suppressed"):
         assert f'carewatch_notifications{{service="notification",status="{status}"}}' in metrics

@@ -41,7 +41,7 @@ async def test_status_shows_consumers_and_backlogs(monitor: ServiceRuntime,
     row = next(q for q in status["queues"] if q["queue"] == queue_name(settings))
     assert row["consumers"] == 1
     assert {o["service"] for o in status["outbox"]} == {
-        "intake", "quality_monitor", "escalation", "notification"}
+        "intake", "quality_monitor", "escalation", "notification", "workspace"}
 
 
 async def test_dead_letters_are_shown_with_reason_and_replayed(

@@ -230,3 +230,48 @@ async def test_urgent_rows_take_the_urgent_channel_whichever_slot_claims_them(
     assert await relay.publish_pending() == 2, "one routine claim took both rows"
     assert channels == {"feedback.accepted.v1.fft_response": False,
                         "feedback.accepted.v1.complaint": True}
+
+
+async def test_a_batch_the_broker_refuses_whole_is_counted_and_parked(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    """Every row of the batch refused (an exchange nobody may write to): the attempts are
+    still counted, so the rows go on to their backoff and, after PARK_AFTER refusals, are
+    parked; the relay moves on to the rows behind them."""
+    from shared.outbox import PARK_AFTER
+
+    gone = f"{settings.namespace}.no-such-exchange"
+    bad = await add_rows(db, schema, gone, "x.v1", 3)
+    relay = OutboxRelay(db, schema, publisher)
+    for attempt in range(1, PARK_AFTER + 1):
+        assert await relay.publish_pending() == 3
+        rows = await db.fetch(f'SELECT attempts, next_attempt_at = \'infinity\' AS parked'
+                              f' FROM "{schema}".outbox')
+        assert [r["attempts"] for r in rows] == [attempt] * 3
+        assert all(r["parked"] for r in rows) == (attempt == PARK_AFTER)
+        if attempt < PARK_AFTER:  # due again at once, for the test
+            await db.execute(f'UPDATE "{schema}".outbox SET next_attempt_at = now()')
+    assert not relay.stalled()
+    assert await relay.publish_pending() == 0, "parked rows are not retried"
+    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 1)
+    assert await relay.publish_pending() == 1
+    assert sorted(r["event_id"] for r in await db.fetch(
+        f'SELECT event_id FROM "{schema}".outbox')) == sorted(bad)
+
+
+async def test_a_relay_that_cannot_publish_is_reported_stalled(
+        db: asyncpg.Pool, schema: str) -> None:
+    """The broker unreachable: nothing is counted against the rows, and readiness says the
+    relay makes no progress."""
+    import time
+
+    async def unreachable(*_: Any, **__: Any) -> None:
+        raise ConnectionError("broker down")
+
+    await add_rows(db, schema, "x", "y.v1", 2)
+    relay = OutboxRelay(db, schema, unreachable)
+    with pytest.raises(ConnectionError):
+        await relay.publish_pending()
+    assert [r["attempts"] for r in await db.fetch(f'SELECT attempts FROM "{schema}".outbox')] \
+        == [0, 0]
+    from shared.outbox import STALL_AFTER
+    assert relay.stalled(time.monotonic() + STALL_AFTER + 1)

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +22,16 @@ from services.catalogue import SERVICES, builder
 from services.escalation.calendar import is_working_day, working_days_after
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
-from tests.helpers import Inbox, calendar_part, eventually, example, publish_submission, smtp_server
+from tests.helpers import (
+    Inbox,
+    bearer,
+    calendar_part,
+    eventually,
+    example,
+    publish_submission,
+    smtp_server,
+    token_for,
+)
 
 pytestmark = pytest.mark.integration
 LONDON = ZoneInfo("Europe/London")
@@ -83,7 +93,7 @@ async def test_serious_complaint_books_a_meeting_and_emails_an_invitation(
 
     provider_contact = f"quality.{body['ods_code'].lower()}@provider.example"
     for address in (settings.quality_team_email, provider_contact):
-        msgs = await eventually(lambda a=address: _invites(inbox, a, meeting["meeting_id"]),
+        msgs = await eventually(partial(_invites, inbox, address, meeting["meeting_id"]),
                                 what=f"invitation to {address}")
         assert len(msgs) == 1
         cal = Calendar.from_ical(calendar_part(msgs[0]))
@@ -221,6 +231,38 @@ async def test_routine_complaint_raises_no_concern(
         [{"feedback_id": str(fb["feedback_id"])}]) == 0
 
 
+async def test_an_equality_return_is_redacted_by_intake_and_kept_by_quality_monitor(
+        pipeline: Any, settings: Settings, db: asyncpg.Pool,
+        amqp: aio_pika.abc.AbstractConnection) -> None:
+    """The equality_return kind through the real broker: intake accepts and redacts it,
+    quality-monitor keeps it in monitor.equality_returns, raises nothing, and no service
+    fails a delivery over it."""
+    since = await db.fetchval("SELECT now()")
+    body = unique_record(example("equality-return.json")["body"])
+    body["summary"] += " Queries to the WRES lead on 07700 900982."
+    await publish_submission(amqp, settings.namespace, body)
+    fb = await eventually(lambda: feedback_row(db, body["ods_code"], body["record_id"]))
+    assert fb["kind"] == "equality_return"
+    row = await eventually(lambda: db.fetchrow(
+        "SELECT * FROM monitor.equality_returns WHERE feedback_id = $1", fb["feedback_id"]),
+        what="monitor kept the return")
+    assert (row["ods_code"], row["standard"], row["priority"], row["period"], row["status"],
+            row["figure"]) == ("RJ1", "wres", "", "2026-10", "at_risk", 1.42)
+    assert row["summary"].startswith("Indicator 2: white applicants are 1.42 times")
+    assert "[PHONE]" in row["summary"] and "900982" not in row["summary"]
+    assert await db.fetchval(
+        "SELECT count(*) FROM monitor.concerns WHERE evidence @> $1::jsonb",
+        [{"feedback_id": str(fb["feedback_id"])}]) == 0
+    schemas = [r["table_schema"] for r in await db.fetch(
+        "SELECT table_schema FROM information_schema.tables"
+        " WHERE table_name = 'delivery_failures'")]
+    assert {"intake", "monitor", "escalation", "notification"} <= set(schemas), schemas
+    for schema in schemas:
+        failed = await db.fetch(f'SELECT queue, error FROM "{schema}".delivery_failures'
+                                " WHERE failed_at >= $1", since)
+        assert not failed, (schema, failed)
+
+
 async def test_poison_event_is_dead_lettered_with_its_reason(
         pipeline: Any, settings: Settings, db: asyncpg.Pool,
         amqp: aio_pika.abc.AbstractConnection) -> None:
@@ -240,7 +282,9 @@ async def test_poison_event_is_dead_lettered_with_its_reason(
         return msg
 
     msg = await eventually(dead_lettered, what="message in the DLQ")
-    assert msg.headers["x-death"][0]["reason"] == "rejected"  # type: ignore[index]
+    deaths = msg.headers["x-death"]
+    assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+    assert deaths[0]["reason"] == "rejected"
     await msg.ack()
     failure = await db.fetchrow(
         "SELECT * FROM monitor.delivery_failures WHERE message_id = $1", message_id)
@@ -276,15 +320,17 @@ async def test_each_service_reports_ready_and_exports_metrics(pipeline: Any) -> 
     import httpx
 
     runtimes, _ = pipeline
-    async with httpx.AsyncClient() as client:
+    operator = bearer(await token_for(runtimes["intake"].pool, "operator@tests", "operator"))
+    async with httpx.AsyncClient(headers=operator) as client:
         for runtime in runtimes.values():
             base = f"http://127.0.0.1:{runtime.http.port}"
             ready = await client.get(f"{base}/ready")
             assert ready.status_code == 200, ready.text
-            assert ready.json()["checks"] == {"consuming": True, "database": True, "broker": True}
+            assert ready.json()["checks"] == {"consuming": True, "database": True, "broker": True,
+                                             "relay": True}
             metrics = (await client.get(f"{base}/metrics")).text
             assert "carewatch_outbox_backlog" in metrics
             assert "carewatch_dead_letter_messages" in metrics
-    metrics = (await httpx.AsyncClient().get(
+    metrics = (await httpx.AsyncClient(headers=operator).get(
         f"http://127.0.0.1:{runtimes['intake'].http.port}/metrics")).text
     assert 'outcome="accepted"' in metrics and 'outcome="rejected"' in metrics

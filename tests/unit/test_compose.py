@@ -37,6 +37,7 @@ CAREWATCH_SERVICES = {
     "quality-monitor": "quality_monitor",
     "escalation": "escalation",
     "notification": "notification",
+    "workspace": "workspace",
 }
 # Python package -> PostgreSQL schema it owns
 SCHEMAS = {
@@ -44,8 +45,9 @@ SCHEMAS = {
     "quality_monitor": "monitor",
     "escalation": "escalation",
     "notification": "notification",
+    "workspace": "workspace",
 }
-INFRASTRUCTURE = ("rabbitmq", "postgres", "mailpit")
+INFRASTRUCTURE = ("rabbitmq", "postgres", "mailpit", "workspace-proxy")
 ALL_CAREWATCH = (*CAREWATCH_SERVICES, "migrate")
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -222,9 +224,12 @@ def test_migrate_runs_once_as_admin_after_the_infrastructure(services):
     assert migrate["build"]["dockerfile"] == "deploy/Dockerfile"
     words = command_words(migrate["command"])
     text = " ".join(words)
-    for step in ("carewatch migrate", "carewatch topology declare", "carewatch seed"):
+    for step in ("carewatch secrets check", "carewatch migrate", "carewatch topology declare",
+                 "carewatch seed"):
         assert step in text
-    assert words.count("&&") == 2, "a failed step must stop the chain"
+    assert text.index("carewatch secrets check") < text.index("carewatch migrate"), \
+        "weak credentials stop the stack before anything is set up"
+    assert words.count("&&") == 3, "a failed step must stop the chain"
     for dependency in ("rabbitmq", "postgres"):
         assert migrate["depends_on"][dependency]["condition"] == "service_healthy"
     env = environment(migrate)
@@ -245,7 +250,11 @@ def test_rabbitmq_loads_the_definitions(services):
     mounts = {m.split(":")[1]: m.split(":")[0] for m in rabbit["volumes"]}
     load = re.search(r"^load_definitions\s*=\s*(\S+)", RABBITMQ_CONF.read_text(), re.M)
     assert load, "rabbitmq.conf does not load the definitions"
-    assert (ROOT / mounts[load.group(1)]).resolve() == DEFINITIONS
+    # The definitions rendered by `carewatch secrets init` from the checked-in template.
+    from services.cli.secrets import DEFINITIONS as RENDERED
+    from services.cli.secrets import DEFINITIONS_TEMPLATE
+    assert (ROOT / mounts[load.group(1)]).resolve() == (ROOT / RENDERED).resolve()
+    assert DEFINITIONS_TEMPLATE == DEFINITIONS
     assert (ROOT / mounts["/etc/rabbitmq/rabbitmq.conf"]).resolve() == RABBITMQ_CONF
     assert "/var/lib/rabbitmq" in mounts, "broker data must live in a volume"
     assert rabbit.get("hostname"), "the node name follows the hostname: keep it fixed"
@@ -257,7 +266,12 @@ def test_postgres_runs_the_init_script(compose, services):
     postgres = services["postgres"]
     mounts = {m.split(":")[1]: m.split(":")[0] for m in postgres["volumes"]}
     init = [src for dst, src in mounts.items() if dst.startswith("/docker-entrypoint-initdb.d/")]
-    assert [(ROOT / src).resolve() for src in init] == [INIT_SQL]
+    # init.sh runs init.sql with the roles' passwords from the environment.
+    assert [(ROOT / src).resolve() for src in init] == [INIT_SQL.with_name("init.sh")]
+    assert (ROOT / mounts["/carewatch/init.sql"]).resolve() == INIT_SQL
+    assert "/carewatch/init.sql" in INIT_SQL.with_name("init.sh").read_text()
+    for role in ("ADMIN", "INTAKE", "QUALITY_MONITOR", "ESCALATION", "NOTIFICATION", "WORKSPACE"):
+        assert VARIABLE.search(str(environment(postgres)[f"DB_PASSWORD_{role}"]))
     data = [src for dst, src in mounts.items() if dst == "/var/lib/postgresql/data"]
     assert data and data[0] in compose["volumes"], "data must live in a named volume"
     assert VARIABLE.search(str(environment(postgres)["POSTGRES_PASSWORD"]))
@@ -265,8 +279,14 @@ def test_postgres_runs_the_init_script(compose, services):
 
 # -- .env.example --------------------------------------------------------------------------
 def test_env_example_names_only_known_variables(compose):
-    known = {f"CAREWATCH_{field.upper()}" for field in Settings.model_fields}
-    referenced = set(VARIABLE.findall(COMPOSE_FILE.read_text()))
+    from services.workspace.config import WorkspaceSettings
+
+    known = {f"CAREWATCH_{field.upper()}" for field in Settings.model_fields} | {
+        f"CAREWATCH_WORKSPACE_{field.upper()}" for field in WorkspaceSettings.model_fields}
+    from shared.credentials import AMQP_USERS
+
+    # Broker users' passwords reach the broker as hashes in its definitions (make secrets).
+    referenced = set(VARIABLE.findall(COMPOSE_FILE.read_text())) | set(AMQP_USERS)
     names = env_example_names()
     assert len(names) == len(set(names)), "a variable is set twice"
     unknown = [n for n in names if n not in known | referenced]
@@ -302,7 +322,8 @@ def test_every_setting_the_stack_needs_reaches_the_services(services):
 # -- deploy/Dockerfile -----------------------------------------------------------------------
 def test_dockerfile_runs_as_non_root_with_a_health_check():
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # The image that runs (the last stage; the first builds the workspace's frontend).
+    assert [args for op, args in instructions if op == "FROM"][-1] == "python:3.11-slim"
     users = [args for op, args in instructions if op == "USER"]
     assert users, "no USER: the container would run as root"
     user = users[-1].split(":")[0].strip()
@@ -339,8 +360,8 @@ def test_definitions_have_every_user_with_permissions(definitions):
     for name, user in users.items():
         assert (name, "/") in permissions, f"{name} has no permissions on /"
         assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
-        # The checked-in file holds only the documented development passwords.
-        assert rabbitmq_password_matches(name, user["password_hash"]), name
+        # The checked-in template holds no password: `carewatch secrets init` adds them.
+        assert user["password_hash"] == "", name
     assert users["carewatch-admin"]["tags"] == ["administrator"]
     assert all(not users[n]["tags"] for n in expected - {"carewatch-admin"})
     assert {v["name"] for v in definitions["vhosts"]} == {"/"}
@@ -425,3 +446,54 @@ def test_each_service_role_uses_only_its_own_schema():
         for _, privileges, _ in granted:
             assert not re.search(r"\b(ALL|TRUNCATE|REFERENCES|TRIGGER|CREATE)\b", privileges)
     assert not re.search(r"GRANT CREATE", sql)
+
+
+def test_env_example_holds_no_working_password():
+    from shared.credentials import SECRET_VARIABLE
+
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values[name.strip()] = value.strip()
+    secrets = {n: v for n, v in values.items() if SECRET_VARIABLE.match(n)}
+    assert len(secrets) >= 12
+    assert all(v == "" for v in secrets.values()), secrets
+
+
+def test_init_sql_holds_no_password():
+    assert not re.search(r"PASSWORD\s+'", init_sql())
+    assert len(re.findall(r"PASSWORD :'db_password_\w+'", init_sql())) == 6
+
+
+def test_definitions_topic_permissions_are_the_topologys(definitions):
+    from shared.topology import topic_permissions
+
+    services = [p for p in definitions["topic_permissions"] if p["user"].startswith("carewatch-")]
+    assert services == topic_permissions("carewatch")
+
+
+def test_the_workspace_is_reached_through_its_proxy_and_reaches_escalation(services):
+    """The workspace scales (no port of its own): people reach every replica through
+    workspace-proxy, which re-resolves the service's name; escalation's and quality-monitor's
+    APIs listen on the compose network for the workspace's commands; the token is the workspace's only."""
+    proxy = services["workspace-proxy"]
+    assert [str(p).rsplit(":", 1)[1] for p in proxy["ports"]] == ["8080"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in proxy["volumes"]}
+    conf = (ROOT / mounts["/etc/nginx/conf.d/default.conf"]).read_text()
+    assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", conf)
+    assert re.search(r"set \$workspace http://workspace:8085;", conf)
+    assert "proxy_pass $workspace;" in conf
+    workspace = environment(services["workspace"])
+    assert workspace["CAREWATCH_HTTP_HOST"] == "0.0.0.0"
+    assert environment(services["escalation"])["CAREWATCH_HTTP_HOST"] == "0.0.0.0"
+    assert workspace["CAREWATCH_WORKSPACE_ESCALATION_URL"] == "http://escalation:8083"
+    assert environment(services["quality-monitor"])["CAREWATCH_HTTP_HOST"] == "0.0.0.0"
+    assert workspace["CAREWATCH_WORKSPACE_MONITOR_URL"] == "http://quality-monitor:8082"
+    assert environment(services["intake"])["CAREWATCH_HTTP_HOST"] == "0.0.0.0"
+    assert workspace["CAREWATCH_WORKSPACE_INTAKE_URL"] == "http://intake:8081"
+    assert environment(services["notification"])["CAREWATCH_HTTP_HOST"] == "0.0.0.0"
+    assert workspace["CAREWATCH_WORKSPACE_NOTIFICATION_URL"] == "http://notification:8084"
+    assert workspace["CAREWATCH_WORKSPACE_TOKEN"] == "${WORKSPACE_TOKEN:-}"
+    for name in ("intake", "quality-monitor", "escalation", "notification", "migrate"):
+        assert environment(services[name]).get("WORKSPACE_TOKEN") == "", name

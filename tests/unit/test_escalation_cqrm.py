@@ -8,7 +8,7 @@ import pytest
 
 from services.escalation.calendar import LONDON
 from services.escalation.cqrm import CqrmPattern, cqrm_days, next_cqrm, nth_weekday
-from services.escalation.policy import load_policy
+from services.escalation.policy import LadderPolicy, load_policy
 
 SECOND_TUESDAY = CqrmPattern(weekday=1, week_of_month=2, start=time(10, 0))
 
@@ -92,7 +92,18 @@ def test_the_default_policy_states_the_nhs_process() -> None:
     assert policy.for_severity("high").within_working_days == 10  # type: ignore[arg-type]
     assert policy.for_severity("moderate").action == "cqrm_agenda"  # type: ignore[arg-type]
     assert policy.for_severity("low").action == "watch_list"  # type: ignore[arg-type]
-    assert policy.ladder.steps == ["enhanced_surveillance", "risk_summit"]
+    # The National Quality Board's 2022 ladder by default; the CCG-era names on request.
+    assert policy.ladder.steps == ["enhanced_surveillance", "intensive_support"]
+    assert policy.ladder.review_meeting_at == "intensive_support"
+    assert (policy.ladder.name("review_meeting"), policy.ladder.name("group"),
+            policy.ladder.name("routine")) == (
+        "Rapid Quality Review", "System Quality Group", "Routine quality monitoring")
+    ccg = LadderPolicy(naming="ccg")
+    assert ccg.steps == ["enhanced_surveillance", "risk_summit"]
+    assert (ccg.name("review_meeting"), ccg.name("group")) == (
+        "Risk summit", "Quality Surveillance Group")
+    with pytest.raises(ValueError, match="not one of the steps"):
+        LadderPolicy(steps=["enhanced_surveillance"], review_meeting_at="intensive_support")
     assert policy.action_plans.reminder_working_days_before == 3
     assert (policy.persistent_concerns.count, policy.persistent_concerns.within_days) == (2, 90)
     assert policy.visits.revisit_after_months == 12

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel, quantile7, winsorise
+from services.quality_monitor.funnel import (
+    Z95,
+    Z998,
+    Band,
+    Funnel,
+    Unit,
+    funnel,
+    quantile7,
+    winsorise,
+)
+from tests.unit import funnelplotr_reference
 
 # Ten providers of one setting in one month: FFT negative answers (r) out of responses (n).
 UNITS = [Unit("A", 5, 100), Unit("B", 24, 400), Unit("C", 31, 625), Unit("D", 45, 900),
@@ -112,3 +123,134 @@ def test_z_values_of_the_limits() -> None:
     assert Z95 == pytest.approx(1.959964, abs=1e-6)
     assert Z998 == pytest.approx(3.090232, abs=1e-6)
     assert math.isclose(funnel(UNITS).limits(625, 0)[0], funnel(UNITS).target)
+
+
+# -- FunnelPlotR's φ ≤ 1 fall-back, against a port of its R code ---------------------------------
+
+def _flags(f: Funnel, z: float) -> list[int]:
+    return [int(abs(p.z_adjusted) > z) for p in f.points]
+
+
+def random_units(rng: random.Random) -> list[Unit]:
+    count = rng.randint(5, 30)
+    p = rng.uniform(0.02, 0.3)
+    spread = rng.choice([0.0, 0.0, 0.1, 0.3, 0.6])  # between-provider spread (overdispersion)
+    units = []
+    for k in range(count):
+        n = rng.randint(20, 3000)
+        pk = min(max(p * math.exp(rng.gauss(0, spread)), 0.001), 0.95)
+        events = sum(rng.random() < pk for _ in range(n)) if n < 400 else round(
+            rng.gauss(n * pk, math.sqrt(n * pk * (1 - pk))))
+        units.append(Unit(f"P{k}", min(max(events, 0), n), n))
+    if rng.random() < 0.3:  # a provider pushed out
+        i = rng.randrange(count)
+        u = units[i]
+        units[i] = Unit(u.key, min(u.n, round(u.events * rng.uniform(1.5, 3))), u.n)
+    return units
+
+
+def test_phi_fallback_matches_funnelplotr_on_random_funnels() -> None:
+    """FunnelPlotR truncates a lower limit whose angle went below zero only by comparing it with
+    the next point of its 1,000-point lookup grid; where the angle crosses zero between a data
+    denominator and the next grid point, its lower limit there is sin² of a negative angle (a
+    small positive proportion) instead of 0; the same above π/2 for the upper limit. carewatch
+    clamps to 0 and 1. Those (rare) points are counted and compared on their other side only."""
+    rng = random.Random(16)
+    fell_back = kept_tau2_differs = quirks = compared = 0
+    for _ in range(1500):
+        units = random_units(rng)
+        f = funnel(units)
+        ref = funnelplotr_reference.funnel_plot_pr([u.events for u in units],
+                                                   [u.n for u in units])
+        assert f.adjusted == ref.draw_adjusted
+        assert f.phi == pytest.approx(ref.phi, abs=1e-12)
+        assert f.tau2 == pytest.approx(ref.tau2, abs=1e-12)
+        ref95 = funnelplotr_reference.funnel_plot_pr([u.events for u in units],
+                                                     [u.n for u in units], limit=95)
+        for i, u in enumerate(units):
+            ll95, ul95, ll99, ul99 = ref.limits[u.n]
+            point = f.point(u.key)
+            assert point is not None
+            for z, low, high, flags in ((Z95, ll95, ul95, ref95.outlier),
+                                        (Z998, ll99, ul99, ref.outlier)):
+                ours_low, ours_high = f.limits(u.n, z)
+                half = z * math.sqrt(1 / (4 * u.n) + f.tau2_used)
+                low_quirk = f.theta - half < 0 and low > 0
+                high_quirk = f.theta + half > math.pi / 2 and high < 1
+                quirks += low_quirk or high_quirk
+                compared += 1
+                p = u.events / u.n
+                if low_quirk:
+                    assert ours_low == 0
+                else:
+                    assert ours_low == pytest.approx(low, abs=1e-9)
+                if high_quirk:
+                    assert ours_high == 1
+                else:
+                    assert ours_high == pytest.approx(high, abs=1e-9)
+                if not (low_quirk or high_quirk):
+                    assert int(abs(point.z_adjusted) > z) == flags[i]
+                else:  # the side without the quirk still agrees
+                    assert low_quirk or int(point.z_adjusted < -z) == int(p < low)
+                    assert high_quirk or int(point.z_adjusted > z) == int(p > high)
+        if not f.adjusted and f.tau2 > 0:
+            fell_back += 1
+            if _flags(funnel(units, phi_fallback=False), Z998) != ref.outlier:
+                kept_tau2_differs += 1
+    # The case the fall-back is about occurs, and keeping τ² then misses outliers.
+    assert fell_back > 10 and kept_tau2_differs > 0
+    assert quirks < compared / 100
+    print(f"funnels 1500, limit pairs {compared}, grid quirks {quirks}, fell back {fell_back},"
+          f" of which keeping tau2 changed the flags {kept_tau2_differs}")
+
+
+def test_phi_at_most_one_falls_back_to_unadjusted_limits() -> None:
+    # (I − 1)/I <= φ <= 1: τ² > 0, yet FunnelPlotR draws the plain limits, and flags more.
+    rng = random.Random(3)
+    while True:
+        units = random_units(rng)
+        f = funnel(units)
+        if not f.adjusted and f.tau2 > 0 and _flags(f, Z998) != _flags(
+                funnel(units, phi_fallback=False), Z998):
+            break
+    kept = funnel(units, phi_fallback=False)
+    assert kept.adjusted and f.phi <= 1 and len(units) * f.phi >= len(units) - 1
+    assert f.limits(100, Z998)[1] < kept.limits(100, Z998)[1]
+    assert sum(_flags(f, Z998)) > sum(_flags(kept, Z998))
+
+
+# -- FunnelPlotR's own test vectors (tests/testthat, FunnelPlotR 0.6.0) ---------------------------
+
+# test-outliers_func.R: ratios against given limits (95 and 99.8, unadjusted and adjusted).
+RR = [1, 0.95, 1.05, 0.8, 1.2, 0.6, 1.4, 0.4, 1.6, 0]
+PLAIN = (0.9, 1.1, 0.59, 1.41)  # LCL95 UCL95 LCL99 UCL99
+OD = (0.79, 1.21, 0.38, 1.62)  # OD95LCL OD95UCL OD99LCL OD99UCL
+
+
+@pytest.mark.parametrize("limits, limit, multiplier, expected", [
+    (PLAIN, 95, 1, [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]),
+    (OD, 95, 1, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]),
+    (PLAIN, 99, 1, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]),
+    (OD, 99, 1, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+    (PLAIN, 95, 100, [1] * 10),
+])
+def test_funnelplotr_outliers_func(limits: tuple[float, float, float, float], limit: int,
+                                   multiplier: float, expected: list[int]) -> None:
+    rows = [(rr, *limits) for rr in RR]
+    assert funnelplotr_reference.outliers(rows, limit, multiplier) == expected
+    # carewatch's flags on its own limits follow the same rule: outside, not on, a limit.
+    if multiplier == 1:
+        low, high = (limits[0], limits[1]) if limit == 95 else (limits[2], limits[3])
+        assert [int(not low <= rr <= high) for rr in RR] == expected
+
+
+def test_funnelplotr_build_limits_lookup_proportions() -> None:
+    # test-build_limits_lookup.R: PR, target 0.5, no tau2, x to 250: the first limits of the
+    # lookup (n = 3) lie inside (0, 1), for carewatch as for the reference.
+    f = funnel([Unit("a", 5, 10), Unit("b", 5, 10), Unit("c", 125, 250)])
+    assert f.target == 0.5 and not f.adjusted
+    ref = funnelplotr_reference.funnel_plot_pr([5, 5, 125], [10, 10, 250])
+    low, high = f.limits(3, Z95)
+    assert 0 < low and high < 1
+    assert (low, high) == pytest.approx(ref.limits[3][:2], abs=1e-12)
+    assert min(ref.limits) == 3 and len(ref.limits) == 1001  # the grid and the data's n = 10

@@ -20,6 +20,7 @@ from services.intake.admission import (
     Incoming,
     authorise,
     reply_queue,
+    reply_refusal,
 )
 from services.intake.api import MAX_BATCH_ITEMS, read_body, split_batch, status_for
 from services.intake.credentials import api_key_hash, key_matches, new_api_key
@@ -54,19 +55,25 @@ def test_who_may_not_submit(feed: str | None, ods: str, loc: str, type_: str) ->
 
 
 # -- reply_to -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("reply_to, expected", [
-    ("amq.gen-JzTY20BRgKO-HjmUJj0wLg", "amq.gen-JzTY20BRgKO-HjmUJj0wLg"),
-    ("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNzk5NjQ", "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNzk5NjQ"),
-    ("feed-rj1.replies", "feed-rj1.replies"),
-    ("carewatch.quality_monitor.feedback.accepted.v1", None),  # one of carewatch's queues
-    ("carewatch", None),
-    ("", None),
-    (None, None),
-    ("x" * 256, None),
+@pytest.mark.parametrize("reply_to, feed, expected", [
+    ("carewatch.replies.feed-rj1", "feed-rj1", "carewatch.replies.feed-rj1"),
+    ("carewatch.replies.feed-rj1", "feed-rrk", None),  # another feed's
+    ("amq.gen-JzTY20BRgKO-HjmUJj0wLg", "feed-rj1", None),  # anyone's queue
+    ("feed-rj1.replies", "feed-rj1", None),
+    ("other.replies.feed-rj1", "feed-rj1", None),  # another deployment's
+    ("carewatch.quality_monitor.feedback.accepted.v1", "feed-rj1", None),  # carewatch's own
+    ("carewatch.replies.feed-rj1", None, None),  # nobody's
+    ("", "feed-rj1", None),
+    (None, "feed-rj1", None),
 ])
-def test_replies_go_only_to_a_publishers_own_queue(reply_to: str | None,
-                                                   expected: str | None) -> None:
-    assert reply_queue(reply_to, "carewatch") == expected
+def test_replies_go_only_to_the_feeds_own_reply_queue(reply_to: str | None, feed: str | None,
+                                                      expected: str | None) -> None:
+    assert reply_queue(reply_to, feed, "carewatch") == expected
+    refusal = reply_refusal(reply_to, feed, "carewatch")
+    if reply_to and expected is None:
+        assert refusal is not None and refusal.loc == "reply_to" and "own reply queue" in refusal.msg
+    else:
+        assert refusal is None
 
 
 # -- HTTP status --------------------------------------------------------------------------------

@@ -102,8 +102,12 @@ def test_fft_csv_without_a_setting_needs_the_option(tmp_path: Path) -> None:
 
 def test_fft_csv_missing_counts_is_refused_before_sending(tmp_path: Path) -> None:
     path = write(tmp_path, "fft.csv", "Period,Org code,Setting,Very good,Good\n")
-    with pytest.raises(BulkFileError, match="neither_good_nor_poor"):
+    with pytest.raises(BulkFileError) as refused:
         check_columns(path, "fft-csv")
+    # The published headers, as the README lists them, not the JSON field names.
+    message = str(refused.value)
+    assert 'missing column(s) "Neither good nor poor", "Poor", "Very poor", "Don\'t know"' in message
+    assert "neither_good_nor_poor" not in message and "dont_know" not in message
 
 
 def test_unreadable_values_are_passed_on_for_intake_to_reject(tmp_path: Path) -> None:
@@ -113,6 +117,45 @@ def test_unreadable_values_are_passed_on_for_intake_to_reject(tmp_path: Path) ->
     reasons = parse(record.body)
     assert isinstance(reasons, list)
     assert [(r.loc, r.type) for r in reasons] == [("very_good", "int_parsing")]
+
+
+RESPONSES_HEADER = "Response ID,Org code,Site code,Response date,Setting,Answer,Comment,Ward"
+
+
+def test_an_fft_responses_export_makes_one_fft_response_per_row(tmp_path: Path) -> None:
+    path = write(tmp_path, "responses.csv", RESPONSES_HEADER + "\n"
+                 "R-1,rj1,rj122,03/11/2026,Inpatients,Very good,Kind staff,Florence\n"
+                 "R-2,RJ1,,2026-11-04,A&E,5,,Majors\n"
+                 "R-3,RJ1,RJ121,04/11/2026,Maternity,Don't know,,\n")
+    assert detect_format(path) == "fft-responses-csv"
+    assert check_columns(path, "fft-responses-csv") == ["Ward"]
+    bodies = [json.loads(r.body) for r in records(path, "fft-responses-csv")]
+    assert bodies == [
+        {"kind": "fft_response", "version": 1, "ods_code": "RJ1", "site_code": "RJ122",
+         "record_id": "R-1", "responded_on": "2026-11-03", "setting": "inpatient",
+         "answer": "very_good", "comment": "Kind staff"},
+        {"kind": "fft_response", "version": 1, "ods_code": "RJ1", "record_id": "R-2",
+         "responded_on": "2026-11-04", "setting": "a_and_e", "answer": "very_poor"},
+        {"kind": "fft_response", "version": 1, "ods_code": "RJ1", "site_code": "RJ121",
+         "record_id": "R-3", "responded_on": "2026-11-04", "setting": "maternity",
+         "answer": "dont_know"}]
+    assert all(isinstance(parse(r.body), Parsed) for r in records(path, "fft-responses-csv"))
+
+
+def test_an_fft_responses_export_without_an_id_or_setting_is_refused_before_sending(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, "responses.csv", "Org code,Response date,Answer\n")
+    assert detect_format(path) == "fft-responses-csv"
+    with pytest.raises(BulkFileError) as refused:
+        check_columns(path, "fft-responses-csv")
+    message = str(refused.value)
+    assert 'missing column(s) "Response ID", "Setting" (or --setting)' in message
+    assert "an FFT responses export needs" in message
+    path = write(tmp_path, "responses.csv", "Response ID,Response date,Answer\nR-1,01/11/2026,7\n")
+    assert check_columns(path, "fft-responses-csv", setting="inpatient", ods_code="RJ1") == []
+    [record] = records(path, "fft-responses-csv", setting="inpatient", ods_code="RJ1")
+    reasons = parse(record.body)  # an answer code that is not one: intake says why
+    assert isinstance(reasons, list) and [r.loc for r in reasons] == ["answer"]
 
 
 COMPLAINTS_HEADER = ("Complaint reference,Org code,Date received,KO41a subject area,Details,"
@@ -136,8 +179,9 @@ def test_complaints_export_row_becomes_a_valid_complaint(tmp_path: Path) -> None
                     "closed_on": "2026-11-20", "outcome": "partly_upheld",
                     "risk": {"consequence": 2, "likelihood": 3}}
     assert isinstance(parse(first.body), Parsed)
-    # The blank row is skipped; the next one is record 2, for the --ods provider.
-    assert second.number == 2
+    # The blank row is skipped; the next one is record 2, for the --ods provider. Lines are
+    # the file's: the header is line 1, the first record spans lines 2-3.
+    assert (first.line, second.number, second.line) == (2, 2, 5)
     assert json.loads(second.body)["ods_code"] == "RAL"
     reasons = parse(second.body)
     assert isinstance(reasons, list) and [r.loc for r in reasons] == ["subject_area"]
@@ -145,7 +189,7 @@ def test_complaints_export_row_becomes_a_valid_complaint(tmp_path: Path) -> None
 
 def test_complaints_export_without_provider_column_needs_ods(tmp_path: Path) -> None:
     path = write(tmp_path, "complaints.csv", "Reference,Date received,Subject,Description\n")
-    with pytest.raises(BulkFileError, match="--ods"):
+    with pytest.raises(BulkFileError, match=r'"Org code" \(or --ods\)'):
         check_columns(path, "complaints-csv")
 
 
@@ -155,6 +199,7 @@ def test_json_lines_are_sent_byte_for_byte(tmp_path: Path) -> None:
     found = list(records(path, "jsonl"))
     assert [(r.number, r.body) for r in found] == [
         (1, b'{"kind": "compliment"}'), (2, b"\xff\xfe not json"), (3, b'{"a":1}')]
+    assert [r.line for r in found] == [1, 3, 5]
     assert count_records(path, "jsonl") == 3
     assert [r.number for r in records(path, "jsonl", start_after=2)] == [3]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.intake.validation import Parsed, parse
-from shared.submissions import KINDS
+from shared.submissions import KINDS, PUBLIC_KINDS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "submissions"
 FILES = sorted(EXAMPLES.glob("*.json"))
@@ -31,8 +31,15 @@ def raw(body: Any) -> bytes:
 
 
 def test_every_kind_has_an_example() -> None:
+    """A provider feed's kinds here; the public's (which only the public's door, the
+    workspace's feedback page, submits) in examples/public-feedback.json."""
     kinds = {load(p)["body"]["kind"] for p in valid_files()}
-    assert kinds == set(KINDS)
+    assert kinds == set(KINDS) - PUBLIC_KINDS
+    public = json.loads((EXAMPLES.parent / "public-feedback.json").read_text(encoding="utf-8"))
+    assert public["kind"] in PUBLIC_KINDS
+    parsed = parse(raw(public), "application/json")
+    assert isinstance(parsed, Parsed), parsed
+    assert parsed.withheld and "contact" not in parsed.content
 
 
 def test_healthwatch_enter_and_view_has_its_own_example() -> None:
@@ -72,3 +79,37 @@ def test_valid_example_is_accepted_and_not_dated_after_it_was_written(path: Path
 
 def test_invalid_example_is_rejected() -> None:
     assert isinstance(parse(raw(load(EXAMPLES / "invalid-complaint.json")["body"])), list)
+
+
+def test_publish_checks_every_file_before_publishing_any(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """Several files: one bad file and nothing is published (the broker URL here answers
+    nothing, so any attempt to publish would fail with exit 1, not 2)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", EXAMPLES.parent / "publish.py")
+    assert spec and spec.loader
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"exchange": "carewatch.submissions"}')
+    good = sorted(EXAMPLES.glob("*.json"))[:2]
+    assert publish.main([*map(str, good), str(bad), "--url", "amqp://guest:guest@127.0.0.1:1/"]) == 2
+    assert "missing routing_key, body" in capsys.readouterr().err
+    assert publish.main([*map(str, good), "--url", "amqp://guest:guest@127.0.0.1:1/"]) == 1
+
+
+# -- the sample CSV files for feed engineers (examples/*.csv) -----------------------------------
+
+@pytest.mark.parametrize("name, fmt, rows", [("fft-monthly.csv", "fft-csv", 10),
+                                             ("fft-responses.csv", "fft-responses-csv", 8),
+                                             ("complaints.csv", "complaints-csv", 7)])
+def test_sample_csv_files_load_into_valid_submissions(name: str, fmt: str, rows: int) -> None:
+    from services.intake import bulk
+
+    path = EXAMPLES.parent / name
+    assert bulk.detect_format(path) == fmt
+    parsed = [parse(r.body, "application/json") for r in bulk.records(path, fmt)]
+    assert len(parsed) == rows
+    assert all(isinstance(p, Parsed) for p in parsed), parsed

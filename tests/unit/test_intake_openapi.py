@@ -21,7 +21,7 @@ def test_openapi_document_describes_every_kind_and_both_api_key_headers() -> Non
     assert set(mapping) == {"complaint", "compliment", "fft_response", "fft_monthly",
                             "online_review", "survey_result", "prom_score", "gp_alert",
                             "insight_visit", "safeguarding_concern", "service_change_notice",
-                            "engagement_feedback"}
+                            "engagement_feedback", "equality_return", "public_feedback"}
     for ref in mapping.values():
         assert ref.removeprefix("#/components/schemas/") in schemas
     assert spec["components"]["securitySchemes"]["apiKey"] == {

@@ -4,9 +4,12 @@ and free text of the largest size a submission allows."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from services.intake.redaction import redact
+from tools.bench import redaction_texts
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -40,3 +43,25 @@ def test_nothing_is_found_twice() -> None:
     once = redact("DOB 03-Mar-1954, +44 (0)20 7946 4829, 943-476-5919, x@y.org, M1 1AE").text
     assert once == "DOB [DATE OF BIRTH], [PHONE], [NHS NUMBER], [EMAIL], [POSTCODE]"
     assert redact(once).text == once
+
+
+def _cpu_seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(2):
+        start = time.process_time()
+        redact(text)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+@pytest.mark.parametrize("shape", sorted(redaction_texts(64)))
+def test_redaction_time_grows_linearly_with_the_text(shape: str) -> None:
+    """Eight times the text costs about eight times the CPU, never the square of it (the
+    issue's e-mail pattern took 0.5-2 s on 20,000 characters without an @): each
+    adversarial shape of the benchmark at 25,000 and 200,000 characters. CPU time, so that
+    other processes on the machine do not count; 20x leaves room for noise and caches,
+    and a quadratic pattern would show 64x."""
+    small, large = redaction_texts(25_000)[shape], redaction_texts(200_000)[shape]
+    _cpu_seconds(small)  # warm (the folding table is built on the first non-ASCII text)
+    ratio = _cpu_seconds(large) / max(_cpu_seconds(small), 1e-4)
+    assert ratio < 20, f"{shape}: 8x the text took {ratio:.0f}x the time"

@@ -10,6 +10,7 @@ from services.quality_monitor.spc import (
     PointType,
     Signal,
     SpcOptions,
+    TwoOfThree,
     assess,
     beyond_limits,
     chart,
@@ -101,10 +102,16 @@ def test_ties_break_a_trend() -> None:
 
 def test_two_of_three_beyond_2_sigma_on_one_side() -> None:
     lim = limits(STEADY)  # 2σ lines at 8.2267 and 11.7733
-    assert two_of_three([10, 11.9, 10, 11.8, 10], lim) == [Signal("two_of_three", UP, (1, 3))]
-    # a point beyond the process limit is also beyond 2σ
-    assert two_of_three([10, 12.9, 11.8, 10], lim) == [Signal("two_of_three", UP, (1, 2))]
-    assert two_of_three([10, 8.1, 8.0, 10], lim) == [Signal("two_of_three", DOWN, (1, 2))]
+    # near_only (NHSRplotthedots): all three above the mean, two between 2σ and 3σ
+    assert two_of_three([10, 11.9, 10.1, 11.8, 10], lim) == [Signal("two_of_three", UP, (1, 3))]
+    assert two_of_three([10, 8.1, 8.0, 10], lim) == []  # the first point is ON the mean
+    assert two_of_three([9, 8.1, 8.0, 10], lim) == [Signal("two_of_three", DOWN, (1, 2))]
+    # near_or_beyond (carewatch): a point beyond the process limit counts, the third anywhere
+    old = TwoOfThree.NEAR_OR_BEYOND
+    assert two_of_three([10, 11.9, 10, 11.8, 10], lim, old) == [
+        Signal("two_of_three", UP, (1, 3))]
+    assert two_of_three([10, 12.9, 11.8, 10], lim, old) == [Signal("two_of_three", UP, (1, 2))]
+    assert two_of_three([10, 12.9, 11.8, 10], lim) == []
 
 
 def test_two_of_three_on_opposite_sides_or_too_far_apart_is_nothing() -> None:

@@ -72,12 +72,19 @@ def test_description_without_personal_data_has_no_redactions() -> None:
 
 
 def test_only_free_text_is_redacted() -> None:
-    body = {**example_body("routine-complaint"), "record_id": "9434765919",
+    body = {**example_body("routine-complaint"), "record_id": "DATIX-2026-9434765",
             "description": "Ring me on 07700 900461."}
     parsed = accepted(raw(body))
-    assert parsed.content["record_id"] == "9434765919"
+    assert parsed.content["record_id"] == "DATIX-2026-9434765"
     assert parsed.content["description"] == "Ring me on [PHONE]."
     assert parsed.redactions == {"[PHONE]": 1}
+
+
+def test_a_record_id_that_reads_as_personal_data_is_refused_not_redacted() -> None:
+    # A record id is the provider's key (never rewritten), so an NHS number in it is refused
+    # (issue 14: personal data must not pass intake in any field).
+    body = {**example_body("routine-complaint"), "record_id": "9434765919"}
+    assert [(r.loc, r.type) for r in rejected(raw(body))] == [("record_id", "personal_data")]
 
 
 # -- reasons with field paths ----------------------------------------------------------------

@@ -1,0 +1,539 @@
+"""The clinical-text pipeline: serious risks found in free text the way a clinician reads them.
+
+spaCy's blank English tokenizer and rule-based sentencizer, medspaCy's target matcher (the
+concepts of ``concepts.yaml``) and ConText (the assertions of ``context.yaml``): a harm is
+kept when it is asserted of the patient, and dropped when it is denied, hypothetical or
+feared, prevented, historical, someone else's, an idiom or a topic. Nothing is downloaded:
+no statistical model is used. The pipeline is built once per process (``analyser()``).
+
+Each mention carries what a clinician needs to check it: the phrase, the category, the
+assertion context and the sentence (the text it reads has already been redacted by intake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).parent
+CONCEPTS_FILE = HERE / "concepts.yaml"
+CONTEXT_FILE = HERE / "context.yaml"
+
+SERIOUS = "serious"
+POSSIBLE = "possible"
+CATEGORIES = ("death", "severe_harm", "abuse", "neglect", "never_event", "self_harm",
+              "missed_diagnosis", "maternity", "deterioration", "medication_error")
+# ConText categories that make a mention no report of harm to the patient.
+DROPPING = ("negated", "denied", "hypothetical", "prevented", "historical", "other", "topic")
+# ConText categories that leave a mention for the quality team's review.
+DOUBTING = ("possible", "uncertain")
+_LABEL_SEP = "|"
+MAX_SENTENCE_EVIDENCE = 300
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One harm the text reports: what matched, its category, what the words around it say
+    (``affirmed``, or the hedge that makes it possible), its sentence and its tier."""
+
+    phrase: str
+    category: str
+    context: str
+    sentence: str
+    tier: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"phrase": self.phrase, "category": self.category, "context": self.context,
+                "sentence": self.sentence, "tier": self.tier}
+
+
+# -- the pattern syntax of concepts.yaml / context.yaml ---------------------------------------
+_QUANT = re.compile(r"^_\{(\d*),(\d*)\}$")
+Gap = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Regex:
+    """A token matching a regular expression (ConText rules only: "in re:^(19|20)\\d\\d$")."""
+
+    pattern: str
+
+
+Variant = list[str | Gap | Regex]
+
+
+def expand(text: str, macros: dict[str, str], tokenize: Any) -> list[Variant]:
+    """One line of the syntax -> every token sequence it stands for: words (lower-cased, as
+    the tokenizer splits them: "didn't" is two) and gaps (min, max) of any tokens."""
+    variants: list[Variant] = [[]]
+    for raw in text.split():
+        optional = raw.endswith("?") and raw != "?"
+        spec = raw[:-1] if optional else raw
+        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
+                        for alt in spec.split("|"))
+        steps: list[Variant]
+        if spec == "_":
+            steps = [[(1, 1)]]
+        elif spec.startswith("re:"):
+            steps = [[Regex(spec[3:])]]
+        elif (m := _QUANT.match(spec)) is not None:
+            steps = [[(int(m.group(1) or 0), int(m.group(2)))]]
+        else:
+            steps = [[t.lower_ for t in tokenize(alt.replace("+", " "))] if alt != "?" else ["?"]
+                     for alt in spec.split("|")]
+        if optional:
+            steps.append([])
+        variants = [v + step for v in variants for step in steps]
+    return [v for v in variants if any(isinstance(x, str) for x in v)]
+
+
+def segments(variant: Variant) -> tuple[list[tuple[str, ...]], list[Gap]]:
+    """A variant as its runs of words and the gaps between them (leading and trailing gaps
+    are dropped: they add nothing to a match)."""
+    runs: list[tuple[str, ...]] = []
+    gaps: list[Gap] = []
+    words: list[str] = []
+    pending = (0, 0)
+    for item in variant:
+        if isinstance(item, Regex):
+            raise ValueError(f"a target pattern cannot hold a regular expression: {variant}")
+        if isinstance(item, str):
+            if not words and runs:
+                gaps.append(pending)
+                pending = (0, 0)
+            words.append(item)
+        else:
+            if words:
+                runs.append(tuple(words))
+                words = []
+            pending = (pending[0] + item[0], pending[1] + item[1])
+    if words:
+        runs.append(tuple(words))
+    return runs, gaps
+
+
+class GappedMatcher:
+    """Target patterns with gaps ("left _{0,3} on the floor"): each run of words is found by
+    a PhraseMatcher (hash lookups, fast whatever the number of phrases), then the runs are
+    joined within the gaps allowed, inside one sentence. The spans join medspaCy's group."""
+
+    def __init__(self, vocab: Any, tokenize: Any) -> None:
+        from spacy.matcher import PhraseMatcher
+
+        self.vocab = vocab
+        self.matcher = PhraseMatcher(vocab, attr="LOWER")
+        self.tokenize = tokenize
+        self.phrase_ids: dict[tuple[str, ...], int] = {}
+        self.key_to_phrase: dict[int, int] = {}
+        # first phrase -> second phrase -> [(label, [phrase ids], [gaps])]
+        self.by_pair: dict[int, dict[int, list[tuple[str, list[int], list[Gap]]]]] = {}
+        self.count = 0
+
+    def _phrase(self, words: tuple[str, ...]) -> int:
+        pid = self.phrase_ids.get(words)
+        if pid is None:
+            pid = self.phrase_ids[words] = len(self.phrase_ids)
+            key = f"harm_run_{pid}"
+            self.matcher.add(key, [self.tokenize(" ".join(words))])
+            self.key_to_phrase[self.vocab.strings[key]] = pid
+        return pid
+
+    def add(self, label: str, variant: Variant) -> None:
+        runs, gaps = segments(variant)
+        ids = [self._phrase(run) for run in runs]
+        self.by_pair.setdefault(ids[0], {}).setdefault(ids[1], []).append((label, ids, gaps))
+        self.count += 1
+
+    def __call__(self, doc: Any, group: str) -> None:
+        from spacy.tokens import Span
+
+        at: dict[int, dict[int, list[int]]] = {}  # phrase -> start -> [ends]
+        for key, start, end in self.matcher(doc):
+            at.setdefault(self.key_to_phrase[key], {}).setdefault(start, []).append(end)
+        if not at:
+            return
+        sentence: list[int] = []  # numbered on the first pattern that may match
+        found: set[tuple[int, int, str]] = set()
+        for first, starts in at.items():
+            partners = self.by_pair.get(first)
+            if not partners:
+                continue
+            # the pairs whose second run is in the text too: from whichever side is shorter
+            seconds = ([p for p in partners if p in at] if len(partners) < len(at)
+                       else [p for p in at if p in partners])
+            for second in seconds:
+                for label, ids, gaps in partners[second]:
+                    if len(ids) > 2 and any(i not in at for i in ids[2:]):
+                        continue  # a run of the pattern is nowhere in the text
+                    if not sentence:
+                        sentence = _sentence_numbers(doc)
+                    self._found(at, starts, label, ids, gaps, sentence, found)
+        if found:
+            spans = list(doc.spans.get(group, []))
+            spans += [Span(doc, start, end, label=label) for start, end, label in sorted(found)]
+            doc.spans[group] = spans
+
+    def _found(self, at: dict[int, dict[int, list[int]]], starts: dict[int, list[int]],
+               label: str, ids: list[int], gaps: list[Gap], sentence: list[int],
+               found: set[tuple[int, int, str]]) -> None:
+        for start, ends in starts.items():
+            for end in ends:
+                for last in self._join(at, ids, gaps, 1, end):
+                    if sentence[start] == sentence[last - 1]:
+                        found.add((start, last, label))
+
+    def _join(self, at: dict[int, dict[int, list[int]]], ids: list[int], gaps: list[Gap],
+              i: int, end: int) -> list[int]:
+        if i == len(ids):
+            return [end]
+        starts = at[ids[i]]
+        low, high = gaps[i - 1]
+        out: list[int] = []
+        for start in range(end + low, end + high + 1):
+            for nxt in starts.get(start, ()):
+                out += self._join(at, ids, gaps, i + 1, nxt)
+        return out
+
+
+def _sentence_numbers(doc: Any) -> list[int]:
+    """The sentence number of each token (read from the doc's array: a loop over the tokens
+    in Python cost more than the matching)."""
+    starts = doc.to_array("SENT_START") == 1
+    starts[0] = False
+    numbers: list[int] = starts.cumsum().tolist()
+    return numbers
+
+
+def as_token_pattern(variant: Variant) -> list[dict[str, Any]]:
+    """A variant as a spaCy Matcher pattern (for the few ConText rules with gaps)."""
+    return [{"LOWER": item} if isinstance(item, str)
+            else {"LOWER": {"REGEX": item.pattern}} if isinstance(item, Regex)
+            else {"OP": f"{{{item[0]},{item[1]}}}"} for item in variant]
+
+
+def normalise(text: str) -> str:
+    """Same length as the text (offsets stay valid): typographic quotes and dashes made plain,
+    a hyphen between letters read as a space ("self-harm" is "self harm")."""
+    text = text.translate(_PLAIN)
+    return _WORD_HYPHEN.sub(" ", text)
+
+
+_PLAIN = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
+                        "\u2013": "-", "\u2014": "-", "\u00a0": " "})
+_WORD_HYPHEN = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+class Analyser:
+    """spaCy + medspaCy, built from the two YAML files; ``mentions(text)`` is pure."""
+
+    GROUP = "medspacy_spans"
+
+    def __init__(self, concepts_file: Path = CONCEPTS_FILE,
+                 context_file: Path = CONTEXT_FILE) -> None:
+        import spacy
+
+        # every target rule is a phrase: medspaCy's token Matcher stays empty (spaCy W036)
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        from medspacy.context import ConTextRule
+        from medspacy.target_matcher import TargetRule
+
+        concepts = yaml.safe_load(concepts_file.read_text())
+        context = yaml.safe_load(context_file.read_text())
+        self.nlp = spacy.blank("en")
+        tokenize = self.nlp.tokenizer
+        macros: dict[str, str] = concepts.get("macros", {})
+        self.gapped = GappedMatcher(self.nlp.vocab, tokenize)
+
+        # Phrases without gaps go to medspaCy's target matcher as literals (its PhraseMatcher);
+        # it is first in the pipeline so that adding a literal (medspaCy runs the pipeline on
+        # it) costs a tokenization and a lookup.
+        matcher: Any = self.nlp.add_pipe(
+            "medspacy_target_matcher", config={"result_type": "group", "prune": False})
+        literals: dict[tuple[str, str], Any] = {}
+
+        def add(label: str, lines: list[str]) -> None:
+            for line in lines:
+                weak = line.startswith("~ ")
+                text = line[2:] if weak else line
+                full = label + ("|weak" if weak else "")
+                for variant in expand(text, macros, tokenize):
+                    runs, _ = segments(variant)
+                    if len(runs) == 1:  # no gap inside: a phrase
+                        phrase = " ".join(runs[0])
+                        literals.setdefault((phrase, full), TargetRule(phrase, full))
+                    else:
+                        self.gapped.add(full, variant)
+
+        for category, spec in concepts["categories"].items():
+            add(f"{category}|{SERIOUS}", spec.get("serious") or [])
+            add(f"{category}|{POSSIBLE}", spec.get("possible") or [])
+            add(f"cue|{category}", spec.get("cue") or [])
+        add("outcome", concepts.get("outcome") or [])
+        for category, lines in (concepts.get("setting") or {}).items():
+            add(f"setting|{category}", lines)
+        add("idiom", concepts.get("idiom") or [])
+        matcher.add(list(literals.values()))
+        self.nlp.add_pipe("sentencizer")
+
+        context_rules: list[Any] = []
+        seen: set[str] = set()
+        twice: set[str] = set()
+        directions = {"forward": "FORWARD", "backward": "BACKWARD", "both": "BIDIRECTIONAL",
+                      "terminate": "TERMINATE", "pseudo": "PSEUDO", "clause": "PSEUDO"}
+        for category, by_direction in context["rules"].items():
+            if category in ("terminate", "clause"):
+                by_direction = {category: by_direction}
+            for key, lines in by_direction.items():
+                # "both_3": both directions, at most 3 tokens away; "forward@harmed": only
+                # the target categories of the group "harmed"
+                key, _, group = key.partition("@")
+                direction, _, scope = key.partition("_")
+                label = "TERMINATE" if direction == "terminate" else category.upper()
+                for line in lines:
+                    for variant in expand(line, macros, tokenize):
+                        extra: dict[str, Any] = {"direction": directions[direction]}
+                        if scope:
+                            extra["max_scope"] = int(scope)
+                        if direction in ("terminate", "clause", "pseudo"):
+                            # medspaCy limits a scope by a terminator only when their scopes
+                            # overlap at an edge (util.tuple_overlaps misses containment): a
+                            # terminator's own scope is kept to its neighbours
+                            extra["max_scope"] = 1
+                        if group:
+                            extra["allowed_types"] = {
+                                label.upper() for c in context["groups"][group]
+                                for label in (f"{c}|{SERIOUS}", f"{c}|{POSSIBLE}", f"cue|{c}",
+                                              f"cue|{c}|weak")}
+                        if category in context.get("ended_by_a_new_clause", ()):
+                            extra["terminated_by"] = {"CLAUSE"}
+                        if all(isinstance(x, str) for x in variant):
+                            rule = ConTextRule(" ".join(str(x) for x in variant), label, **extra)
+                        else:
+                            rule = ConTextRule(line, label, pattern=as_token_pattern(variant),
+                                               **extra)
+                        if rule.literal in seen and not rule.pattern:
+                            twice.add(rule.literal)
+                        seen.add(rule.literal)
+                        context_rules.append(rule)
+        if twice:  # one phrase, two rules: medspaCy would keep only one of them
+            raise ValueError(f"{context_file}: in two rules: {sorted(twice)}")
+        context_pipe: Any = self.nlp.add_pipe(
+            "medspacy_context",
+            config={"rules": None, "span_attrs": None, "input_span_type": "group",
+                    # a modifier inside a target ("not" in "did not survive") does not
+                    # modify it (medspaCy's own check), and is no reason to drop the
+                    # modifier for the other targets
+                    "prune_on_target_overlap": False,
+                    "max_scope": int(context.get("max_scope", 10))})
+        context_pipe.add(context_rules)
+        self.context = context_pipe
+        self.rule_count = len(literals) + self.gapped.count + len(context_rules)
+        self._matcher = matcher
+        self._sentencizer = self.nlp.get_pipe("sentencizer")
+
+    def doc(self, text: str) -> Any:
+        """The processed doc: tokens, sentences, target spans, ConText modifiers."""
+        doc = self.nlp.make_doc(normalise(text))
+        doc = self._matcher(doc)
+        doc = self._sentencizer(doc)
+        self.gapped(doc, self.GROUP)
+        return self.context(doc)
+
+    def mentions(self, text: str) -> list[Mention]:
+        """Every harm the text reports, serious or possible; denied, hypothetical, prevented,
+        historical, someone else's, idiomatic and topical mentions are left out."""
+        found: list[Mention] = []
+        for chunk in chunks(text):
+            found.extend(self._mentions(chunk))
+        return _dedupe(found)
+
+    def _mentions(self, text: str) -> list[Mention]:
+        if not text or not text.strip():
+            return []
+        doc = self.doc(text)
+        spans = _without_idioms(list(doc.spans.get(self.GROUP, [])))
+        found: list[Mention] = []
+        by_sentence: dict[int, list[Any]] = {}
+        for span in spans:
+            by_sentence.setdefault(span.sent.start, []).append(span)
+        for sentence_spans in by_sentence.values():
+            found.extend(_judge_sentence(text, sentence_spans))
+        return _dedupe(found)
+
+
+CHUNK_CHARS = 800
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """A long text in pieces of whole sentences of about ``size`` characters: ConText's work
+    grows with the square of the modifiers in a piece, and each piece is a short hold of the
+    GIL (or of the event loop). A sentence longer than ``size`` stays whole."""
+    if len(text) <= size:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(text):
+        if current and len(current) + len(sentence) + 1 > size:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}" if current else sentence
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _without_idioms(spans: list[Any]) -> list[Any]:
+    """An idiom hides the harm words inside it ("my phone died"), though not a concept of
+    exactly its words ("hit her head" hides the abuse of "hit her", not the head injury that
+    is the whole phrase); of the spans left, a span
+    inside a longer one of the same category adds nothing ("never walk again" inside "will
+    never walk again", whose "will" is then no hedge)."""
+    idioms = [(s.start, s.end) for s in spans if s.label_ == "idiom"]
+    kept = [(s, s.start, s.end, _kind(s)) for s in spans if s.label_ != "idiom"
+            and not any(i <= s.start < j and (s.start, s.end) != (i, j) for i, j in idioms)]
+    return [s for s, start, end, kind in kept
+            if not any(k == kind and o_start <= start and end <= o_end
+                       and o_end - o_start > end - start
+                       for _, o_start, o_end, k in kept)]
+
+
+def _kind(span: Any) -> str:
+    """The category of a target span ("death" of "death|serious", "neglect" of "cue|neglect")."""
+    parts = span.label_.split(_LABEL_SEP)
+    return parts[1] if parts[0] == "cue" else parts[0]
+
+
+def _assertion(span: Any) -> tuple[str | None, str | None]:
+    """(the dropping category and its words, or None; the doubting category and its words)."""
+    drop: str | None = None
+    doubt: str | None = None
+    for modifier in span._.modifiers:
+        category = modifier.category.lower()
+        start, end = modifier.modifier_span
+        if span.start <= start and end <= span.end:
+            continue  # inside the target ("never" in "was never achieved"): part of the concept
+        words = span.doc[start:end].text
+        if category in DROPPING and drop is None:
+            drop = f"{category}: {words!r}"
+        elif category in DOUBTING and doubt is None:
+            doubt = f"{category}: {words!r}"
+    return drop, doubt
+
+
+def _sentence_text(original: str, span: Any) -> str:
+    sent = span.sent
+    text = original[sent.start_char:sent.end_char].strip()
+    if len(text) > MAX_SENTENCE_EVIDENCE:
+        text = text[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
+    return text
+
+
+def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
+    asserted: list[tuple[Any, str | None]] = []
+    for span in spans:
+        drop, doubt = _assertion(span)
+        if drop is None:
+            asserted.append((span, doubt))
+    outcomes = [(s, d) for s, d in asserted
+                if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
+    settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _ in asserted
+                if s.label_.startswith("setting" + _LABEL_SEP)}
+    found: list[Mention] = []
+    for span, doubt in asserted:
+        parts = span.label_.split(_LABEL_SEP)
+        sentence = _sentence_text(original, span)
+        phrase = original[span.start_char:span.end_char]
+        if parts[0] in ("outcome", "setting"):
+            continue
+        if parts[0] == "cue":
+            category, weak = parts[1], parts[-1] == "weak"
+            outcome = next((o for o in outcomes
+                            if not (o[0].start < span.end and span.start < o[0].end)), None)
+            if outcome is not None:
+                o_span, o_doubt = outcome
+                doubt = doubt or o_doubt
+                phrase = f"{phrase} \u2026 {original[o_span.start_char:o_span.end_char]}"
+                tier = POSSIBLE if doubt else SERIOUS
+            elif weak:
+                continue
+            else:
+                tier, doubt = POSSIBLE, doubt or "no outcome stated"
+            found.append(Mention(phrase, category, doubt or "affirmed", sentence, tier))
+            continue
+        category, rule_tier = parts[0], parts[1]
+        tier = POSSIBLE if (doubt or rule_tier == POSSIBLE) else SERIOUS
+        context = doubt or ("affirmed" if rule_tier == SERIOUS else "unqualified term")
+        found.append(Mention(phrase, category, context, sentence, tier))
+        setting = settings.get("maternity")
+        if setting is not None and category in ("death", "severe_harm", "deterioration"):
+            where = original[setting.start_char:setting.end_char]
+            found.append(Mention(f"{phrase} ({where})", "maternity", context, sentence, tier))
+    return found
+
+
+def _dedupe(mentions: list[Mention]) -> list[Mention]:
+    seen: set[tuple[str, str, str]] = set()
+    out: list[Mention] = []
+    for m in mentions:
+        key = (m.category, m.phrase.lower(), m.tier)
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
+
+
+@lru_cache(maxsize=1)
+def analyser() -> Analyser:
+    """The process's one pipeline (building it takes about a second)."""
+    _quiet_pyrush()
+    return Analyser()
+
+
+def _quiet_pyrush() -> None:
+    """medspaCy imports PyRuSH, which logs through loguru at DEBUG; its sentence splitter is
+    not used here, and loguru must not print anything (a sentence would be in it)."""
+    try:
+        from loguru import logger
+    except ImportError:  # pragma: no cover - loguru comes with medspaCy
+        return
+    logger.remove()
+
+
+def mentions(text: str) -> list[Mention]:
+    """The harms the text reports (see ``Analyser.mentions``)."""
+    return analyser().mentions(text)
+
+
+def tier_of(found: list[Mention]) -> str | None:
+    """The strongest tier of the mentions: serious, possible or None."""
+    if any(m.tier == SERIOUS for m in found):
+        return SERIOUS
+    if found:
+        return POSSIBLE
+    return None
+
+
+# -- off the event loop -----------------------------------------------------------------------
+# A field is read a piece (``chunks``: whole sentences, about 800 characters, ~1-3 ms) at a time,
+# the event loop getting a turn between pieces: a long text never holds the loop for more
+# than one piece. tools/bench.py compares this with a thread and a process pool.
+async def read_harm(text: str) -> list[Mention]:
+    """``mentions(text)`` without holding the event loop for more than one piece."""
+    pipeline = analyser()
+    pieces = chunks(text)
+    found: list[Mention] = []
+    for n, piece in enumerate(pieces):
+        if n:
+            await asyncio.sleep(0)
+        found.extend(pipeline._mentions(piece))
+    return _dedupe(found)

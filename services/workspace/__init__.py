@@ -1,0 +1,1 @@
+"""The quality team's workspace: a signed-in web app over a read model of carewatch's events."""

@@ -1,0 +1,4 @@
+from services.workspace.app import build
+from shared.runtime import run
+
+run(build)

@@ -1,0 +1,243 @@
+"""The clinical-text harm pipeline (services/quality_monitor/harm): its pattern syntax, each
+ConText assertion, the two tiers, the evidence it gives, and the corpus it is measured on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from services.quality_monitor.harm import pipeline
+from services.quality_monitor.harm.pipeline import (
+    POSSIBLE,
+    SERIOUS,
+    expand,
+    mentions,
+    normalise,
+    read_harm,
+    segments,
+    tier_of,
+)
+
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "harm"
+TEST_SET_SHA256 = "34551f468899f4a852cbbf7f88565840b6082ad924f5cef6797a1fcab72bfa7e"
+
+
+def found(text: str) -> set[tuple[str, str]]:
+    return {(m.category, m.tier) for m in mentions(text)}
+
+
+# -- the pattern syntax ------------------------------------------------------------------------
+
+def tokenize(text: str) -> list[object]:
+    class Token:
+        def __init__(self, t: str) -> None:
+            self.lower_ = t.lower()
+    return [Token(t) for t in text.replace("n't", " n't").split()]
+
+
+def test_alternatives_optional_tokens_gaps_and_macros_expand() -> None:
+    macros = {"POSS": "his|her"}
+    assert expand("broke $POSS hip|arm", macros, tokenize) == [
+        ["broke", "his", "hip"], ["broke", "his", "arm"],
+        ["broke", "her", "hip"], ["broke", "her", "arm"]]
+    assert expand("found? dead", macros, tokenize) == [["found", "dead"], ["dead"]]
+    assert expand("left _{0,3} floor", macros, tokenize) == [["left", (0, 3), "floor"]]
+    assert expand("did+not survive", macros, tokenize) == [["did", "not", "survive"]]
+
+
+def test_a_variant_splits_into_runs_and_gaps() -> None:
+    assert segments(["left", (0, 3), "on", "the", "floor"]) == (
+        [("left",), ("on", "the", "floor")], [(0, 3)])
+    assert segments([(1, 1), "dead", (0, 2)]) == ([("dead",)], [])
+
+
+def test_normalising_keeps_offsets() -> None:
+    text = "She self-harmed \u2019again\u2019 \u2013 twice"
+    assert len(normalise(text)) == len(text)
+    assert "self harmed" in normalise(text) and "'again'" in normalise(text)
+
+
+def test_the_pipeline_is_built_once_per_process() -> None:
+    assert pipeline.analyser() is pipeline.analyser()
+    assert pipeline.analyser().rule_count > 1_000
+
+
+# -- a clear event of harm to the patient: serious ---------------------------------------------
+
+@pytest.mark.parametrize("text, category", [
+    ("My father died on the ward two days after his operation.", "death"),
+    ("He was not revived despite 40 minutes of CPR.", "death"),
+    ("Mum fell on the ward and fractured her hip.", "severe_harm"),
+    ("A carer slapped my mother across the face.", "abuse"),
+    ("Dad was left lying on the floor for four hours.", "neglect"),
+    ("The nasogastric tube was placed in the lung and feed was started.", "never_event"),
+    ("He tied a ligature around his neck in the ward bathroom.", "self_harm"),
+    ("The GP said it was a virus; two days later he was in ITU with sepsis.", "missed_diagnosis"),
+    ("Baby was transferred for therapeutic cooling after a difficult delivery.", "maternity"),
+    ("His NEWS was 9 for hours and nobody called the outreach team; he arrested.",
+     "deterioration"),
+    ("The nurse gave her twice the dose of morphine and she stopped breathing.",
+     "medication_error"),
+])
+def test_an_affirmed_harm_is_serious_and_named(text: str, category: str) -> None:
+    assert (category, SERIOUS) in found(text)
+
+
+@pytest.mark.parametrize("text, category", [
+    # deaths without "died"
+    ("They tried for forty minutes but couldn't get his heart going again.", "death"),
+    ("Pt found unresponsive, not for CPR, life pronounced extinct by the night doctor.",
+     "death"),
+    # harm named by its consequence
+    ("He will need to be fed through a tube for the rest of his life.", "severe_harm"),
+    # abuse named by what was done
+    ("Her nephew has emptied her savings account since he became her appointee.", "abuse"),
+    ("The night staff took away his walking frame so he couldn't get up.", "abuse"),
+    # neglect by its signs
+    ("His lunch was left on the table where he couldn't reach it.", "neglect"),
+    # never events in clinical words
+    ("Oxygen tubing was attached to the air flowmeter in the bay.", "never_event"),
+    # self-harm by method
+    ("She swallowed two packets of paracetamol on the ward.", "self_harm"),
+    # a missed diagnosis by condition and outcome ("never spotted" is no prevention)
+    ("They never spotted the melanoma and it has now spread to his liver.", "missed_diagnosis"),
+    ("The GP put her headaches down to stress and the tumour was too big to remove.",
+     "missed_diagnosis"),
+    # a medication error whose outcome is "could not be woken" (no negation of the outcome)
+    ("They gave Dad his morphine twice in one night and he couldn't be woken.",
+     "medication_error"),
+])
+def test_a_harm_in_other_words_is_serious_and_named(text: str, category: str) -> None:
+    assert (category, SERIOUS) in found(text)
+
+
+def test_an_idiom_hides_the_words_inside_it_but_not_a_concept_of_exactly_its_words() -> None:
+    assert found("She fell and hit her head on the bedside table.") == {
+        ("severe_harm", POSSIBLE)}
+    assert ("abuse", SERIOUS) in found("A carer hit her on the arm.")
+
+
+# -- the hard negatives: no finding ------------------------------------------------------------
+
+@pytest.mark.parametrize("text, why", [
+    ("She did not die, thankfully.", "negated"),
+    ("There is no evidence that she had been neglected.", "denied over a new clause"),
+    ("If the ambulance had been later she would have died.", "hypothetical"),
+    ("I'm scared dad will fall and break his hip.", "feared"),
+    ("The pharmacist spotted the dose error before it was given.", "prevented"),
+    ("She broke her hip in 2019 and now uses a frame.", "historical"),
+    ("His dog died last week and he is very low.", "an animal"),
+    ("A character in the soap she watches was killed and it upset her.", "fiction"),
+    ("The porter hurt his back lifting a patient.", "staff"),
+    ("A nurse was assaulted by a patient in the waiting room.", "staff as the victim"),
+    ("My phone died so I could not ring the ward.", "idiom"),
+    ("The call system died halfway through the night.", "idiom"),
+    ("The abuse policy was updated in March.", "topic"),
+    ("All staff completed safeguarding training on recognising abuse.", "topic"),
+    ("The GP asked about domestic abuse as part of the routine questions.", "topic"),
+    ("There was no never event.", "a negated term holding a negation"),
+])
+def test_what_is_not_harm_to_the_patient_gives_nothing(text: str, why: str) -> None:
+    assert mentions(text) == [], why
+
+
+def test_a_negation_stops_at_a_new_clause() -> None:
+    assert ("neglect", SERIOUS) in found("Staff did not notice he was dehydrated.")
+    assert ("death", SERIOUS) in found("He did not get his antibiotics and died.")
+
+
+# -- weaker evidence: possible -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "I think a carer may have hit mum but she cannot tell us.",           # a hedge
+    "Possible fracture of the wrist after a fall, not yet confirmed.",     # a hedge
+    "Concerns raised about abuse at the home.",                            # an unqualified term
+    "Someone on the ward self harmed last night.",                         # uncertain experiencer
+    "Delayed diagnosis of cancer; she has now started treatment.",        # a miss, no outcome
+    # the hedged complaint of tests/integration/test_harm_review.py: abuse by what was done
+    # ("pushed by one of the carers"), hedged, and bruises nobody can explain
+    "We think mum may have been pushed by one of the carers, she has bruises on her arms"
+    " that nobody can explain.",
+])
+def test_weaker_evidence_is_possible_not_serious(text: str) -> None:
+    assert tier_of(mentions(text)) == POSSIBLE
+
+
+def test_each_mention_carries_the_evidence_a_clinician_checks() -> None:
+    text = "The ward was busy. The carer pushed him back into his chair by his chest."
+    [m] = [m for m in mentions(text) if m.category == "abuse"]
+    assert m.as_json() == {
+        "phrase": "pushed him", "category": "abuse", "context": "affirmed", "tier": SERIOUS,
+        "sentence": "The carer pushed him back into his chair by his chest."}
+    hedged = mentions("We think mum may have been neglected.")[0]
+    assert hedged.tier == POSSIBLE and hedged.context.startswith("possible:")
+
+
+async def test_a_long_text_is_read_off_the_event_loop() -> None:
+    text = "The patient waited for a bed. " * 200 + "She died on the trolley."
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    result = await read_harm(text)
+    ticker.cancel()
+    assert ("death", SERIOUS) in {(m.category, m.tier) for m in result}
+    assert ticks > 1, "the loop ran while the text was read"
+    assert await read_harm("She died.") == mentions("She died.")
+
+
+# -- the corpus --------------------------------------------------------------------------------
+
+def load(name: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (CORPUS / name).read_text().splitlines() if line]
+
+
+def in_test_set(text: str) -> bool:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 2 == 0
+
+
+def test_the_test_set_is_the_one_committed_before_tuning() -> None:
+    assert hashlib.sha256((CORPUS / "test.jsonl").read_bytes()).hexdigest() == TEST_SET_SHA256
+
+
+def test_the_corpus_is_large_labelled_split_by_hash_and_covers_every_category() -> None:
+    dev, test = load("dev.jsonl"), load("test.jsonl")
+    rows = dev + test
+    assert len(rows) >= 1_000
+    assert len({r["text"] for r in rows}) == len(rows), "duplicate sentences"
+    assert all(not in_test_set(str(r["text"])) for r in dev)
+    assert all(in_test_set(str(r["text"])) for r in test)
+    for r in rows:
+        assert {"text", "tier", "category", "subtype", "context", "pass"} == set(r)
+        assert r["tier"] in ("serious", "possible", "none")
+    positives = Counter(r["category"] for r in rows if r["tier"] != "none")
+    assert set(positives) == set(pipeline.CATEGORIES)
+    assert min(positives.values()) >= 60, positives
+    negatives = Counter(r["context"] for r in rows if r["tier"] == "none")
+    for context in ("negated", "hypothetical", "prevented", "historical", "other_experiencer",
+                    "idiom", "topic"):
+        assert negatives[context] >= 15, (context, negatives)
+    abuse = Counter(r["subtype"] for r in rows if r["category"] == "abuse" and r["tier"] != "none")
+    assert set(abuse) >= {"physical", "sexual", "financial", "psychological", "domestic",
+                          "modern_slavery", "discriminatory", "organisational"}
+
+
+def test_the_development_set_meets_the_targets() -> None:
+    """The test set is measured by ``make eval``, not here: a unit test on it would invite
+    tuning on it. The development sentences (the split's half and the later passes) must
+    keep what tuning reached."""
+    from tools.eval import evaluate
+
+    report = evaluate(load("dev.jsonl") + load("dev_extra.jsonl"))
+    assert report.serious.recall >= 0.95 and report.serious.precision >= 0.90
+    assert report.serious_caught.recall >= 0.97

@@ -1,0 +1,183 @@
+"""The house rules of issue 13, read from the source: no import cycles at load time, nothing in
+`shared/` importing `services/`, and one clock (no wall-clock read outside shared/clock.py)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("shared", "services")
+WALL_CLOCK = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
+              ("date", "today"), ("time", "time"), ("time", "time_ns")}
+CLOCK_MODULE = "shared.clock"
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    if not MODULES[module].name == "__init__.py":
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _targets(name: str) -> list[str]:
+    """The project modules an import of ``name`` loads (the module and its packages)."""
+    parts = name.split(".")
+    return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in MODULES]
+
+
+def _load_time_imports(module: str) -> set[str]:
+    """Imports executed when ``module`` loads: module level, not inside a function and not
+    under ``if TYPE_CHECKING``."""
+    tree = ast.parse(MODULES[module].read_text())
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    found.update(_targets(alias.name))
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(module, node)
+                found.update(_targets(base))
+                for alias in node.names:  # `from pkg import submodule`
+                    found.update(t for t in _targets(f"{base}.{alias.name}") if t != base)
+            elif isinstance(node, ast.If) and not _is_type_checking(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, ast.With):
+                visit(node.body)
+
+    visit(tree.body)
+    found.discard(module)
+    return found
+
+
+GRAPH = {m: _load_time_imports(m) for m in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return found
+
+
+def _package_parents(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def test_no_import_cycle_at_load_time() -> None:
+    # A package's __init__ importing its own submodules is how packages work, not a cycle.
+    graph = {m: {t for t in targets if t not in _package_parents(m)} for m, targets in GRAPH.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_shared_never_imports_services() -> None:
+    offenders = {m: sorted(t for t in targets if t.startswith("services"))
+                 for m, targets in GRAPH.items() if m.startswith("shared")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def _all_imports(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(_resolve(module, node))
+    return names
+
+
+def test_shared_never_imports_services_even_lazily() -> None:
+    offenders = {m: sorted(n for n in _all_imports(m) if n.split(".")[0] == "services")
+                 for m in MODULES if m.startswith("shared")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def _wall_clock_reads(source: str) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else (
+                owner.attr if isinstance(owner, ast.Attribute) else None)
+            if (name, node.func.attr) in WALL_CLOCK:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_the_wall_clock_is_read_in_one_place() -> None:
+    reads = {m: _wall_clock_reads(p.read_text()) for m, p in MODULES.items() if m != CLOCK_MODULE}
+    assert {m: lines for m, lines in reads.items() if lines} == {}
+    assert _wall_clock_reads(MODULES[CLOCK_MODULE].read_text()), "shared/clock.py is the clock"
+
+
+@pytest.mark.parametrize("source", ["datetime.now(UTC)", "datetime.datetime.now()",
+                                    "time.time()", "date.today()", "datetime.utcnow()"])
+def test_the_clock_check_sees_a_wall_clock_read(source: str) -> None:
+    assert _wall_clock_reads(source) == [1]
