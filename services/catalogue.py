@@ -12,6 +12,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     FeedbackAccepted,
     FeedbackRejected,
@@ -41,6 +42,12 @@ PUBLISHES: dict[str, tuple[type[Event], ...]] = {
     "notification": (NotificationFailed, MeetingReplied),
     # The workspace publishes nothing: its commands go to escalation's HTTP API.
     "workspace": (),
+}
+
+# Earlier versions of events a service no longer publishes, still its own: an outbox, a
+# queue or a DLQ of before the upgrade may hold them, and consumers still take them.
+RETIRED: dict[str, tuple[type[Event], ...]] = {
+    "quality_monitor": (ConcernUpdatedV1,),  # v2 carries only the new evidence
 }
 
 

@@ -11,7 +11,15 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from shared.envelope import Envelope
 from shared.submissions import KINDS, URGENT_KINDS
@@ -175,9 +183,38 @@ class ConcernRaised(Event):
 
 
 class ConcernUpdated(ConcernRaised):
-    event_type: ClassVar[str] = "concern.updated.v1"
+    """An open concern changed: new evidence, a new signal, a higher severity.
+
+    Version 2: ``evidence`` holds only the items this update added (none when only the
+    severity or the reason changed), and ``evidence_count`` how many the concern holds after
+    it, so that an update costs the same however much evidence the concern has gathered.
+    Consumers add the items to the concern they know, by ``feedback_id`` (the same event
+    twice, or an item already known, adds nothing); ``concern.raised`` carries the first.
+    """
+
+    event_type: ClassVar[str] = "concern.updated.v2"
 
     previous_severity: Severity
+    evidence_count: int = Field(ge=0, description="Evidence items on the concern after this"
+                                " update (``evidence`` holds only the new ones)")
+
+
+class ConcernUpdatedV1(ConcernUpdated):
+    """Version 1 of ``concern.updated``, which carried the concern's whole evidence list. No
+    longer published; consumers still take it (from queues, outboxes and DLQs of before the
+    upgrade), adding its items by ``feedback_id`` like version 2's, which comes to the same."""
+
+    event_type: ClassVar[str] = "concern.updated.v1"
+
+    evidence_count: int = Field(default=0, ge=0, exclude=True,
+                                description="Not in version 1: the length of ``evidence``")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "evidence_count" not in data:
+            return {**data, "evidence_count": len(data.get("evidence") or [])}
+        return data
 
 
 class Attendee(BaseModel):
@@ -427,6 +464,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FeedbackRejected,
         ConcernRaised,
         ConcernUpdated,
+        ConcernUpdatedV1,
         ConcernResolved,
         ConcernClosed,
         MeetingScheduled,

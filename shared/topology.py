@@ -30,7 +30,8 @@ EVENT_OWNERS: dict[str, str] = {
     "feedback.accepted.v1": "intake",
     "feedback.rejected.v1": "intake",
     "concern.raised.v1": "quality_monitor",
-    "concern.updated.v1": "quality_monitor",
+    "concern.updated.v1": "quality_monitor",  # no longer published (v2); still accepted
+    "concern.updated.v2": "quality_monitor",
     "concern.resolved.v1": "quality_monitor",
     "report.published.v1": "quality_monitor",
     "meeting.scheduled.v1": "escalation",

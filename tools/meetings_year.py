@@ -96,8 +96,11 @@ def year_of_concerns(today: date, days: int = 400, seed: int = 7,
             out.append(Timed(when, concern))
         else:
             fields = {k: getattr(known, k) for k in ConcernRaised.model_fields}
-            concern = ConcernUpdated(**(fields | {"evidence": [*known.evidence, evidence]}),
-                                     previous_severity=known.severity)
+            # An update carries its new evidence only, with the concern's total.
+            total = (known.evidence_count if isinstance(known, ConcernUpdated)
+                     else len(known.evidence)) + 1
+            concern = ConcernUpdated(**(fields | {"evidence": [evidence]}),
+                                     evidence_count=total, previous_severity=known.severity)
             open_concerns[key] = concern
             out.append(Timed(when, concern))
 

@@ -1,6 +1,6 @@
 """escalation: turns concerns into accountable action, by policy (services/escalation/policy.yaml).
 
-Consumes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+Consumes: ``concern.raised.v1``, ``concern.updated.v2`` (and v1), ``concern.resolved.v1``,
 ``feedback.accepted.v1`` (insight visit reports only), ``meeting.reply.v1``.
 Publishes (through the outbox): ``meeting.scheduled.v1``, ``meeting.rescheduled.v1``,
 ``meeting.cancelled.v1``, ``action.due_soon.v1``, ``action.overdue.v1``,
@@ -36,6 +36,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     FeedbackAccepted,
     MeetingReplied,
@@ -74,7 +75,8 @@ class Escalation:
     async def on_concern_updated(self, conn: asyncpg.Connection, concern: ConcernUpdated,
                                  outbox: Outbox) -> None:
         """New evidence updates the meeting's agenda; a rise in severity may bring the meeting
-        forward, or need one now."""
+        forward, or need one now. The update's evidence (v2: the new items only; v1: all) is
+        added to the concern escalation knows, by feedback id (``concerns.merge``)."""
         await self._act(conn, concern, outbox)
 
     async def on_concern_resolved(self, conn: asyncpg.Connection, resolved: ConcernResolved,
@@ -255,6 +257,7 @@ def handlers(e: Escalation) -> list[tuple[type[Event], EventHandler[Any], str]]:
     return [
         (ConcernRaised, e.on_concern_raised, "#"),
         (ConcernUpdated, e.on_concern_updated, "#"),
+        (ConcernUpdatedV1, e.on_concern_updated, "#"),  # until its queues are drained
         (ConcernResolved, e.on_concern_resolved, "#"),
         (FeedbackAccepted, e.on_visit_report, "insight_visit"),
         (MeetingReplied, e.on_meeting_reply, "#"),

@@ -1,7 +1,7 @@
 """notification: routes each event to the people who must hear of it, then delivers it.
 
 Consumes: ``meeting.scheduled.v1``, ``meeting.rescheduled.v1``, ``meeting.cancelled.v1``,
-``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+``concern.raised.v1``, ``concern.updated.v2`` (and v1), ``concern.resolved.v1``,
 ``action.due_soon.v1``, ``action.overdue.v1``, ``concern.escalated.v1``,
 ``visit.scheduled.v1``, ``meeting.slot_proposed.v1``, ``feedback.rejected.v1``,
 ``report.published.v1`` (e-mailed with its PDF and XLSX attached).
@@ -46,6 +46,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     FeedbackRejected,
     MeetingCancelled,
@@ -65,7 +66,7 @@ NAME = "notification"
 # Every event routed by the routing configuration (routing.yaml).
 ROUTED: tuple[type[Event], ...] = (
     MeetingScheduled, MeetingRescheduled, MeetingCancelled,
-    ConcernRaised, ConcernUpdated, ConcernResolved,
+    ConcernRaised, ConcernUpdated, ConcernUpdatedV1, ConcernResolved,
     ActionDueSoon, ActionOverdue, ConcernEscalated, VisitScheduled, MeetingSlotProposed,
     ReportPublished,
 )

@@ -26,6 +26,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     FeedbackRejected,
     MeetingCancelled,
@@ -91,15 +92,19 @@ def summarise(event: Event) -> Summary:
             facts=(("Rule", event.rule), ("Theme", event.theme),
                    ("Resolved", _local(event.resolved_at))))
     if isinstance(event, ConcernRaised):
+        updated = isinstance(event, ConcernUpdated)
+        # An update (v2) carries only its new evidence, with the concern's total.
+        total = event.evidence_count if isinstance(event, ConcernUpdated) else len(event.evidence)
         facts = [("Rule", event.rule), ("Theme", event.theme),
                  ("Severity", str(event.severity)), ("Raised", _local(event.raised_at)),
-                 ("Evidence", str(len(event.evidence)))]
-        if isinstance(event, ConcernUpdated):
+                 ("Evidence", str(total))]
+        if isinstance(event, ConcernUpdated) and not isinstance(event, ConcernUpdatedV1):
+            facts.append(("New evidence", str(len(event.evidence))))
             facts.append(("Previous severity", str(event.previous_severity)))
         facts += [(str(k), str(v)) for k, v in event.figures.items()
                   if isinstance(v, str | int | float)]
         return Summary(
-            title=f"{'Updated' if isinstance(event, ConcernUpdated) else 'New'} {event.severity} concern at {who}:"
+            title=f"{'Updated' if updated else 'New'} {event.severity} concern at {who}:"
                   f" {event.theme}",
             text=event.reason, severity=event.severity, provider=who, status="firing",
             facts=tuple(facts),

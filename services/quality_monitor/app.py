@@ -1,7 +1,7 @@
 """quality-monitor: turns accepted feedback into explainable concerns, and ends them.
 
 Consumes: ``feedback.accepted.v1``, ``concern.closed.v1``.
-Publishes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+Publishes: ``concern.raised.v1``, ``concern.updated.v2``, ``concern.resolved.v1``,
 ``report.published.v1`` (outbox).
 Stores: schema ``monitor`` (feedback, providers, fft_months, equality_returns, concerns,
 improvements, funnel_results, schedule; reviews, review_audit and harm_evaluation for the

@@ -184,7 +184,7 @@ def add_review_routes(runtime: ServiceRuntime, monitor: Monitor) -> None:
 
     @api.post("/v1/reviews/{concern_id}/confirm", tags=tags,
               summary="Confirm a possible risk: the concern becomes serious and its meeting"
-                      " is booked (publishes concern.updated.v1)")
+                      " is booked (publishes concern.updated.v2)")
     async def confirm(concern_id: uuid.UUID, body: ConfirmIn, actor: Actor) -> Any:
         return await command(lambda conn, outbox: review.confirm(
             conn, outbox, concern_id, actor=actor, at=monitor.clock(), reason=body.reason))

@@ -3,7 +3,7 @@
 A possible risk (rule ``possible_serious_risk``: a hedge, an unqualified term, an uncertain
 experiencer in the free text) raises a ``high`` concern marked for review. The team:
 
-- confirms it: the concern becomes ``serious`` and ``concern.updated.v1`` says so, so that
+- confirms it: the concern becomes ``serious`` and ``concern.updated.v2`` says so, so that
   escalation books its meeting as for any serious risk;
 - or dismisses it with a reason: the concern is resolved (``concern.resolved.v1``).
 
@@ -23,7 +23,7 @@ import asyncpg
 
 from services.quality_monitor import store
 from services.quality_monitor.rules import POSSIBLE_RULE
-from shared.events import ConcernResolved, ConcernUpdated, Evidence, ProviderRef, Severity
+from shared.events import ConcernResolved, ConcernUpdated, ProviderRef, Severity
 from shared.outbox import Outbox
 
 STATUSES = ("pending", "confirmed", "dismissed")
@@ -84,7 +84,7 @@ async def get_review(conn: asyncpg.Connection, concern_id: uuid.UUID) -> dict[st
 async def confirm(conn: asyncpg.Connection, outbox: Outbox, concern_id: uuid.UUID, *,
                   actor: str, at: datetime, reason: str | None = None) -> ConcernUpdated:
     """The quality team confirms a possible risk: the concern becomes serious (escalation
-    books its meeting on the ``concern.updated.v1`` this publishes)."""
+    books its meeting on the ``concern.updated`` this publishes)."""
     row = await _pending(conn, concern_id)
     note = f"confirmed as a serious risk by the quality team ({actor})" + (
         f": {reason}" if reason else "")
@@ -99,7 +99,7 @@ async def confirm(conn: asyncpg.Connection, outbox: Outbox, concern_id: uuid.UUI
         provider=ProviderRef.model_validate(row["provider"]), rule=row["rule"],
         theme=row["theme"], severity=Severity.SERIOUS,
         previous_severity=Severity(row["severity"]), reason=new_reason, figures=figures,
-        evidence=[Evidence.model_validate(e) for e in row["evidence"]],
+        evidence=[], evidence_count=len(row["evidence"]),  # no new evidence: severity only
         raised_at=row["raised_at"])
     await outbox.add(event)
     return event

@@ -74,12 +74,20 @@ async def _open_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
                           merge: Merge, at: datetime) -> ConcernRaised | ConcernUpdated | None:
     """Open a concern with ``first`` (reason, figures), or update the open one with what
     ``merge(row, new evidence)`` gives (None: nothing new, no update). Severity may rise,
-    never silently fall; evidence is the union (shared/concern_merge.py)."""
+    never silently fall; evidence is the union (shared/concern_merge.py).
+
+    An update reads and writes only the new evidence (the known items are matched and the
+    new ones appended in PostgreSQL), and its event carries only those with the total count,
+    so that it costs the same however much evidence the concern already holds."""
     evidence_json = [e.model_dump(mode="json") for e in evidence]
     while True:
         row = await conn.fetchrow(
-            "SELECT * FROM monitor.concerns WHERE fingerprint = $1 AND status = 'open'"
-            " FOR UPDATE", fingerprint)
+            "SELECT concern_id, severity, reason, figures, raised_at,"
+            " (SELECT coalesce(array_agg(e->>'feedback_id'), '{}')"
+            "  FROM jsonb_array_elements(c.evidence) e"
+            "  WHERE e->>'feedback_id' = ANY($2::text[])) AS known"
+            " FROM monitor.concerns c WHERE fingerprint = $1 AND status = 'open' FOR UPDATE",
+            fingerprint, sorted({e["feedback_id"] for e in evidence_json}))
         if row is None:
             if await _all_seen_on_last_resolved(conn, fingerprint, evidence_json):
                 return None
@@ -98,22 +106,27 @@ async def _open_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
                 concern_id=concern_id, fingerprint=fingerprint, provider=provider, rule=rule,
                 theme=theme, severity=severity, reason=reason, figures=figures,
                 evidence=evidence, raised_at=raised_at)
-        m = concern_merge.merge(Severity(row["severity"]), row["evidence"], severity,
-                                evidence_json, key=lambda e: e["feedback_id"])
+        known = [{"feedback_id": k} for k in row["known"]]
+        m = concern_merge.merge(Severity(row["severity"]), known, severity, evidence_json,
+                                key=lambda e: e["feedback_id"])
         merged = merge(row, m.new_evidence)
         if merged is None:
             return None
         reason, figures = merged
-        previous, current, all_evidence = m.previous_severity, m.severity, m.evidence
-        await conn.execute(
-            "UPDATE monitor.concerns SET evidence = $2, severity = $3, reason = $4, figures = $5,"
-            " updated_at = $6 WHERE concern_id = $1",
-            row["concern_id"], all_evidence, current.value, reason, figures, at)
+        count = await conn.fetchval(
+            "UPDATE monitor.concerns SET evidence = evidence || $2::jsonb, severity = $3,"
+            " reason = $4, figures = $5, updated_at = $6 WHERE concern_id = $1"
+            " RETURNING jsonb_array_length(evidence)",
+            row["concern_id"], m.new_evidence, m.severity.value, reason, figures, at)
+        by_id: dict[str, Evidence] = {}
+        for e, j in zip(evidence, evidence_json, strict=True):
+            by_id.setdefault(j["feedback_id"], e)
         return ConcernUpdated(
             concern_id=row["concern_id"], fingerprint=fingerprint, provider=provider, rule=rule,
-            theme=theme, severity=current, previous_severity=previous, reason=reason,
-            figures=figures, evidence=[Evidence.model_validate(e) for e in all_evidence],
-            raised_at=row["raised_at"])
+            theme=theme, severity=m.severity, previous_severity=m.previous_severity,
+            reason=reason, figures=figures,
+            evidence=[by_id[e["feedback_id"]] for e in m.new_evidence],
+            evidence_count=count, raised_at=row["raised_at"])
 
 
 # -- one concern per signal: a measure family's signals on one concern -------------------------

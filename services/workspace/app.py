@@ -1,6 +1,6 @@
 """workspace: the quality team's signed-in web app (services/workspace/README.md).
 
-Consumes: ``concern.raised.v1``, ``concern.updated.v1``, ``concern.resolved.v1``,
+Consumes: ``concern.raised.v1``, ``concern.updated.v2`` (and v1), ``concern.resolved.v1``,
 ``concern.closed.v1``, ``concern.escalated.v1``, ``meeting.scheduled.v1``,
 ``meeting.rescheduled.v1``, ``meeting.cancelled.v1``, ``action.due_soon.v1``,
 ``action.overdue.v1``, ``visit.scheduled.v1``: its read model.
@@ -27,6 +27,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     MeetingCancelled,
     MeetingRescheduled,
@@ -118,6 +119,7 @@ def handlers(r: ReadModel) -> list[tuple[type[Event], EventHandler[Any]]]:
     return [
         (ConcernRaised, r.on_concern),
         (ConcernUpdated, r.on_concern),
+        (ConcernUpdatedV1, r.on_concern),  # until its queues are drained
         (ConcernResolved, r.on_resolved),
         (ConcernClosed, r.on_closed),
         (ConcernEscalated, r.on_escalated),

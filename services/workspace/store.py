@@ -102,21 +102,33 @@ async def provider(conn: asyncpg.Connection, ref: ProviderRef, at: datetime) -> 
 
 async def concern(conn: asyncpg.Connection, c: ConcernRaised) -> None:
     """A concern as raised or updated: newer facts win; its status is not touched (a late
-    update never reopens a concern)."""
+    update never reopens a concern). Evidence is added, never replaced: an update carries
+    only its new items (``concern.updated.v2``), and whatever the order events arrive in,
+    each item is kept once (by ``feedback_id``), in the order first seen."""
     await provider(conn, c.provider, c.raised_at)
-    await conn.execute(
+    evidence = [e.model_dump(mode="json") for e in c.evidence]
+    inserted = await conn.fetchval(
         "INSERT INTO workspace.concerns (concern_id, ods_code, rule, theme, severity,"
         " severity_rank, reason, figures, evidence, raised_at, version_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
         " ON CONFLICT (concern_id) DO UPDATE SET rule = EXCLUDED.rule, theme = EXCLUDED.theme,"
         " severity = EXCLUDED.severity, severity_rank = EXCLUDED.severity_rank,"
-        " reason = EXCLUDED.reason, figures = EXCLUDED.figures, evidence = EXCLUDED.evidence,"
+        " reason = EXCLUDED.reason, figures = EXCLUDED.figures,"
         " raised_at = least(workspace.concerns.raised_at, EXCLUDED.raised_at),"
         " version_at = EXCLUDED.version_at"
         " WHERE workspace.concerns.version_at <= EXCLUDED.version_at"
-        " OR workspace.concerns.rule = ''",
+        " OR workspace.concerns.rule = ''"
+        " RETURNING xmax = 0",
         c.concern_id, c.provider.ods_code, c.rule, c.theme, c.severity.value, c.severity.rank,
-        c.reason, c.figures, [e.model_dump(mode="json") for e in c.evidence], c.raised_at)
+        c.reason, c.figures, evidence, c.raised_at)
+    if not inserted and evidence:
+        await conn.execute(
+            "UPDATE workspace.concerns c SET evidence = c.evidence || coalesce(("
+            " SELECT jsonb_agg(n.e ORDER BY n.i)"
+            " FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS n(e, i)"
+            " WHERE NOT c.evidence @> jsonb_build_array("
+            "   jsonb_build_object('feedback_id', n.e->'feedback_id'))), '[]'::jsonb)"
+            " WHERE concern_id = $1", c.concern_id, evidence)
     await timeline(conn, c.concern_id, c.provider.ods_code, c.raised_at, describe(c))
 
 

@@ -90,9 +90,10 @@ def concern(ods: str, severity: Severity, *, theme: str | None = None, raised_at
 def updated(c: ConcernRaised, severity: Severity, new_evidence: int = 1) -> ConcernUpdated:
     more = [Evidence(feedback_id=uuid.uuid4(), kind="gp_alert", occurred_on=c.raised_at.date(),
                      matched="serious harm") for _ in range(new_evidence)]
-    return ConcernUpdated(**(c.model_dump() | {"severity": severity,
-                                               "evidence": [*c.evidence, *more],
+    # concern.updated.v2 carries the new evidence only, with the concern's total.
+    return ConcernUpdated(**(c.model_dump() | {"severity": severity, "evidence": more,
                                                "reason": f"{c.reason}, and more"}),
+                          evidence_count=len(c.evidence) + new_evidence,
                           previous_severity=c.severity)
 
 

@@ -58,10 +58,10 @@ def test_first_run_env_is_random_and_private(tmp_path: Path) -> None:
 
 
 def test_every_event_type_has_one_owner_and_its_keys_only() -> None:
-    from services.catalogue import PUBLISHES
+    from services.catalogue import PUBLISHES, RETIRED
 
-    assert {cls.event_type: service for service, classes in PUBLISHES.items()
-            for cls in classes} == EVENT_OWNERS
+    assert {cls.event_type: service for publishes in (PUBLISHES, RETIRED)
+            for service, classes in publishes.items() for cls in classes} == EVENT_OWNERS
     import re
     intake = owned_keys_pattern("intake")
     assert re.match(intake, "feedback.accepted.v1.complaint")

@@ -15,6 +15,7 @@ from shared.events import (
     EVENT_TYPES,
     ConcernRaised,
     ConcernUpdated,
+    ConcernUpdatedV1,
     Event,
     Evidence,
     FeedbackRejected,
@@ -102,7 +103,8 @@ def test_every_event_class_is_registered_under_its_own_type() -> None:
     assert len({c.event_type for c in defined}) == len(defined), "two classes share a type"
     for event_type, cls in EVENT_TYPES.items():
         assert cls.event_type == event_type
-    assert EVENT_TYPES["concern.updated.v1"] is ConcernUpdated
+    assert EVENT_TYPES["concern.updated.v2"] is ConcernUpdated
+    assert EVENT_TYPES["concern.updated.v1"] is ConcernUpdatedV1
     assert ConcernUpdated.event_type != ConcernRaised.event_type
 
 

@@ -11,7 +11,14 @@ import pytest
 
 from services.escalation.calendar import working_days_before, working_days_between
 from services.escalation.concerns import agenda, merge
-from shared.events import ConcernRaised, ConcernUpdated, Evidence, ProviderRef, Severity
+from shared.events import (
+    ConcernRaised,
+    ConcernUpdated,
+    ConcernUpdatedV1,
+    Evidence,
+    ProviderRef,
+    Severity,
+)
 
 PROVIDER = ProviderRef(ods_code="RAN", name="Royal National Orthopaedic Hospital NHS Trust",
                        provider_type="specialist", quality_contact_email="quality.ran@provider.example")
@@ -31,7 +38,7 @@ def raised(severity: Severity, *ev: int, reason: str = "first") -> ConcernRaised
 
 def updated(severity: Severity, previous: Severity, *ev: int, reason: str) -> ConcernUpdated:
     return ConcernUpdated(**raised(severity, *ev, reason=reason).model_dump(),
-                          previous_severity=previous)
+                          evidence_count=len(ev), previous_severity=previous)
 
 
 def test_a_new_concern_is_all_change() -> None:
@@ -69,6 +76,29 @@ def test_merging_is_order_free(order: tuple[int, ...]) -> None:
     assert known is not None
     assert known.severity == Severity.SERIOUS
     assert {e.feedback_id for e in known.evidence} == {uuid.UUID(int=n) for n in (1, 2, 3)}
+
+
+def test_updates_carrying_only_their_new_evidence_add_to_the_concern() -> None:
+    # concern.updated.v2: each update carries the items it adds; the same update twice, or
+    # out of order with the raise, keeps each item once.
+    first = updated(Severity.HIGH, Severity.MODERATE, 2, reason="second")
+    second = updated(Severity.HIGH, Severity.HIGH, 3, reason="third")
+    known, _ = merge(None, raised(Severity.MODERATE, 1))
+    for event in (first, second, second, first):
+        known, _ = merge(known, event)
+    assert [e.feedback_id for e in known.evidence] == [uuid.UUID(int=n) for n in (1, 2, 3)]
+    known, change = merge(known, second)
+    assert not change.changed and len(known.evidence) == 3
+
+
+def test_a_version_1_update_with_the_whole_list_comes_to_the_same() -> None:
+    v1 = ConcernUpdatedV1(**raised(Severity.HIGH, 1, 2, reason="v1").model_dump(),
+                          previous_severity=Severity.MODERATE)
+    assert v1.evidence_count == 2 and "evidence_count" not in v1.model_dump()
+    known, _ = merge(None, raised(Severity.MODERATE, 1))
+    known, change = merge(known, v1)
+    assert [e.feedback_id for e in change.new_evidence] == [uuid.UUID(int=2)]
+    assert len(known.evidence) == 2
 
 
 def test_agenda_lists_every_piece_of_evidence() -> None:

@@ -24,6 +24,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     ConcernUpdated,
+    ConcernUpdatedV1,
     MeetingScheduled,
     ProviderRef,
     RemedialAction,
@@ -88,8 +89,10 @@ def test_default_meeting_goes_at_once_to_the_team_and_each_attendee_once() -> No
     ("low", "low-concerns", "digest"),
 ])
 def test_default_concerns_by_severity(severity: str, route: str, delivery: str) -> None:
-    for event in (concern(severity), concern(severity, ConcernUpdated,
-                                             previous_severity=Severity.LOW)):
+    for event in (concern(severity),
+                  concern(severity, ConcernUpdated, previous_severity=Severity.LOW,
+                          evidence_count=3),
+                  concern(severity, ConcernUpdatedV1, previous_severity=Severity.LOW)):
         assert recipients(DEFAULT, event) == [(route, delivery, "email", "team@icb.example")]
 
 

@@ -117,7 +117,8 @@ def test_timeline_lines() -> None:
                            quality_contact_email="q@t.example")
     updated = ConcernUpdated(concern_id=uuid.uuid4(), fingerprint="f", provider=provider,
                              rule="r", theme="t", severity=Severity.SERIOUS, reason="more harm",
-                             evidence=[], raised_at=NOW, previous_severity=Severity.HIGH)
+                             evidence=[], evidence_count=3, raised_at=NOW,
+                             previous_severity=Severity.HIGH)
     assert store.describe(updated) == store.Entry("Concern updated: serious (was high)",
                                                   "more harm")
 
