@@ -108,21 +108,64 @@ class Stack:
         return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process and of its children that have exited (0 once
-    it has gone).
+@dataclass(frozen=True)
+class ProcessCpu:
+    """One process at one reading: its parent, its own CPU seconds (user + system) and those
+    of the children it has reaped (``cutime`` + ``cstime``)."""
 
-    The children's share matters: PostgreSQL's backends come and go inside a measured
-    window, and a backend that exits takes its CPU out of any per-process sum. Its parent
-    (the postmaster) reaps it and carries that CPU in ``cutime``/``cstime``, so a group's
-    total never goes down when one of its processes exits.
-    """
+    ppid: int
+    own: float
+    reaped: float
+
+
+# A reading of a group of processes. A process is known by its pid and its start time (in
+# clock ticks since boot): pids are reused, and a new process under an old pid is new.
+Reading = dict[tuple[int, int], ProcessCpu]
+
+
+def _process_cpu(pid: int) -> tuple[tuple[int, int], ProcessCpu] | None:
+    """One process's line of /proc/<pid>/stat (None once it has gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    # After the ")": state is fields[0]; utime, stime, cutime, cstime are fields 11 to 14.
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return None
+    # After the ")": state is fields[0] (stat field 3); ppid 1; utime, stime, cutime, cstime
+    # 11 to 14; starttime 19.
+    tick = os.sysconf("SC_CLK_TCK")
+    return (pid, int(fields[19])), ProcessCpu(
+        ppid=int(fields[1]), own=(int(fields[11]) + int(fields[12])) / tick,
+        reaped=(int(fields[13]) + int(fields[14])) / tick)
+
+
+def read_processes(pids: list[int]) -> Reading:
+    """A reading of the processes ``pids`` (those gone meanwhile are left out)."""
+    return dict(p for p in map(_process_cpu, pids) if p is not None)
+
+
+def cpu_used(start: Reading, end: Reading) -> float:
+    """CPU seconds a group of processes used between two readings of it.
+
+    - A process in both readings: what its own CPU and its reaped children's grew by.
+    - A process that started since: all of its CPU (it all falls in the window).
+    - A process that has exited since: what it used before ``start`` is never subtracted.
+      When its parent is in the group (PostgreSQL's backends and the postmaster), the
+      parent has reaped it and its whole life's CPU is in the parent's growth: its CPU at
+      ``start`` is taken off that, which leaves what it used in the window. A process whose
+      parent is outside the group (or that started and exited in the window) counts through
+      its parent only.
+    """
+    used = 0.0
+    for key, now in end.items():
+        before = start.get(key)
+        used += now.own + now.reaped - (before.own + before.reaped if before else 0.0)
+    by_pid = {key[0]: key for key in start}
+    for key, before in start.items():
+        if key in end:
+            continue
+        parent = by_pid.get(before.ppid)
+        if parent is not None and parent in end:
+            used -= before.own + before.reaped
+    return max(0.0, used)
 
 
 def _pids_of_user(user: str) -> list[int]:
@@ -158,33 +201,32 @@ class CpuMeter:
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self._groups = groups
-        self._start: dict[str, float] = {}
+        self._start: dict[str, Reading] = {}
+        self._machine = 0.0
         self._t0 = 0.0
 
-    def _now(self) -> dict[str, float]:
-        totals = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in self._groups.items()}
-        totals["rabbitmq"] = sum(_cpu_seconds(p) for p in _pids_of_user("rabbitmq"))
-        totals["postgresql"] = sum(_cpu_seconds(p) for p in _pids_of_user("postgres"))
-        times = os.times()
-        totals["load generator"] = (times.user + times.system + times.children_user
-                                    + times.children_system)
-        totals["machine"] = _machine_busy_seconds()
-        return totals
+    def _now(self) -> tuple[dict[str, Reading], float]:
+        readings = {name: read_processes(pids) for name, pids in self._groups.items()}
+        readings["rabbitmq"] = read_processes(_pids_of_user("rabbitmq"))
+        readings["postgresql"] = read_processes(_pids_of_user("postgres"))
+        # This process and the children it reaps (as os.times() counts them).
+        readings["load generator"] = read_processes([os.getpid()])
+        return readings, _machine_busy_seconds()
 
     def start(self) -> CpuMeter:
         import time
 
-        self._start, self._t0 = self._now(), time.perf_counter()
+        (self._start, self._machine), self._t0 = self._now(), time.perf_counter()
         return self
 
     def read(self) -> tuple[float, dict[str, float]]:
         """(wall seconds, CPU seconds per name) since ``start``."""
         import time
 
-        now = self._now()
-        used = {name: max(0.0, now[name] - self._start.get(name, 0.0)) for name in now}
-        machine = used.pop("machine")
-        used["everything else"] = max(0.0, machine - sum(used.values()))
+        now, machine = self._now()
+        used = {name: cpu_used(self._start.get(name, {}), reading)
+                for name, reading in now.items()}
+        used["everything else"] = max(0.0, machine - self._machine - sum(used.values()))
         return time.perf_counter() - self._t0, used
 
 
