@@ -1,6 +1,6 @@
 """Possible serious risks and the quality team's review, over the real broker, database and
 HTTP surface: a hedged complaint raises a high concern marked for review; confirming it over
-HTTP makes it serious (concern.updated.v1, which escalation books a meeting for); dismissing
+HTTP makes it serious (concern.updated.v2, which escalation books a meeting for); dismissing
 it with the CLI resolves it; both are audited and keep the redacted text for the corpus.
 
 ODS codes used here and nowhere else in the tests: RPG (confirm), RAT (dismiss), RV5 (serious).
@@ -112,7 +112,7 @@ async def test_a_hedged_complaint_is_a_high_concern_for_review_and_confirming_ma
                                      json={"reason": "bruising pattern fits a grip"},
                                      headers=await who(stack.monitor.pool, "lead.nurse@icb.example"))
     assert confirmed.status_code == 200, confirmed.text
-    updated = await eventually(lambda: _first(stack.of("RPG", "concern.updated.v1")),
+    updated = await eventually(lambda: _first(stack.of("RPG", "concern.updated.v2")),
                                timeout=30, what="concern.updated for RPG")
     assert (updated.data["severity"], updated.data["previous_severity"]) == ("serious", "high")
     assert updated.data["concern_id"] == str(concern_id)

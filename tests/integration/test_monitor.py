@@ -79,7 +79,8 @@ async def purge_downstream(amqp: aio_pika.abc.AbstractConnection, settings: Sett
     here): a later module's pipeline would otherwise book meetings and send mail for them."""
     channel = await amqp.channel()
     for service in ("escalation", "notification"):
-        for event_type in ("concern.raised.v1", "concern.updated.v1", "concern.resolved.v1"):
+        for event_type in ("concern.raised.v1", "concern.updated.v2", "concern.updated.v1",
+                           "concern.resolved.v1"):
             try:
                 queue = await channel.declare_queue(
                     f"{settings.namespace}.{service}.{event_type}", passive=True)

@@ -292,7 +292,8 @@ async def test_twenty_low_concerns_inside_the_group_wait_become_one_email_then_c
     concerns = [concern("ZZN02", theme=f"Theme {i}") for i in range(20)]
     # Updates to five of them inside the wait: de-duplicated into the same alerts.
     updates = [concern("ZZN02", "moderate", c.concern_id, c.theme, ConcernUpdated,
-                       previous_severity=Severity.LOW) for c in concerns[:5]]
+                       previous_severity=Severity.LOW, evidence_count=0)
+               for c in concerns[:5]]
     await publish(amqp, settings, *concerns, *updates)
     await eventually(lambda: _versions(db, contact, 25), what="25 events in one group")
     await quiet()
