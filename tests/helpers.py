@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,24 @@ from aiosmtpd.controller import Controller
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "submissions"
 T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def scratch_pool(admin_dsn: str, prefix: str,
+                       migrations: Sequence[tuple[str, Path, bool]]) -> AsyncIterator[Any]:
+    """A database of its own (``carewatch_test_<prefix>_<random>``) with the migrations
+    given (schema, folder, whether the shared messaging tables come too), and a pool on it
+    (JSON columns as Python objects); dropped afterwards. For a store tested without a
+    broker."""
+    from shared.db import migrate
+    from tools.stacks import scratch_database
+
+    async with scratch_database(f"carewatch_test_{prefix}_{uuid.uuid4().hex[:8]}", 3,
+                                admin_dsn, json_columns=True) as pool:
+        async with pool.acquire() as conn:
+            for schema, folder, messaging in migrations:
+                await migrate(conn, schema, folder, messaging=messaging)
+        yield pool
 
 
 def example(name: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import asyncpg
 from services.catalogue import SERVICES, all_subscriptions, builder
 from services.intake import store as intake_store
 from shared import identity
-from shared.db import migrate
+from shared.db import create_pool, migrate
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -231,17 +231,21 @@ class CpuMeter:
 
 
 @contextlib.asynccontextmanager
-async def scratch_database(name: str, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
-    """A database of its own for one benchmark figure, dropped afterwards."""
-    admin = await asyncpg.connect(ADMIN_DSN)
+async def scratch_database(name: str, max_size: int = 2, admin_dsn: str = ADMIN_DSN,
+                           json_columns: bool = False) -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own for one benchmark figure (or one test), dropped afterwards;
+    ``json_columns``: JSON in and out as Python objects, as the services' pools do."""
+    admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    pool = await asyncpg.create_pool(database_url(ADMIN_DSN, name), min_size=1, max_size=max_size)
+    url = database_url(admin_dsn, name)
+    pool = (await create_pool(url, min_size=1, max_size=max_size) if json_columns else
+            await asyncpg.create_pool(url, min_size=1, max_size=max_size))
     try:
         yield pool
     finally:
         await pool.close()
-        admin = await asyncpg.connect(ADMIN_DSN)
+        admin = await asyncpg.connect(admin_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 

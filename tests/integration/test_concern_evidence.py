@@ -20,10 +20,9 @@ import pytest
 from services.quality_monitor import store
 from services.workspace import app as workspace_app
 from services.workspace import store as workspace_store
-from shared.db import create_pool, migrate
 from shared.events import ConcernRaised, ConcernUpdated, Evidence, ProviderRef, Severity
 from tests.conftest import ServerUrls
-from tools.stacks import database_url
+from tests.helpers import scratch_pool
 
 pytestmark = pytest.mark.integration
 
@@ -34,23 +33,13 @@ PROVIDER = ProviderRef(ods_code="RPG", name="Oxleas NHS Foundation Trust",
 
 @pytest.fixture(scope="module")
 async def pool(server_urls: ServerUrls) -> AsyncIterator[asyncpg.Pool]:
-    name = f"carewatch_test_evidence_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    pool = await create_pool(database_url(server_urls.postgres_admin, name), min_size=1,
-                             max_size=3)
-    async with pool.acquire() as conn:
-        from services.quality_monitor import app
+    from services.quality_monitor import app
 
-        await migrate(conn, store.SCHEMA, app.Path(app.__file__).parent / "migrations")
-        await migrate(conn, workspace_store.SCHEMA,
-                      workspace_app.Path(workspace_app.__file__).parent / "migrations")
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    async with scratch_pool(server_urls.postgres_admin, "evidence", [
+            (store.SCHEMA, app.Path(app.__file__).parent / "migrations", True),
+            (workspace_store.SCHEMA,
+             workspace_app.Path(workspace_app.__file__).parent / "migrations", True)]) as pool:
+        yield pool
 
 
 def item(n: int) -> Evidence:

@@ -22,13 +22,11 @@ from fastapi import FastAPI
 from services.quality_monitor import review, rules, store
 from services.quality_monitor.http import ACCESS, add_review_routes
 from shared import identity
-from shared.db import create_pool, migrate
 from shared.events import Evidence, ProviderRef, Severity
 from shared.outbox import Outbox
 from tests.conftest import ServerUrls
-from tests.helpers import bearer, token_for
+from tests.helpers import bearer, scratch_pool, token_for
 from tests.unit.builders import feedback
-from tools.stacks import database_url
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +37,12 @@ PROVIDER = ProviderRef(ods_code="RPG", name="Oxleas NHS Foundation Trust",
 
 @pytest.fixture(scope="module")
 async def pool(server_urls: ServerUrls) -> AsyncIterator[asyncpg.Pool]:
-    name = f"carewatch_test_review_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    pool = await create_pool(database_url(server_urls.postgres_admin, name), min_size=1,
-                             max_size=3)
-    async with pool.acquire() as conn:
-        from services.quality_monitor import app
+    from services.quality_monitor import app
 
-        await migrate(conn, identity.SCHEMA, identity.MIGRATIONS, messaging=False)
-        await migrate(conn, store.SCHEMA, app.Path(app.__file__).parent / "migrations")
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(server_urls.postgres_admin)
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    async with scratch_pool(server_urls.postgres_admin, "review", [
+            (identity.SCHEMA, identity.MIGRATIONS, False),
+            (store.SCHEMA, app.Path(app.__file__).parent / "migrations", True)]) as pool:
+        yield pool
 
 
 async def who(pool: asyncpg.Pool, name: str) -> dict[str, str]:
