@@ -83,9 +83,8 @@ async def _open_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
     while True:
         row = await conn.fetchrow(
             "SELECT concern_id, severity, reason, figures, raised_at,"
-            " (SELECT coalesce(array_agg(e->>'feedback_id'), '{}')"
-            "  FROM jsonb_array_elements(c.evidence) e"
-            "  WHERE e->>'feedback_id' = ANY($2::text[])) AS known"
+            " ARRAY(SELECT id FROM unnest($2::text[]) id WHERE c.evidence @>"
+            "  jsonb_build_array(jsonb_build_object('feedback_id', id))) AS known"
             " FROM monitor.concerns c WHERE fingerprint = $1 AND status = 'open' FOR UPDATE",
             fingerprint, sorted({e["feedback_id"] for e in evidence_json}))
         if row is None:
