@@ -18,7 +18,8 @@ from shared.submissions import KINDS, URGENT_KINDS
 
 # An e-mail address in an event. Addresses are checked in full (email-validator) where they
 # enter carewatch (the provider registry, the notification routing file); events check the
-# shape only: they are parsed by every consumer, and a full check costs ~30 us each time.
+# shape only: they are parsed by every consumer, and a full check costs far more than the
+# pattern each time (BENCHMARKS.md, "Figures once kept in the code").
 EmailAddress = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
                                     json_schema_extra={"format": "email"})]
 
