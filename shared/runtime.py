@@ -86,7 +86,8 @@ class ServiceRuntime:
             decoder=raw_body,
             app_id=f"carewatch-{name}",
             logger=logging.getLogger(f"carewatch.{name}.broker"),
-            # Per-message lines cost a third of a hop's throughput: keep them at DEBUG.
+            # Per-message lines cost much of a hop's throughput (BENCHMARKS.md): keep them at
+            # DEBUG.
             log_level=logging.DEBUG,
         )
         self._pool: asyncpg.Pool | None = None
