@@ -51,24 +51,30 @@ def describe(message_id: str | None, routing_key: str | None,
 
 async def peek(amqp_url: str, subscriptions: Iterable[Subscription],
                limit: int) -> list[dict[str, Any]]:
-    """Each dead-letter queue of these subscriptions: its depth and its first ``limit``
-    messages (left in the queue)."""
+    """Each dead-letter queue of these subscriptions: its depth (None: not declared) and its
+    first ``limit`` messages (left in the queue)."""
     limit = max(0, min(limit, MAX_PEEK))
     queues: list[dict[str, Any]] = []
     connection = await aio_pika.connect(amqp_url, timeout=5)
     async with connection:
         for sub in subscriptions:
             # One channel per queue: closing it returns that queue's peeked messages.
-            async with connection.channel() as channel:
+            channel = await connection.channel()
+            messages: list[dict[str, Any]] = []
+            try:
                 queue = await channel.declare_queue(sub.dead_letter_queue, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                depth = None  # not declared (``carewatch declare``, or the service's start)
+            else:
                 depth = queue.declaration_result.message_count or 0
-                messages = []
                 for _ in range(min(depth, limit)):
                     msg = await queue.get(no_ack=False, fail=False)
                     if msg is None:
                         break
                     messages.append(describe(msg.message_id, msg.routing_key,
                                              dict(msg.headers or {})))
+            if not channel.is_closed:
+                await channel.close()
             queues.append({"queue": sub.queue, "dead_letter_queue": sub.dead_letter_queue,
                            "depth": depth, "messages": messages})
     return queues

@@ -12,8 +12,9 @@ import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
+import aio_pika
 import uvicorn
-from fastapi import FastAPI, Query, Response
+from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -137,7 +138,11 @@ class HttpSurface:
             messages (peeked, not consumed): id, event type, the broker's reason and the
             errors the consumer recorded. Bodies are never shown (they may hold personal
             data); ``carewatch dlq replay`` sends messages back once the cause is fixed."""
-            return await runtime.dead_letters(limit)
+            try:
+                return await runtime.dead_letters(limit)
+            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                raise HTTPException(503, f"{runtime.name} could not read the broker:"
+                                         f" {type(exc).__name__}") from exc
 
         @self.api.get("/metrics", tags=["operations"], summary="Prometheus metrics")
         async def metrics() -> Response:

@@ -933,7 +933,7 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
         services = list(await asyncio.gather(*(of(name) for name in (
             *dead_letter_owners, runtime.name))))
         await audit(request, "list dead letters", "", "done",
-                    {"messages": sum(q["depth"] for s in services for q in s["queues"])})
+                    {"messages": sum(q["depth"] or 0 for s in services for q in s["queues"])})
         return render(request, "dead_letters.html", title="Dead letters", services=services,
                       errors=[("", f"{s['service']}: {s['problem']}") for s in services
                               if s.get("problem")])
