@@ -189,6 +189,7 @@ async def test_replies_show_on_the_meeting_and_the_overview_and_a_stranger_is_de
     ns = stack.settings.namespace
     for service in ("workspace", "escalation"):
         part = section(listed, service)
+        assert "<p>1 message in " in part
         assert f"{ns}.{service}.meeting.reply.v1.dlq: 1 message" in part
         assert str(stranger.id) in part and why in part
         assert "The broker says: rejected" in part
