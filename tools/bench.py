@@ -50,7 +50,7 @@ from shared.submissions import KO41aSubject
 from tools import ceiling as fair_ceiling
 from tools.publisher import publish_items
 from tools.reports_bench import monthly_packs, reports_section
-from tools.stacks import AMQP, Stack, scratch_database, stack
+from tools.stacks import ADMIN_DSN, AMQP, Stack, scratch_database, stack
 from tools.stream import Item, StreamGenerator, load_providers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -587,6 +587,22 @@ async def harm_text(fields: int = 20_000, seed: int = 7) -> dict[str, Any]:
             "piece_chars": pipeline.CHUNK_CHARS}
 
 
+def workspace_section(p: dict[str, Any]) -> list[str]:
+    """The workspace's pages over the read model its handlers built from an events-shaped
+    year (``tools/workspace_pages.py``)."""
+    sizes, events = p["sizes"], p["events"]
+    rows = [f"| {page} | {p[page]['p50']:.0f} | {p[page]['p95']:.0f} |"
+            for page in ("overview", "provider", "meeting", "reviews") if page in p]
+    return ["## The workspace's pages over an events-shaped year",
+            f"{sum(events.values()):,} events of a year ({events.get('concern.raised.v1', 0):,}"
+            f" concerns over {sizes['providers']} providers, {sizes['meetings']:,} meetings,"
+            f" {sizes['meeting_replies']:,} replies, {sizes['actions']:,} actions,"
+            f" {sizes['timeline']:,} timeline lines) handed to the workspace's own handlers"
+            f" ({p['built_seconds']:.0f} s), then each page rendered 100 times in-process as the"
+            " quality lead (`python -m tools.bench --only workspace`). Target: p95 under"
+            " 200 ms.", "", "| page | p50 ms | p95 ms |", "|---|---|---|", *rows, ""]
+
+
 def harm_section(h: dict[str, Any]) -> list[str]:
     lines = [
         "## Free text: the harm pipeline",
@@ -612,6 +628,8 @@ def harm_section(h: dict[str, Any]) -> list[str]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    from tools import workspace_pages  # it imports this module (percentile)
+
     if args.cli_only:
         print("\n".join(cli_table(cli_startup(args.cli_runs))))
         return
@@ -621,6 +639,9 @@ async def main(args: argparse.Namespace) -> None:
         return
     if args.only == "reports":
         print("\n".join(reports_section(await monthly_packs(args.report_providers))))
+        return
+    if args.only == "workspace":
+        print("\n".join(workspace_section(await workspace_pages.measure(ADMIN_DSN))))
         return
     (ROOT / "var").mkdir(exist_ok=True)
     report: list[str] = ["# Benchmarks", "",
@@ -653,6 +674,9 @@ async def main(args: argparse.Namespace) -> None:
     log(f"7/7 the monthly CQRM packs of {args.report_providers} providers")
     packs = await monthly_packs(args.report_providers)
     log(f"  {packs['seconds']:.1f} s")
+    log("8/8 the workspace's pages over an events-shaped year of its own")
+    pages = await workspace_pages.measure(ADMIN_DSN)
+    log(f"  overview p95 {pages['overview']['p95']:.0f} ms")
     report += [
         "## Throughput",
         f"- Raw ceiling (aio-pika consumer, id inserted in batches of 100, multi-ack, quorum"
@@ -703,6 +727,7 @@ async def main(args: argparse.Namespace) -> None:
                f"`carewatch` as a newcomer calls it, {args.cli_runs} runs each (no broker or"
                " database needed: `--help` imports what the command imports).", "",
                *cli_table(cli), ""]
+    report += workspace_section(pages)
     report += harm_section(harm)
     report += reports_section(packs)
     if t["profiles"]:
@@ -806,7 +831,7 @@ def parse() -> argparse.Namespace:
                    help="free-text fields for the harm pipeline's figure")
     p.add_argument("--report-providers", type=int, default=100,
                    help="providers whose monthly CQRM packs are timed")
-    p.add_argument("--only", choices=["harm", "reports"], help="run one figure alone and print it"
+    p.add_argument("--only", choices=["harm", "reports", "workspace"], help="run one figure alone and print it"
                    " (BENCHMARKS.md is not written)")
     return p.parse_args()
 
