@@ -107,8 +107,8 @@ _DATE = rf"(?:{_FULL_DATE}|{_MONTHS}\.?,?\s{{1,3}}(?:1[89]|20)[0-9]{{2}}(?![0-9]
 # with \b and case-insensitive, is scanned for about ten times as fast).
 _DOB_RE = re.compile(
     rf"(?P<cue>[bd](?<!\w[bd])(?:\.?\s?o\.?\s?b\.?|ate\s{{1,3}}of\s{{1,3}}birth|irth\s{{0,3}}date"
-    rf"|orn(?:\s{{1,3}}(?:on|in))?(?:\s{{1,3}}the)?)"
-    rf"\s{{0,3}}(?:(?:is|was)\s{{1,3}})?[:\-]?\s{{0,3}})(?P<date>{_DATE})",
+    rf"|orn(?:\s{{1,3}}(?:on|in))?+(?:\s{{1,3}}the)?+)"
+    rf"\s{{0,3}}+(?:(?:is|was)\s{{1,3}}+)?[:\-]?\s{{0,3}}+)(?P<date>{_DATE})",
 )
 # A date followed by an age, with no cue word ("Mrs K 14/02/1938 (86)", "03/04/1941, 83
 # yrs", "12.03.1938 aged 86"). Found from its four-digit year followed by an age (rare, and
@@ -153,19 +153,19 @@ _PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
 # (A digit after a digit is tried before any separator, ``(?:[0-9]|SEP[0-9])``: the same
 # match as ``(?:SEP?[0-9])``, about a third faster on long runs of grouped digits.)
 # Ten digits, not inside a longer number.
-_TEN_DIGITS_RE = re.compile(rf"[0-9](?<![\w][0-9])(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}}(?![\w])")
+_TEN_DIGITS_RE = re.compile(rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
 # +44 (or 0044) numbers: 9 or 10 national digits, optionally "(0)". Found before NHS
 # numbers: about 1 in 11 of them would pass the Modulus 11 check.
 _INTERNATIONAL_PHONE_RE = re.compile(
     rf"(?:\+(?<![\w+]\+)[ \t]?|0(?<![\w+]0)0[ \t]?)44(?:{_PHONE_SEP}?\(0\))?"
-    rf"(?:[0-9]|{_PHONE_SEP}[0-9]){{9,10}}(?![\w])")
+    rf"(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{9}})(?:(?:[0-9]|{_PHONE_SEP}[0-9])(?![\w])|(?![\w]))")
 # National numbers: 0 and ten more digits (0800/0808/0500 numbers may have nine), grouped by
 # spaces, dots, slashes, hyphens or an area code in brackets. A 0 and nine digits is an order
 # number.
 _PHONE_RE = re.compile(
     rf"(?:\((?<![\w+]\()0(?:(?:[ \-]{{0,2}}\)?[ \-]{{0,2}}|{_PHONE_SEP})?[0-9]){{10}}"
-    rf"|0(?<![\w+]0)(?:[0-9]|{_PHONE_SEP}[0-9]){{10}}"
-    rf"|0(?<![\w+]0){_PHONE_SEP}?(?:800|808|500)(?:[0-9]|{_PHONE_SEP}[0-9]){{6}})(?![\w])")
+    rf"|0(?<![\w+]0)(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{10}})"
+    rf"|0(?<![\w+]0){_PHONE_SEP}?(?:800|808|500)(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{6}}))(?![\w])")
 # Postcode areas of the UK (and GIR 0AA), so that a ward called "C4" is not a postcode.
 _AREAS = frozenset((
     "AB AL BA BB BD BF BH BL BN BR BS BT BX CA CB CF CH CM CO CR CT CV CW DA DD DE DG DH "
@@ -182,7 +182,7 @@ def _letters(letters: set[str]) -> str:
 # From the outward code's district digit, with the area's one or two letters (starting a
 # word) looked behind it, so only plausible areas reach the exact check in Python.
 _POSTCODE_RE = re.compile(
-    rf"[0-9](?:(?<=(?<!\w)(?P<two>[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
+    rf"[0-9](?<=[A-Za-z][0-9])(?:(?<=(?<!\w)(?P<two>[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
     rf"[{_letters({a[1] for a in _AREAS if len(a) == 2})}])[0-9])"
     rf"|(?<=(?<!\w)(?P<one>[{_letters({a for a in _AREAS if len(a) == 1})}])[0-9]))"
     r"[A-Za-z0-9]?\s{0,3}[0-9][ABD-HJLNP-UW-Zabd-hjlnp-uw-z]{2}(?![\w])")
@@ -263,7 +263,7 @@ def _redact(text: str, found: Counter[str]) -> str:
 def _numbers(text: str, found: Counter[str]) -> str:
     text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
     _count(found, PHONE, n)
-    text = _TEN_DIGITS_RE.sub(lambda m: _nhs_number(m, found), text)
+    text = _nhs_numbers(text, found)
     text, n = _PHONE_RE.subn(PHONE, text)
     _count(found, PHONE, n)
     return _postcodes(text, found)
@@ -321,16 +321,20 @@ _GROUP_SUMS = [{f"{n:03d}": sum(int(d) * w for d, w in zip(f"{n:03d}", _WEIGHTS[
                 for n in range(1000)} for i in (0, 3, 6)]
 
 
-def _nhs_number(m: re.Match[str], found: Counter[str]) -> str:
-    text = m.group()
-    digits = text.translate(_NOT_DIGITS)
-    if len(digits) == 10 and digits.isascii() and digits.isdigit():
-        first, second, third = _GROUP_SUMS
-        check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
-        if check != 10 and (0 if check == 11 else check) == ord(digits[9]) - 48:
-            found[NHS_NUMBER] += 1
-            return NHS_NUMBER
-    return text
+def _nhs_numbers(text: str, found: Counter[str]) -> str:
+    """Ten digits with a valid check digit. One loop over the candidates, no callback per
+    match: dense runs of digits make a candidate every few characters."""
+    first, second, third = _GROUP_SUMS
+    spans = []
+    for m in _TEN_DIGITS_RE.finditer(text):
+        # Ten digits once the ASCII separators are gone: any other separator (a Unicode
+        # space) is still there and makes it longer.
+        digits = m.group().translate(_NOT_DIGITS)
+        if len(digits) == 10:
+            check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
+            if check != 10 and check % 11 == ord(digits[9]) - 48:
+                spans.append(m.span())
+    return _replace(text, spans, NHS_NUMBER, found)
 
 
 def _lower(text: str) -> str | None:
