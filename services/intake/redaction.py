@@ -250,22 +250,28 @@ def _redact(text: str, found: Counter[str]) -> str:
     # Order matters: dates of birth and emails first (they contain digits), then +44 phone
     # numbers, then NHS numbers (valid check digit only), then national phone numbers, then
     # postcodes.
-    digits = _DIGIT_RE.search(text) is not None
-    if digits:
-        text = _near_digits(text, lambda t: _dates_of_birth_by_age(
+    clusters = _digit_clusters(text)
+    if clusters:
+        text = _near_digits(text, clusters, lambda t: _dates_of_birth_by_age(
             _dates_of_birth_by_cue(t, found), found))
     text = _emails(text, found)
-    if digits:
-        text = _near_digits(text, lambda t: _numbers(t, found))
+    if clusters:
+        if found:  # (every replacement is counted: nothing counted, nothing moved)
+            clusters = _digit_clusters(text)
+        text = _near_digits(text, clusters, lambda t: _numbers(t, found))
     return text
 
 
 def _numbers(text: str, found: Counter[str]) -> str:
-    text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
-    _count(found, PHONE, n)
+    # (A +44 number holds "44", and a national one a 0: a cheap search skips each pattern
+    # where it cannot match.)
+    if "44" in text:
+        text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
+        _count(found, PHONE, n)
     text = _nhs_numbers(text, found)
-    text, n = _PHONE_RE.subn(PHONE, text)
-    _count(found, PHONE, n)
+    if "0" in text:
+        text, n = _PHONE_RE.subn(PHONE, text)
+        _count(found, PHONE, n)
     return _postcodes(text, found)
 
 
@@ -281,15 +287,13 @@ _GAP_RE = re.compile(rf"[0-9][^0-9]{{{_BEFORE_DIGITS + _AFTER_DIGITS + 1},}}+")
 _LAST_DIGIT_RE = re.compile(r"[0-9][^0-9]*+\Z")
 
 
-def _near_digits(text: str, redact_window: Callable[[str], str]) -> str:
-    """``redact_window`` applied to the windows of ``text`` around its digits only: a long
-    text with few numbers is not scanned whole by every pattern. A window starts at least
-    ``_BEFORE_DIGITS`` characters of non-digits before a digit, so no pattern is cut."""
+def _digit_clusters(text: str) -> list[tuple[int, int]]:
+    """The clusters of digits in ``text`` no further apart than both reaches, as (first
+    digit, after the last digit): from a digit after a gap (or the first) to the digit
+    before the next gap (or the last)."""
     first = _DIGIT_RE.search(text)
     if first is None:
-        return text
-    # Clusters of digits no further apart than both reaches: from a digit after a gap (or
-    # the first) to the digit before the next gap (or the last).
+        return []
     clusters: list[tuple[int, int]] = []
     start = first.start()
     for gap in _GAP_RE.finditer(text, start):
@@ -299,6 +303,15 @@ def _near_digits(text: str, redact_window: Callable[[str], str]) -> str:
         last = _LAST_DIGIT_RE.search(text, max(start, len(text) - _BEFORE_DIGITS
                                                - _AFTER_DIGITS - 1))
         clusters.append((start, last.start() + 1 if last else start + 1))
+    return clusters
+
+
+def _near_digits(text: str, clusters: list[tuple[int, int]],
+                 redact_window: Callable[[str], str]) -> str:
+    """``redact_window`` applied to the windows of ``text`` around its digits only (the
+    ``clusters`` of :func:`_digit_clusters`): a long text with few numbers is not scanned
+    whole by every pattern. A window starts at least ``_BEFORE_DIGITS`` characters of
+    non-digits before a digit, so no pattern is cut."""
     parts: list[str] = []
     done = 0
     for first_digit, end_digit in clusters:
