@@ -20,9 +20,15 @@ start inside a run it has already scanned (an e-mail's local part) only starts a
 beginning of the run. Patterns that cannot match are skipped by cheap tests first (no digit:
 no number, date or postcode; no ``@`` nor ``at``: no e-mail), and no step runs Python
 code per character (windows split at long gaps found by one C scan; folding replaces each
-distinct character at once). ``tools/bench.py`` (``python -m tools.bench
---redaction-only``) measures it on normal and adversarial text, and
-``tests/unit/test_intake_redaction.py`` checks that its time grows linearly on each shape.
+distinct character at once). The walks over digits are atomic (each step is a digit, or one
+separator then a digit: there is only ever one way to take it, so giving steps back could
+not make a match, and the engine is not left to try), and a cheap test rejects most
+candidates before the costly part of a pattern (a letter before a postcode's digit; a "44"
+or a "0" in the window). ``tools/bench.py`` (``python -m tools.bench --redaction-only``)
+measures it on normal and adversarial text, ``tests/unit/test_intake_redaction.py`` checks
+that its time grows linearly on each shape, and
+``tests/unit/test_intake_redaction_adversarial.py`` checks its output on large adversarial
+text.
 """
 
 from __future__ import annotations
@@ -152,10 +158,15 @@ _NUMBER_SEP = r"(?:\s{1,12}|[ \t]?[\-./][ \t]?)"
 _PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
 # (A digit after a digit is tried before any separator, ``(?:[0-9]|SEP[0-9])``: the same
 # match as ``(?:SEP?[0-9])``, about a third faster on long runs of grouped digits.)
+# (The walks are atomic, ``(?>...)``: a digit and a separator never start alike, and a
+# separator is either blanks or one mark, so a walk can be taken one way only, and a
+# candidate that fails at its end fails at once rather than giving back each step.)
 # Ten digits, not inside a longer number.
-_TEN_DIGITS_RE = re.compile(rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
+_TEN_DIGITS_RE = re.compile(
+    rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
 # +44 (or 0044) numbers: 9 or 10 national digits, optionally "(0)". Found before NHS
-# numbers: about 1 in 11 of them would pass the Modulus 11 check.
+# numbers: about 1 in 11 of them would pass the Modulus 11 check. (Nine digits, then a
+# tenth tried before none: the greedy ``{9,10}``, with the walk atomic.)
 _INTERNATIONAL_PHONE_RE = re.compile(
     rf"(?:\+(?<![\w+]\+)[ \t]?|0(?<![\w+]0)0[ \t]?)44(?:{_PHONE_SEP}?\(0\))?"
     rf"(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{9}})(?:(?:[0-9]|{_PHONE_SEP}[0-9])(?![\w])|(?![\w]))")
