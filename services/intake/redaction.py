@@ -158,10 +158,10 @@ _NUMBER_SEP = r"(?:\s{1,12}|[ \t]?[\-./][ \t]?)"
 _PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
 # (A digit after a digit is tried before any separator, ``(?:[0-9]|SEP[0-9])``: the same
 # match as ``(?:SEP?[0-9])``, and faster on long runs of grouped digits: BENCHMARKS.md.)
+# Ten digits, not inside a longer number.
 # (The walks are atomic, ``(?>...)``: a digit and a separator never start alike, and a
 # separator is either blanks or one mark, so a walk can be taken one way only, and a
 # candidate that fails at its end fails at once rather than giving back each step.)
-# Ten digits, not inside a longer number.
 _TEN_DIGITS_RE = re.compile(
     rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
 _TEN_DIGITS_SPLIT_RE = re.compile(f"({_TEN_DIGITS_RE.pattern})")  # (split keeps each match)
