@@ -796,12 +796,18 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
 
     # The quarantine and the feeds are intake's: asked of its API each time (no event
     # carries them), as the signed-in operator via the workspace.
-    async def ask_intake(request: Request, path: str, params: dict[str, Any] | None = None
-                         ) -> tuple[Any, str | None]:
+    async def ask(owner: Owner, request: Request, path: str,
+                  params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """Read from the service that owns it, for the signed-in person: (answer, None), or
+        (None, why it was refused) to show on the page."""
         try:
-            return await intake.ask(session_of(request).identity, path, params), None
+            return await owner.ask(session_of(request).identity, path, params), None
         except Refused as refused:
             return None, str(refused)
+
+    async def ask_intake(request: Request, path: str, params: dict[str, Any] | None = None
+                         ) -> tuple[Any, str | None]:
+        return await ask(intake, request, path, params)
 
     @api.get("/operations/quarantine", include_in_schema=False)
     async def quarantine(request: Request, status: str = "open") -> HTMLResponse:
@@ -850,11 +856,11 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
 
     async def deliveries_page(request: Request, status: int = 200,
                               errors: list[tuple[str, str]] | None = None) -> HTMLResponse:
-        try:
-            rows = await notification.ask(session_of(request).identity, "/v1/notifications",
-                                          {"status": "failed", "limit": 200})
-        except Refused as refused:
-            rows, errors = [], [*(errors or []), ("", str(refused))]
+        rows, problem = await ask(notification, request, "/v1/notifications",
+                                  {"status": "failed", "limit": 200})
+        rows = rows or []
+        if problem:
+            errors = [*(errors or []), ("", problem)]
         for row in rows:
             row["created_at"] = datetime.fromisoformat(row["created_at"])
         return render(request, "deliveries.html", status, title="Failed deliveries",
@@ -881,11 +887,8 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
     @api.get("/reports", include_in_schema=False)
     async def reports(request: Request, kind: str = "") -> HTMLResponse:
         params = {"kind": kind} if kind in REPORT_KINDS else None
-        try:
-            rows = await monitor.ask(session_of(request).identity, "/v1/reports", params)
-            problem = None
-        except Refused as refused:
-            rows, problem = [], str(refused)
+        rows, problem = await ask(monitor, request, "/v1/reports", params)
+        rows = rows or []
         for row in rows:
             row["kind_name"] = REPORT_KINDS.get(row.get("kind", ""), row.get("kind", ""))
         return render(request, "reports.html", title="Reports", rows=rows, kind=kind,
