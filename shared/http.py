@@ -10,10 +10,11 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
+import aio_pika
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -88,6 +89,7 @@ class HttpSurface:
             ("GET", "/"): allow(*ROLES),
             ("GET", "/ready"): allow(OPERATOR),
             ("GET", "/metrics"): allow(OPERATOR),
+            ("GET", "/v1/dead-letters"): allow(OPERATOR),
             ("GET", "/docs"): allow(*ROLES),
             ("GET", "/docs/oauth2-redirect"): allow(*ROLES),
             ("GET", "/openapi.json"): allow(*ROLES),
@@ -127,6 +129,20 @@ class HttpSurface:
             checks = await runtime.readiness()
             ok = all(checks.values())
             return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+        @self.api.get("/v1/dead-letters", tags=["operations"],
+                      summary="This service's dead-letter queues: depth, messages and why")
+        async def dead_letters(limit: Annotated[int, Query(ge=0, le=100)] = 20
+                               ) -> dict[str, Any]:
+            """Each dead-letter queue of this service with its depth and its first ``limit``
+            messages (peeked, not consumed): id, event type, the broker's reason and the
+            errors the consumer recorded. Bodies are never shown (they may hold personal
+            data); ``carewatch dlq replay`` sends messages back once the cause is fixed."""
+            try:
+                return await runtime.dead_letters(limit)
+            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                raise HTTPException(503, f"{runtime.name} could not read the broker:"
+                                         f" {type(exc).__name__}") from exc
 
         @self.api.get("/metrics", tags=["operations"], summary="Prometheus metrics")
         async def metrics() -> Response:

@@ -36,17 +36,18 @@ import asyncpg
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+# The roles live in a module with no imports (the CLIs name them without loading this one).
+from shared.roles import ICB_STAFF as ICB_STAFF
+from shared.roles import LAY_MEMBER as LAY_MEMBER
+from shared.roles import OPERATOR as OPERATOR
+from shared.roles import PROVIDER_USER as PROVIDER_USER
+from shared.roles import QUALITY_LEAD as QUALITY_LEAD
+from shared.roles import QUALITY_TEAM as QUALITY_TEAM
+from shared.roles import ROLES as ROLES
+
 SCHEMA = "identity"
 MIGRATIONS = Path(__file__).parent / "identity_migrations"
 
-QUALITY_TEAM = "quality_team"
-QUALITY_LEAD = "quality_lead"
-LAY_MEMBER = "lay_member"
-PROVIDER_USER = "provider_user"
-OPERATOR = "operator"
-ROLES = (QUALITY_TEAM, QUALITY_LEAD, LAY_MEMBER, PROVIDER_USER, OPERATOR)
-# The commissioner's people: they see every provider.
-ICB_STAFF = (QUALITY_TEAM, QUALITY_LEAD, LAY_MEMBER)
 
 TOKEN_PREFIX = "cw_"
 ON_BEHALF_HEADER = "x-carewatch-on-behalf-of"

@@ -290,10 +290,11 @@ class OutboxRelay:
         if not rows:
             await self._finish(conn, transaction, commit=False)
             return None
-        # Many confirms in flight at once: one awaited confirm at a time caps at ~700/s. The
-        # publishes start in row order, so the broker receives the events in that order
-        # (urgent-lane events first; only feedback.accepted has them, and its order across
-        # pieces of feedback does not matter).
+        # Many confirms in flight at once: one awaited confirm at a time would cap the relay
+        # well below the system's throughput (BENCHMARKS.md). The publishes start in row
+        # order, so the broker receives the events in that order (urgent-lane events first;
+        # only feedback.accepted has them, and its order across pieces of feedback does not
+        # matter).
         sent = [asyncio.ensure_future(self._publish(
                     r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
                     # Urgent rows go on the urgent channel in any slot (a routine slot
@@ -426,10 +427,9 @@ class AmqpPublisher:
     from queueing behind a burst of publishes. The connection is robust: after a broker
     restart it reconnects, and the relay's backoff covers the gap.
 
-    Urgent events (``urgent=True``) go on a second channel. With 1,000 routine events in
-    flight on the first, an urgent one took 0.1 to 6.6 s to be routed during a bulk load.
-    On its own channel, it took 15 to 150 ms once the load generator had stopped
-    publishing."""
+    Urgent events (``urgent=True``) go on a second channel: the broker handles a channel's
+    frames in order, so on the first they would wait behind the routine events in flight
+    (BENCHMARKS.md, "The relay's urgent channel", has the figures)."""
 
     def __init__(self, url: str, *, app_id: str, metrics: Metrics | None = None,
                  service: str = "") -> None:

@@ -25,7 +25,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
 from pydantic import ValidationError
 
-from shared import identity
+from shared import dead_letters, identity
 from shared.acks import AckBatcher
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
@@ -86,7 +86,8 @@ class ServiceRuntime:
             decoder=raw_body,
             app_id=f"carewatch-{name}",
             logger=logging.getLogger(f"carewatch.{name}.broker"),
-            # Per-message lines cost a third of a hop's throughput: keep them at DEBUG.
+            # Per-message lines cost much of a hop's throughput (BENCHMARKS.md): keep them at
+            # DEBUG.
             log_level=logging.DEBUG,
         )
         self._pool: asyncpg.Pool | None = None
@@ -298,6 +299,13 @@ class ServiceRuntime:
                 queue = await channel.declare_queue(sub.dead_letter_queue, passive=True)
                 depths[sub.dead_letter_queue] = queue.declaration_result.message_count or 0
         return depths
+
+    async def dead_letters(self, limit: int = 20) -> dict[str, Any]:
+        """This service's dead-letter queues: depth, first messages and why (operator's view;
+        shared/dead_letters.py)."""
+        queues = await dead_letters.peek(self.settings.amqp_url, self.subscriptions, limit)
+        return {"service": self.name,
+                "queues": await dead_letters.with_errors(self.pool, self.schema, queues)}
 
     # -- lifecycle ----------------------------------------------------------------------
     async def declare_topology(self) -> None:

@@ -59,14 +59,24 @@ class Stack:
                                     env=self.env(**extra), cwd=ROOT, stderr=log, stdout=log)
             self.procs.setdefault(name, []).append(proc)
 
-    async def wait_consuming(self, replicas: int = 1, timeout: float = 60.0) -> None:
-        """Until every queue of the started services has ``replicas`` consumers."""
+    async def wait_consuming(self, replicas: int = 1, stall: float = 60.0) -> None:
+        """Until every queue of the started services has ``replicas`` consumers.
+
+        Waits on progress, not on a budget sized for an idle machine: a service still starting
+        (importing, migrating) uses CPU, and a queue that gains a consumer is progress. It
+        fails at once when a service exits, and after ``stall`` seconds without either."""
         import asyncio
         import time
 
-        deadline = time.monotonic() + timeout
         subs = [sub for name in self.procs for sub in builder(name)(self.settings).subscriptions]
+        last: tuple[float, list[int]] | None = None
+        moved = time.monotonic()
         while True:
+            exited = [(name, p.returncode) for name, procs in self.procs.items() for p in procs
+                      if p.poll() is not None]
+            if exited:
+                raise RuntimeError(f"services exited while starting: {exited} (logs in"
+                                   f" var/stacks/{self.settings.namespace}-*.log)")
             connection = await aio_pika.connect(self.settings.amqp_url)
             async with connection:
                 channel = await connection.channel()
@@ -74,8 +84,14 @@ class Stack:
                           .declaration_result.consumer_count or 0 for sub in subs]
             if all(c >= replicas for c in counts):
                 return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"services not consuming after {timeout}s: {counts}")
+            cpu = sum(_cpu_seconds(p.pid) for procs in self.procs.values() for p in procs)
+            if last is None or counts != last[1] or cpu > last[0] + 0.05:
+                last, moved = (cpu, counts), time.monotonic()
+            elif time.monotonic() - moved > stall:
+                missing = [sub.queue for sub, c in zip(subs, counts, strict=True)
+                           if c < replicas]
+                raise TimeoutError(f"services not consuming, and no progress for {stall:.0f}s:"
+                                   f" {missing}")
             await asyncio.sleep(0.3)
 
     def stop(self) -> None:

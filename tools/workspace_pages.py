@@ -2,8 +2,9 @@
 provider's profile, rendered in-process (ASGI, no network) over the stack's database.
 
 ``make bench`` calls ``page_latency`` once an ICB's year has drained through the services (the
-workspace consumed it like the others). ``python -m tools.workspace_pages`` measures on a
-synthetic read model of its own instead (its size below), without the broker.
+workspace consumed it like the others), and ``measure``: the pages over a read model built by
+the workspace's own handlers from the events of a year of its own (``events_year``, sizes
+there), without the broker; ``python -m tools.workspace_pages`` runs ``measure`` alone.
 """
 
 from __future__ import annotations
@@ -42,15 +43,23 @@ async def page_latency(database_url: str, samples: int = 100) -> dict[str, Any]:
             await identity.set_password(conn, name, PASSWORD)
             busiest = await conn.fetchval("SELECT ods_code FROM workspace.concerns GROUP BY 1"
                                           " ORDER BY count(*) DESC LIMIT 1")
+            # The meeting with the most replies (its attendees table the longest).
+            meeting = await conn.fetchval(
+                "SELECT m.meeting_id FROM workspace.meetings m LEFT JOIN"
+                " workspace.meeting_replies r USING (meeting_id) GROUP BY 1"
+                " ORDER BY count(r.attendee) DESC LIMIT 1")
             sizes = {t: await conn.fetchval(f"SELECT count(*) FROM workspace.{t}")
-                     for t in ("concerns", "meetings", "actions", "timeline", "providers")}
+                     for t in ("concerns", "meetings", "actions", "timeline", "providers",
+                               "meeting_replies")}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.http.api),
                                      base_url="http://workspace.bench") as client:
             signed = await client.post("/sign-in", data={"email": name, "password": PASSWORD})
             assert signed.status_code == 303, signed.text
-            out: dict[str, Any] = {"sizes": sizes, "provider": busiest}
-            pages = (("overview", "/"), ("provider", f"/providers/{busiest}"),
-                     ("reviews", "/reviews"))
+            out: dict[str, Any] = {"sizes": sizes, "busiest": busiest}
+            pages = [("overview", "/"), ("provider", f"/providers/{busiest}"),
+                     ("reviews", "/reviews")]
+            if meeting is not None:
+                pages.append(("meeting", f"/meetings/{meeting}"))
             for label, path in pages:
                 times = []
                 for _ in range(samples):
@@ -66,60 +75,132 @@ async def page_latency(database_url: str, samples: int = 100) -> dict[str, Any]:
         await runtime.pool.close()
 
 
-async def synthetic_year(conn: asyncpg.Connection, providers: int = 100,
-                         concerns: int = 5000, seed: int = 7) -> None:
-    """A read model the size of an ICB's year (assumed: 5,000 concerns over 100 providers,
-    a meeting for each serious one, two actions each, eight timeline lines each)."""
+async def events_year(runtime: Any, providers: int = 100, concerns: int = 5000,
+                      seed: int = 7, batch: int = 200) -> dict[str, int]:
+    """A read model the size of an ICB's year, built as the workspace builds it: the events
+    of such a year (assumed: 5,000 concerns over 100 providers, a fifth still open, a fifth of
+    them updated; a meeting with six invitees for each serious one, most invitees replying;
+    two actions each, due soon and some overdue; escalations, visits) handed to the
+    workspace's own handlers, ``batch`` events a transaction. Returns the events by type."""
+    from services.workspace.app import handlers
+    from shared.events import (
+        ActionDueSoon,
+        ActionOverdue,
+        Attendee,
+        ConcernClosed,
+        ConcernEscalated,
+        ConcernRaised,
+        ConcernResolved,
+        ConcernUpdated,
+        EscalationStep,
+        Event,
+        Evidence,
+        MeetingReplied,
+        MeetingScheduled,
+        ProviderRef,
+        RemedialAction,
+        Severity,
+        VisitScheduled,
+    )
+
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    ods = [f"B{i:02d}" for i in range(providers)]
-    await conn.executemany(
-        "INSERT INTO workspace.providers VALUES ($1, $2, 'acute', $3) ON CONFLICT DO NOTHING",
-        [(o, f"Bench trust {o}", now) for o in ods])
-    rows: list[tuple[Any, ...]] = []
-    meetings: list[tuple[Any, ...]] = []
-    actions: list[tuple[Any, ...]] = []
-    lines: list[tuple[Any, ...]] = []
+    refs = [ProviderRef(ods_code=f"B{i:02d}", name=f"Bench trust B{i:02d}",
+                        provider_type=rng.choice(["acute", "mental_health", "community"]),
+                        quality_contact_email=f"quality.b{i:02d}@provider.example")
+            for i in range(providers)]
+    organizer = Attendee(role="organizer", name="The ICB", email="quality@icb.example.nhs.uk")
+    invitees = [("commissioner quality lead", "Quality lead"), ("lay member", "Lay member"),
+                ("healthwatch", "Healthwatch"), ("local authority", "Local authority"),
+                ("care quality commission", "CQC")]
+    severities = [Severity.LOW, Severity.MODERATE, Severity.HIGH, Severity.SERIOUS]
+    events: list[tuple[datetime, Event]] = []
     for n in range(concerns):
-        cid, o = uuid.uuid4(), rng.choice(ods)
-        sev, rank = rng.choice([("low", 1), ("moderate", 2), ("high", 3), ("serious", 4)])
+        ref = rng.choice(refs)
         raised = now - timedelta(minutes=rng.randrange(365 * 24 * 60))
-        status = "open" if rng.random() < 0.2 else "closed"
-        # One in fifty is a possible serious risk (the review queue), a tenth of them open.
-        rule = "possible_serious_risk" if n % 50 == 0 else "rule"
-        if rule != "rule":
-            sev, rank = "high", 3
-        rows.append((cid, o, rule, f"theme-{n}", sev, rank, "why", raised, status))
-        if sev == "serious":
+        # One in fifty is a possible serious risk (the review queue).
+        rule = "possible_serious_risk" if n % 50 == 0 else rng.choice(
+            ["immediate_serious_risk", "theme_cluster", "measure_signals"])
+        severity = Severity.HIGH if rule == "possible_serious_risk" else rng.choice(severities)
+        raised_event = ConcernRaised(
+            concern_id=uuid.uuid4(), fingerprint=f"{ref.ods_code}:{rule}:{n}", provider=ref,
+            rule=rule, theme=f"theme-{n}", severity=severity, reason="why it was raised",
+            figures={"count": rng.randrange(1, 30)}, raised_at=raised,
+            evidence=[Evidence(feedback_id=uuid.uuid4(), kind="complaint",
+                               occurred_on=raised.date(), matched="[REDACTED] fell")
+                      for _ in range(rng.randrange(1, 4))])
+        events.append((raised, raised_event))
+        if rng.random() < 0.2:
+            later = raised + timedelta(days=rng.randrange(1, 20))
+            events.append((later, ConcernUpdated(**raised_event.model_dump() | {
+                "reason": "more evidence"}, previous_severity=severity)))
+        if severity == Severity.SERIOUS:
             start = raised + timedelta(days=2)
-            meetings.append((uuid.uuid4(), cid, o, f"Meeting {n}", start,
-                             start + timedelta(hours=1), "Teams", start, False, sev, [], [], 0))
+            meeting = MeetingScheduled(
+                meeting_id=uuid.uuid4(), concern_id=raised_event.concern_id, provider=ref,
+                title=f"Remedial action meeting: {ref.name} - theme-{n}", starts_at=start,
+                ends_at=start + timedelta(hours=1), timezone="Europe/London", location="Teams",
+                deadline=start, breach=False, severity=severity, agenda=["The concern"],
+                remedial_actions=[], organizer=organizer,
+                attendees=[Attendee(role="provider quality lead", name=f"Quality lead, {ref.name}",
+                                    email=ref.quality_contact_email),
+                           *(Attendee(role=role, name=name,
+                                      email=f"{role.replace(' ', '.')}@icb.example.nhs.uk")
+                             for role, name in invitees)],
+                concern_ids=[raised_event.concern_id])
+            events.append((raised, meeting))
+            for a in meeting.attendees:
+                if rng.random() < 0.7:
+                    events.append((raised + timedelta(hours=4), MeetingReplied(
+                        meeting_id=meeting.meeting_id, attendee=a.email,
+                        partstat=rng.choice(["accepted", "accepted", "declined", "tentative"]),
+                        sequence=0, received_at=raised + timedelta(hours=4))))
+            if rng.random() < 0.1:
+                events.append((start, ConcernEscalated(
+                    concern_id=raised_event.concern_id, provider=ref,
+                    level="enhanced_surveillance", reason="no improvement",
+                    history=[EscalationStep(level="enhanced_surveillance", at=start,
+                                            reason="no improvement")])))
         for k in range(2):
-            actions.append((uuid.uuid4(), cid, o, f"action {k}", "owner",
-                            (raised + timedelta(days=30)).date(),
-                            "completed" if status == "closed" else "open", raised))
-        lines.extend((cid, o, raised + timedelta(hours=h), "event", "") for h in range(8))
-    await conn.executemany(
-        "INSERT INTO workspace.concerns (concern_id, ods_code, rule, theme, severity,"
-        " severity_rank, reason, raised_at, version_at, status) VALUES"
-        " ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)", rows)
-    await conn.executemany(
-        "INSERT INTO workspace.meetings (meeting_id, concern_id, ods_code, title, starts_at,"
-        " ends_at, location, deadline, breach, severity, agenda, attendees, sequence)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", meetings)
-    await conn.executemany(
-        "INSERT INTO workspace.meeting_concerns (meeting_id, concern_id, joined_at)"
-        " VALUES ($1, $2, $3)", [(m[0], m[1], m[4]) for m in meetings])
-    await conn.executemany(
-        "INSERT INTO workspace.actions (action_id, concern_id, ods_code, description, owner,"
-        " due_on, status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", actions)
-    await conn.executemany(
-        "INSERT INTO workspace.timeline (concern_id, ods_code, at, what, detail)"
-        " VALUES ($1, $2, $3, $4, $5)", lines)
-    await conn.execute("ANALYZE")
+            due = (raised + timedelta(days=30)).date()
+            action = RemedialAction(action_id=uuid.uuid4(), description=f"action {k} of {n}",
+                                    owner="Director of Nursing", due_on=due)
+            events.append((raised + timedelta(days=23), ActionDueSoon(
+                concern_id=raised_event.concern_id, provider=ref, action=action, days_left=7)))
+            if rng.random() < 0.3:
+                events.append((raised + timedelta(days=31), ActionOverdue(
+                    concern_id=raised_event.concern_id, provider=ref,
+                    action=action.model_copy(update={"status": "overdue"}), days_overdue=1)))
+        if rng.random() < 0.8:  # most concerns end within the year
+            ended = raised + timedelta(days=rng.randrange(30, 90))
+            events.append((ended, ConcernClosed(
+                concern_id=raised_event.concern_id, provider=ref, closed_by="lead@icb",
+                reason="actions complete", closed_at=ended) if rng.random() < 0.5 else
+                ConcernResolved(concern_id=raised_event.concern_id,
+                                fingerprint=raised_event.fingerprint, provider=ref, rule=rule,
+                                theme=raised_event.theme, severity=severity,
+                                resolution="signal returned to common cause",
+                                resolved_at=ended)))
+    for ref in refs:
+        for _ in range(2):
+            events.append((now, VisitScheduled(
+                visit_id=uuid.uuid4(), provider=ref, visit_kind="insight_visit",
+                due_on=(now + timedelta(days=rng.randrange(-180, 180))).date(),
+                reason="annual insight visit")))
+    events.sort(key=lambda e: e[0])
+    table = dict(handlers(runtime.read_model))
+    counts: dict[str, int] = {}
+    for first in range(0, len(events), batch):
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            for _, event in events[first:first + batch]:
+                await table[type(event)](conn, event, runtime.outbox(conn))
+                counts[event.event_type] = counts.get(event.event_type, 0) + 1
+    await runtime.pool.execute("ANALYZE")
+    return counts
 
 
-async def main(admin_dsn: str) -> None:
+async def measure(admin_dsn: str, samples: int = 100) -> dict[str, Any]:
+    """Build the events-shaped year in a database of its own, time the pages, drop it."""
     from services.workspace.app import build
     from shared.db import migrate
     from tools.stacks import database_url
@@ -129,18 +210,29 @@ async def main(admin_dsn: str) -> None:
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        conn = await create_pool(url, min_size=1, max_size=1)
-        async with conn.acquire() as c:
-            await migrate(c, identity.SCHEMA, identity.MIGRATIONS, messaging=False)
-            runtime = build(Settings(database_url=url))
-            await migrate(c, runtime.schema, runtime.migrations)
-            await synthetic_year(c)
-        await conn.close()
-        result = await page_latency(url)
-        print(result)
+        runtime = build(Settings(database_url=url))
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, identity.SCHEMA, identity.MIGRATIONS, messaging=False)
+            await migrate(conn, runtime.schema, runtime.migrations)
+        finally:
+            await conn.close()
+        runtime._pool = await create_pool(url, min_size=1, max_size=2)
+        started = time.perf_counter()
+        try:
+            events = await events_year(runtime)
+        finally:
+            await runtime.pool.close()
+        built = time.perf_counter() - started
+        result = await page_latency(url, samples)
+        return {**result, "events": events, "built_seconds": built}
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def main(admin_dsn: str) -> None:
+    print(await measure(admin_dsn))
 
 
 if __name__ == "__main__":

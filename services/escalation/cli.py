@@ -27,6 +27,7 @@ from services.cli.common import (
 )
 from services.cli.lazy import modules
 from shared.clock import utc_now
+from shared.roles import CLOSERS, PLANNERS
 
 # What the commands use loads when a command runs, not for `--help` (issue 20: the CLI
 # starts in well under half a second).
@@ -53,9 +54,6 @@ people_app = typer.Typer(help="The commissioner's people on the meeting rota: ho
 COMMAND_GROUPS = {"meetings": meetings_app, "actions": actions_app,
                   "escalation": escalation_app, "people": people_app}
 
-# Who may run each command, when it runs with a token (CAREWATCH_TOKEN); without one, the
-# command records the local operator (see shared/identity.console_actor and the README).
-PLANNERS = ("quality_team", "quality_lead")
 
 
 def _escalation() -> app.Escalation:
@@ -381,7 +379,7 @@ def escalation_close(
     """Close a concern whose actions are complete (publishes concern.closed.v1)."""
     plans = _plans()
     closed = _command(lambda conn, outbox, by: plans.close_concern(
-        conn, outbox, concern_id, closed_by=by, reason=reason), ("quality_lead",))
+        conn, outbox, concern_id, closed_by=by, reason=reason), CLOSERS)
     print_record(closed.model_dump(mode="json"))
 
 

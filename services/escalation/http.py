@@ -22,18 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.escalation import schedule, store, views
 from services.escalation.plans import Conflict, NewAction, NotFound
-from shared.identity import (
-    ICB_STAFF,
-    OPERATOR,
-    PROVIDER_USER,
-    QUALITY_LEAD,
-    QUALITY_TEAM,
-    Access,
-    Identity,
-    RouteKey,
-    allow,
-)
+from shared.identity import Access, Identity, RouteKey, allow
 from shared.outbox import Outbox
+from shared.roles import CLOSERS, ICB_STAFF, OPERATOR, PLANNERS, PROVIDER_USER, READERS
 
 if TYPE_CHECKING:
     from services.escalation.app import EscalationRuntime
@@ -113,15 +104,13 @@ class UnavailableIn(BaseModel):
     reason: Text
 
 
-READERS = (*ICB_STAFF, PROVIDER_USER)
 # Who may use each route: the one place that says it (shared/identity.py applies it to every
 # request). A provider user sees and acts for its own providers only.
 ACCESS: dict[RouteKey, Access] = {
-    ("POST", "/v1/meetings/{meeting_id}/outcome"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("POST", "/v1/concerns/{concern_id}/actions"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("POST", "/v1/actions/{action_id}/complete"): allow(QUALITY_TEAM, QUALITY_LEAD,
-                                                        PROVIDER_USER),
-    ("POST", "/v1/concerns/{concern_id}/close"): allow(QUALITY_LEAD),
+    ("POST", "/v1/meetings/{meeting_id}/outcome"): allow(*PLANNERS),
+    ("POST", "/v1/concerns/{concern_id}/actions"): allow(*PLANNERS),
+    ("POST", "/v1/actions/{action_id}/complete"): allow(*PLANNERS, PROVIDER_USER),
+    ("POST", "/v1/concerns/{concern_id}/close"): allow(*CLOSERS),
     ("GET", "/v1/concerns"): allow(*READERS),
     ("GET", "/v1/concerns/{concern_id}"): allow(*READERS),
     ("GET", "/v1/concerns/{concern_id}/audit"): allow(*ICB_STAFF),
@@ -133,15 +122,15 @@ ACCESS: dict[RouteKey, Access] = {
     ("GET", "/v1/visits"): allow(*ICB_STAFF),
     ("GET", "/v1/schedule"): allow(*ICB_STAFF, OPERATOR),
     # People in control of meetings, and the rota.
-    ("POST", "/v1/meetings/{meeting_id}/reschedule"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("POST", "/v1/meetings/{meeting_id}/cancel"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("POST", "/v1/meetings/{meeting_id}/attendees"): allow(QUALITY_TEAM, QUALITY_LEAD),
+    ("POST", "/v1/meetings/{meeting_id}/reschedule"): allow(*PLANNERS),
+    ("POST", "/v1/meetings/{meeting_id}/cancel"): allow(*PLANNERS),
+    ("POST", "/v1/meetings/{meeting_id}/attendees"): allow(*PLANNERS),
     ("GET", "/v1/people"): allow(*ICB_STAFF),
-    ("PUT", "/v1/people/{email}"): allow(QUALITY_TEAM, QUALITY_LEAD),
+    ("PUT", "/v1/people/{email}"): allow(*PLANNERS),
     ("GET", "/v1/people/{email}/unavailability"): allow(*ICB_STAFF),
-    ("POST", "/v1/people/{email}/unavailability"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("POST", "/v1/people/{email}/calendar"): allow(QUALITY_TEAM, QUALITY_LEAD),
-    ("DELETE", "/v1/unavailability/{period_id}"): allow(QUALITY_TEAM, QUALITY_LEAD),
+    ("POST", "/v1/people/{email}/unavailability"): allow(*PLANNERS),
+    ("POST", "/v1/people/{email}/calendar"): allow(*PLANNERS),
+    ("DELETE", "/v1/unavailability/{period_id}"): allow(*PLANNERS),
 }
 
 

@@ -26,7 +26,14 @@ import asyncpg
 
 from services.escalation import schedule, store
 from services.escalation.calendar import booking_deadline
-from services.escalation.concerns import agenda, meeting_title
+from services.escalation.concerns import agenda
+from services.escalation.meeting_changes import (
+    attendee_roles,
+    earlier_slot_needed,
+    meeting_details,
+    rescheduled,
+    revise,
+)
 from services.escalation.people import People
 from services.escalation.plans import Conflict, NotFound
 from services.escalation.policy import EscalationPolicy
@@ -73,11 +80,6 @@ def person_of(row: asyncpg.Record) -> Person:
                   buffer_minutes=row["buffer_minutes"])
 
 
-def is_safeguarding(concern: ConcernRaised) -> bool:
-    triggers = concern.figures.get("triggers") or []
-    return "safeguarding" in (concern.rule, concern.theme, *triggers)
-
-
 class MeetingPlanner:
     def __init__(self, policy: EscalationPolicy, people: People) -> None:
         self.policy = policy
@@ -118,12 +120,6 @@ class MeetingPlanner:
                                            load.get(row["email"], 0)))
         return out
 
-    def roles_for(self, concerns: list[ConcernRaised]) -> list[str]:
-        roles = ["commissioner quality lead", "lay member"]
-        if any(is_safeguarding(c) for c in concerns):
-            roles.append("safeguarding lead")
-        return roles
-
     async def _choose(self, conn: asyncpg.Connection, provider: ProviderRef, roles: list[str],
                       severity: Severity, deadline: datetime, now: datetime,
                       except_meeting: uuid.UUID | None = None,
@@ -153,21 +149,7 @@ class MeetingPlanner:
     # -- agenda ----------------------------------------------------------------------------
     def _details(self, concerns: list[ConcernRaised]) -> dict[str, Any]:
         """Title, severity, agenda and actions of a meeting on these concerns."""
-        severity = max((c.severity for c in concerns), key=lambda s: s.rank)
-        lead = max(concerns, key=lambda c: c.severity.rank)
-        items: list[str] = []
-        actions: dict[str, None] = {}
-        for n, c in enumerate(concerns, 1):
-            prefix = f"[{n}] " if len(concerns) > 1 else ""
-            items += [prefix + item for item in agenda(c)[:-1]]
-            actions.update(dict.fromkeys(self.policy.actions_for(c.rule,
-                                                                 c.figures.get("triggers"))))
-        items.append("Remedial actions requested and the provider's response.")
-        title = meeting_title(lead.model_copy(update={"severity": severity}))
-        if len(concerns) > 1:
-            title += f" and {len(concerns) - 1} more concern(s)"
-        return {"title": title, "severity": severity, "agenda": items,
-                "remedial_actions": list(actions)}
+        return meeting_details(concerns, self.policy.actions_for)
 
     def _venue(self) -> dict[str, Any]:
         venue = self.policy.online_meetings.venue(self.people.organizer.email)
@@ -178,7 +160,7 @@ class MeetingPlanner:
                    now: datetime) -> MeetingScheduled:
         """Book a meeting for the concern in the first slot of its window where the provider
         and a person of each role are free (or the first after it, flagged as a breach)."""
-        choice = await self._choose(conn, concern.provider, self.roles_for([concern]),
+        choice = await self._choose(conn, concern.provider, attendee_roles([concern]),
                                     concern.severity, self.deadline(concern.severity, now), now)
         meeting = MeetingScheduled(
             meeting_id=uuid.uuid4(), concern_id=concern.concern_id, provider=concern.provider,
@@ -261,31 +243,21 @@ class MeetingPlanner:
             await store.add_meeting_concern(conn, row["meeting_id"], joining.concern_id, now)
         concerns = await self.concerns_on(conn, row["meeting_id"])
         current = await self.current(conn, row)
-        update: dict[str, Any] = self._details(concerns) if concerns else {}
-        note = f"agenda updated ({change})"
-        if needed_by is not None and needed_by < current.deadline:
-            update["deadline"] = needed_by
-            if current.ends_at <= needed_by:
-                note = f"agenda updated; the meeting is already early enough ({change})"
-            else:
-                choice = await self._choose(conn, current.provider,
-                                            self.roles_for(concerns), update["severity"],
-                                            needed_by, now, except_meeting=current.meeting_id)
-                if choice.start < current.starts_at:
-                    await self._move(conn, current, choice)
-                    update |= {"starts_at": choice.start, "ends_at": choice.end,
-                               "breach": choice.breach, "breach_reason": choice.breach_reason,
-                               "attendees": self._attendees(current.provider, choice)}
-                    note = f"brought forward ({change})"
-                else:
-                    update |= {"breach": True, "breach_reason": (
-                        f"no slot before {needed_by.isoformat()} for the meeting brought"
-                        " forward")}
-                    note = f"agenda updated; no earlier slot is free ({change})"
-        revised = current.model_copy(update=update)
-        await store.update_meeting(conn, revised)
-        await self.pending(conn, row, note, now)
-        return note
+        details = self._details(concerns) if concerns else {}
+        earlier = None
+        if earlier_slot_needed(current, needed_by):
+            assert needed_by is not None
+            earlier = await self._choose(conn, current.provider, attendee_roles(concerns),
+                                         details["severity"], needed_by, now,
+                                         except_meeting=current.meeting_id)
+        revision = revise(current, details, change, needed_by=needed_by, earlier=earlier,
+                          attendees=self._attendees(current.provider, earlier)
+                          if earlier is not None else ())
+        if revision.move_to is not None:
+            await self._move(conn, current, revision.move_to)
+        await store.update_meeting(conn, current.model_copy(update=revision.update))
+        await self.pending(conn, row, revision.note, now)
+        return revision.note
 
     async def _move(self, conn: asyncpg.Connection, current: MeetingScheduled,
                     choice: Choice) -> None:
@@ -365,8 +337,7 @@ class MeetingPlanner:
         row = await self.open_for_change(conn, meeting_id, now)
         current = await self.current(conn, row)
         concerns = await self.concerns_on(conn, meeting_id)
-        roles = self.roles_for(concerns) if concerns else ["commissioner quality lead",
-                                                           "lay member"]
+        roles = attendee_roles(concerns)
         duration = current.ends_at - current.starts_at
         if to is not None:
             if to <= now:
@@ -383,17 +354,13 @@ class MeetingPlanner:
             choice = await self._choose(conn, current.provider, roles, current.severity,
                                         current.deadline, now, except_meeting=meeting_id,
                                         not_before=current.ends_at)
+        revision = rescheduled(current, choice, self._attendees(current.provider, choice),
+                               reason)
         await self._move(conn, current, choice)
-        breach = choice.end > current.deadline
-        revised = current.model_copy(update={
-            "starts_at": choice.start, "ends_at": choice.end, "breach": breach,
-            "breach_reason": f"rescheduled by a person: {reason}" if breach else None,
-            "attendees": self._attendees(current.provider, choice)})
-        await store.update_meeting(conn, revised)
-        change = f"rescheduled to {choice.start.isoformat()}: {reason}"
-        await self.pending(conn, row, change, now)
+        await store.update_meeting(conn, current.model_copy(update=revision.update))
+        await self.pending(conn, row, revision.note, now)
         return {"meeting_id": meeting_id, "starts_at": choice.start, "ends_at": choice.end,
-                "breach": breach, "change": change}
+                "breach": revision.update["breach"], "change": revision.note}
 
     async def change_attendee(self, conn: asyncpg.Connection, meeting_id: uuid.UUID,
                               now: datetime, *, reason: str, email: str, name: str | None,
@@ -447,8 +414,7 @@ class MeetingPlanner:
         for the quality team to consider (nothing is booked)."""
         current = await self.current(conn, row)
         concerns = await self.concerns_on(conn, row["meeting_id"])
-        roles = self.roles_for(concerns) if concerns else ["commissioner quality lead",
-                                                           "lay member"]
+        roles = attendee_roles(concerns)
         return await self._choose(conn, current.provider, roles, current.severity,
                                   current.deadline, now, except_meeting=row["meeting_id"],
                                   not_before=current.ends_at)

@@ -28,11 +28,19 @@ from typing import Any
 import asyncpg
 
 from services.intake import store
-from services.intake.validation import Parsed, parse, reason, submission_id
+from services.intake.classification import (
+    Store,
+    classify,
+    first_copies,
+    lane_problem,
+    rate_limited,
+    reply_queue,
+    urgent_routing_key,
+)
+from services.intake.validation import Parsed, parse, submission_id
 from shared.events import FeedbackAccepted, FeedbackRejected, ProviderRef, RejectionReason
 from shared.outbox import Outbox
 from shared.ratelimit import RateLimiter
-from shared.submissions import PUBLIC_KINDS, URGENT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -86,87 +94,6 @@ class Admission:
         return out
 
 
-def authorise(feed_user: str | None, ods_code: str, registry: store.Registry,
-              kind: str | None = None) -> ProviderRef | RejectionReason:
-    """The provider a feed may submit for, or why it may not: the ODS code must be a
-    registered provider, and the feed known, not revoked and registered for that code. The
-    public's kinds come only from the public's door, which may submit them for any
-    registered provider and may submit nothing else."""
-    provider = registry.providers.get(ods_code)
-    if provider is None:
-        return reason("ods_code", f"unknown ODS code {ods_code}", "unknown_provider")
-    if not feed_user:
-        return reason("", "the message has no user_id: feeds must identify themselves",
-                      "unauthenticated")
-    public_door = feed_user in registry.public_feeds
-    if kind in PUBLIC_KINDS or public_door:
-        if kind in PUBLIC_KINDS and public_door:
-            return provider
-        return reason("kind", f"feed {feed_user!r} may not submit {kind}: the public's kinds"
-                      f" ({', '.join(sorted(PUBLIC_KINDS))}) come from the public's door"
-                      " only, which submits nothing else", "forbidden")
-    if feed_user not in registry.active_feeds or (feed_user, ods_code) not in registry.grants:
-        return reason("ods_code", f"feed {feed_user!r} is not registered to submit for"
-                      f" {ods_code}", "forbidden")
-    return provider
-
-
-def reply_queue_of(feed_user: str, namespace: str) -> str:
-    """A feed's own reply queue: the only queue intake sends its replies to."""
-    return f"{namespace}.replies.{feed_user}"
-
-
-def reply_refusal(reply_to: str | None, feed_user: str | None,
-                  namespace: str) -> RejectionReason | None:
-    """Why a message's ``reply_to`` cannot be honoured, or None (none asked, or the feed's
-    own reply queue). Any other queue is refused: replies through the default exchange could
-    otherwise be written into any queue of the virtual host (carewatch's own, another
-    deployment's, another feed's)."""
-    if not reply_to:
-        return None
-    if feed_user and reply_to == reply_queue_of(feed_user, namespace):
-        return None
-    own = reply_queue_of(feed_user, namespace) if feed_user else "(an authenticated feed's)"
-    return RejectionReason(loc="reply_to", type="reply_to", msg=(
-        f"replies go only to the feed's own reply queue {own}; not to {reply_to[:255]!r}"))
-
-
-def reply_queue(reply_to: str | None, feed_user: str | None, namespace: str) -> str | None:
-    """The queue a rejection may be sent back to: the feed's own reply queue, or None."""
-    if not reply_to or reply_refusal(reply_to, feed_user, namespace) is not None:
-        return None
-    return reply_to
-
-
-def urgent_routing_key(routing_key: str | None) -> bool:
-    """Whether ``routing_key`` is one the urgent lane takes (``submission.<urgent kind>.*``,
-    the bindings of ``Topology.submission_lanes``)."""
-    parts = (routing_key or "").split(".")
-    return len(parts) == 3 and parts[0] == "submission" and parts[1] in URGENT_KINDS
-
-
-def lane_problem(routing_key: str | None, kind: str) -> RejectionReason | None:
-    """Why a submission may not come on this routing key: a routine kind sent on an urgent
-    kind's key would jump the queue that serious complaints take. Refused (quarantined, with
-    this reason), not re-routed: the feed is told to fix its routing key."""
-    if not urgent_routing_key(routing_key) or kind in URGENT_KINDS:
-        return None
-    return reason(
-        "kind", type_="wrong_routing_key",
-        msg=f"a {kind} was sent with the routing key {routing_key!r}, which is for the kinds"
-            f" that report risk ({', '.join(sorted(URGENT_KINDS))}): publish it with"
-            f" 'submission.{kind}.v1'")
-
-
-def rate_limited(feed_user: str | None, limiter: RateLimiter) -> RejectionReason:
-    return reason(
-        "", type_="rate_limited",
-        msg=f"feed {feed_user!r} sent more than {limiter.burst} submissions at once (or more"
-            f" than {limiter.rate:g} a second) on the urgent routing keys: this one is kept in"
-            " the quarantine, not monitored; send it again later, or send bulk loads with"
-            " routing key 'submission.<kind>.v1.bulk'")
-
-
 def _describe(reasons: list[RejectionReason]) -> str:
     return "; ".join(f"{r.loc or '<message>'}: {r.msg}" for r in reasons)
 
@@ -205,35 +132,19 @@ class Admissions:
             conn, {i.feed_user for i in items if i.feed_user}, {s.ods_code for s in wanted})
 
         results: list[Admission | None] = [None] * len(items)
-        first_in_batch: dict[uuid.UUID, int] = {}
+        first_in_batch, replays = first_copies(sids, earlier)
         to_store: list[tuple[int, store.FeedbackRow, ProviderRef]] = []
         to_quarantine: list[tuple[int, store.QuarantineRow, Parsed | None]] = []
-        replays: list[int] = []
-        for n, (item, sid, p) in enumerate(zip(items, sids, parsed, strict=True)):
-            if sid in earlier or sid in first_in_batch:
-                replays.append(n)
-                continue
-            first_in_batch[sid] = n
-            refused_reply = reply_refusal(item.reply_to, item.feed_user, self._namespace)
-            if isinstance(p, Parsed):
-                sub = p.submission
-                provider = self._lane_check(item, sub.kind) or \
-                    authorise(item.feed_user, sub.ods_code, registry, sub.kind)
-                if isinstance(provider, ProviderRef) and refused_reply is None:
-                    to_store.append((n, store.FeedbackRow(
-                        feedback_id=uuid.uuid4(), submission_id=sid, ods_code=sub.ods_code,
-                        provider_record_id=sub.record_id, kind=sub.kind, version=sub.version,
-                        occurred_on=sub.occurred_on(), theme=sub.theme(), content=p.content,
-                        redactions=p.redactions, feed_user=item.feed_user,
-                        withheld=p.withheld), provider))
-                    continue
-                reasons = [provider] if isinstance(provider, RejectionReason) else []
+        for n in first_in_batch.values():
+            item, p = items[n], parsed[n]
+            lane = self._lane_check(item, p.submission.kind) if isinstance(p, Parsed) else None
+            verdict = classify(sids[n], p, feed_user=item.feed_user, reply_to=item.reply_to,
+                               registry=registry, namespace=self._namespace, lane=lane)
+            if isinstance(verdict, Store):
+                to_store.append((n, verdict.row, verdict.provider))
             else:
-                reasons = list(p)
-            if refused_reply is not None:
-                reasons.append(refused_reply)
-            to_quarantine.append((n, self._quarantine_row(item, sid, reasons),
-                                  p if isinstance(p, Parsed) else None))
+                to_quarantine.append((n, self._quarantine_row(item, sids[n], verdict.reasons),
+                                      verdict.valid))
 
         outbox = self._outbox(conn)
         duplicates: Counter[tuple[str, str]] = Counter()

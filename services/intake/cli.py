@@ -31,6 +31,7 @@ from services.cli.common import (
 )
 from services.intake import bulk, store
 from services.intake.credentials import api_key_hash, new_api_key
+from shared.roles import OPERATORS
 from shared.settings import get_settings
 
 if TYPE_CHECKING:
@@ -178,11 +179,8 @@ class QuarantineStatus(StrEnum):
     expired = "expired"
 
 
-# The quarantine holds raw bodies (personal data): operators only. With CAREWATCH_TOKEN the
+# The quarantine holds raw bodies (personal data): OPERATORS only. With CAREWATCH_TOKEN the
 # account must be an operator and is recorded; without one, the local operator.
-OPERATORS = ("operator",)
-
-
 @quarantine_app.command("list")
 def quarantine_list(as_json: JsonOption = False,
                     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,

@@ -20,9 +20,15 @@ start inside a run it has already scanned (an e-mail's local part) only starts a
 beginning of the run. Patterns that cannot match are skipped by cheap tests first (no digit:
 no number, date or postcode; no ``@`` nor ``at``: no e-mail), and no step runs Python
 code per character (windows split at long gaps found by one C scan; folding replaces each
-distinct character at once). ``tools/bench.py`` (``python -m tools.bench
---redaction-only``) measures it on normal and adversarial text, and
-``tests/unit/test_intake_redaction.py`` checks that its time grows linearly on each shape.
+distinct character at once). The walks over digits are atomic (each step is a digit, or one
+separator then a digit: there is only ever one way to take it, so giving steps back could
+not make a match, and the engine is not left to try), and a cheap test rejects most
+candidates before the costly part of a pattern (a letter before a postcode's digit; a "44"
+or a "0" in the window). ``tools/bench.py`` (``python -m tools.bench --redaction-only``)
+measures it on normal and adversarial text, ``tests/unit/test_intake_redaction.py`` checks
+that its time grows linearly on each shape, and
+``tests/unit/test_intake_redaction_adversarial.py`` checks its output on large adversarial
+text.
 """
 
 from __future__ import annotations
@@ -107,8 +113,8 @@ _DATE = rf"(?:{_FULL_DATE}|{_MONTHS}\.?,?\s{{1,3}}(?:1[89]|20)[0-9]{{2}}(?![0-9]
 # with \b and case-insensitive, is scanned for about ten times as fast).
 _DOB_RE = re.compile(
     rf"(?P<cue>[bd](?<!\w[bd])(?:\.?\s?o\.?\s?b\.?|ate\s{{1,3}}of\s{{1,3}}birth|irth\s{{0,3}}date"
-    rf"|orn(?:\s{{1,3}}(?:on|in))?(?:\s{{1,3}}the)?)"
-    rf"\s{{0,3}}(?:(?:is|was)\s{{1,3}})?[:\-]?\s{{0,3}})(?P<date>{_DATE})",
+    rf"|orn(?:\s{{1,3}}(?:on|in))?+(?:\s{{1,3}}the)?+)"
+    rf"\s{{0,3}}+(?:(?:is|was)\s{{1,3}}+)?[:\-]?\s{{0,3}}+)(?P<date>{_DATE})",
 )
 # A date followed by an age, with no cue word ("Mrs K 14/02/1938 (86)", "03/04/1941, 83
 # yrs", "12.03.1938 aged 86"). Found from its four-digit year followed by an age (rare, and
@@ -151,21 +157,27 @@ _EMAIL_ANCHOR_RE = re.compile(r"@|[\[({<]\s?at\s?[\])}>]|\sat\s")
 _NUMBER_SEP = r"(?:\s{1,12}|[ \t]?[\-./][ \t]?)"
 _PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
 # (A digit after a digit is tried before any separator, ``(?:[0-9]|SEP[0-9])``: the same
-# match as ``(?:SEP?[0-9])``, about a third faster on long runs of grouped digits.)
+# match as ``(?:SEP?[0-9])``, and faster on long runs of grouped digits: BENCHMARKS.md.)
 # Ten digits, not inside a longer number.
-_TEN_DIGITS_RE = re.compile(rf"[0-9](?<![\w][0-9])(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}}(?![\w])")
+# (The walks are atomic, ``(?>...)``: a digit and a separator never start alike, and a
+# separator is either blanks or one mark, so a walk can be taken one way only, and a
+# candidate that fails at its end fails at once rather than giving back each step.)
+_TEN_DIGITS_RE = re.compile(
+    rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
+_TEN_DIGITS_SPLIT_RE = re.compile(f"({_TEN_DIGITS_RE.pattern})")  # (split keeps each match)
 # +44 (or 0044) numbers: 9 or 10 national digits, optionally "(0)". Found before NHS
-# numbers: about 1 in 11 of them would pass the Modulus 11 check.
+# numbers: about 1 in 11 of them would pass the Modulus 11 check. (Nine digits, then a
+# tenth tried before none: the greedy ``{9,10}``, with the walk atomic.)
 _INTERNATIONAL_PHONE_RE = re.compile(
     rf"(?:\+(?<![\w+]\+)[ \t]?|0(?<![\w+]0)0[ \t]?)44(?:{_PHONE_SEP}?\(0\))?"
-    rf"(?:[0-9]|{_PHONE_SEP}[0-9]){{9,10}}(?![\w])")
+    rf"(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{9}})(?:(?:[0-9]|{_PHONE_SEP}[0-9])(?![\w])|(?![\w]))")
 # National numbers: 0 and ten more digits (0800/0808/0500 numbers may have nine), grouped by
 # spaces, dots, slashes, hyphens or an area code in brackets. A 0 and nine digits is an order
 # number.
 _PHONE_RE = re.compile(
     rf"(?:\((?<![\w+]\()0(?:(?:[ \-]{{0,2}}\)?[ \-]{{0,2}}|{_PHONE_SEP})?[0-9]){{10}}"
-    rf"|0(?<![\w+]0)(?:[0-9]|{_PHONE_SEP}[0-9]){{10}}"
-    rf"|0(?<![\w+]0){_PHONE_SEP}?(?:800|808|500)(?:[0-9]|{_PHONE_SEP}[0-9]){{6}})(?![\w])")
+    rf"|0(?<![\w+]0)(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{10}})"
+    rf"|0(?<![\w+]0){_PHONE_SEP}?(?:800|808|500)(?>(?:[0-9]|{_PHONE_SEP}[0-9]){{6}}))(?![\w])")
 # Postcode areas of the UK (and GIR 0AA), so that a ward called "C4" is not a postcode.
 _AREAS = frozenset((
     "AB AL BA BB BD BF BH BL BN BR BS BT BX CA CB CF CH CM CO CR CT CV CW DA DD DE DG DH "
@@ -182,7 +194,7 @@ def _letters(letters: set[str]) -> str:
 # From the outward code's district digit, with the area's one or two letters (starting a
 # word) looked behind it, so only plausible areas reach the exact check in Python.
 _POSTCODE_RE = re.compile(
-    rf"[0-9](?:(?<=(?<!\w)(?P<two>[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
+    rf"[0-9](?<=[A-Za-z][0-9])(?:(?<=(?<!\w)(?P<two>[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
     rf"[{_letters({a[1] for a in _AREAS if len(a) == 2})}])[0-9])"
     rf"|(?<=(?<!\w)(?P<one>[{_letters({a for a in _AREAS if len(a) == 1})}])[0-9]))"
     r"[A-Za-z0-9]?\s{0,3}[0-9][ABD-HJLNP-UW-Zabd-hjlnp-uw-z]{2}(?![\w])")
@@ -250,22 +262,28 @@ def _redact(text: str, found: Counter[str]) -> str:
     # Order matters: dates of birth and emails first (they contain digits), then +44 phone
     # numbers, then NHS numbers (valid check digit only), then national phone numbers, then
     # postcodes.
-    digits = _DIGIT_RE.search(text) is not None
-    if digits:
-        text = _near_digits(text, lambda t: _dates_of_birth_by_age(
+    clusters = _digit_clusters(text)
+    if clusters:
+        text = _near_digits(text, clusters, lambda t: _dates_of_birth_by_age(
             _dates_of_birth_by_cue(t, found), found))
     text = _emails(text, found)
-    if digits:
-        text = _near_digits(text, lambda t: _numbers(t, found))
+    if clusters:
+        if found:  # (every replacement is counted: nothing counted, nothing moved)
+            clusters = _digit_clusters(text)
+        text = _near_digits(text, clusters, lambda t: _numbers(t, found))
     return text
 
 
 def _numbers(text: str, found: Counter[str]) -> str:
-    text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
-    _count(found, PHONE, n)
-    text = _TEN_DIGITS_RE.sub(lambda m: _nhs_number(m, found), text)
-    text, n = _PHONE_RE.subn(PHONE, text)
-    _count(found, PHONE, n)
+    # (A +44 number holds "44", and a national one a 0: a cheap search skips each pattern
+    # where it cannot match.)
+    if "44" in text:
+        text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
+        _count(found, PHONE, n)
+    text = _nhs_numbers(text, found)
+    if "0" in text:
+        text, n = _PHONE_RE.subn(PHONE, text)
+        _count(found, PHONE, n)
     return _postcodes(text, found)
 
 
@@ -281,15 +299,13 @@ _GAP_RE = re.compile(rf"[0-9][^0-9]{{{_BEFORE_DIGITS + _AFTER_DIGITS + 1},}}+")
 _LAST_DIGIT_RE = re.compile(r"[0-9][^0-9]*+\Z")
 
 
-def _near_digits(text: str, redact_window: Callable[[str], str]) -> str:
-    """``redact_window`` applied to the windows of ``text`` around its digits only: a long
-    text with few numbers is not scanned whole by every pattern. A window starts at least
-    ``_BEFORE_DIGITS`` characters of non-digits before a digit, so no pattern is cut."""
+def _digit_clusters(text: str) -> list[tuple[int, int]]:
+    """The clusters of digits in ``text`` no further apart than both reaches, as (first
+    digit, after the last digit): from a digit after a gap (or the first) to the digit
+    before the next gap (or the last)."""
     first = _DIGIT_RE.search(text)
     if first is None:
-        return text
-    # Clusters of digits no further apart than both reaches: from a digit after a gap (or
-    # the first) to the digit before the next gap (or the last).
+        return []
     clusters: list[tuple[int, int]] = []
     start = first.start()
     for gap in _GAP_RE.finditer(text, start):
@@ -299,6 +315,15 @@ def _near_digits(text: str, redact_window: Callable[[str], str]) -> str:
         last = _LAST_DIGIT_RE.search(text, max(start, len(text) - _BEFORE_DIGITS
                                                - _AFTER_DIGITS - 1))
         clusters.append((start, last.start() + 1 if last else start + 1))
+    return clusters
+
+
+def _near_digits(text: str, clusters: list[tuple[int, int]],
+                 redact_window: Callable[[str], str]) -> str:
+    """``redact_window`` applied to the windows of ``text`` around its digits only (the
+    ``clusters`` of :func:`_digit_clusters`): a long text with few numbers is not scanned
+    whole by every pattern. A window starts at least ``_BEFORE_DIGITS`` characters of
+    non-digits before a digit, so no pattern is cut."""
     parts: list[str] = []
     done = 0
     for first_digit, end_digit in clusters:
@@ -321,16 +346,26 @@ _GROUP_SUMS = [{f"{n:03d}": sum(int(d) * w for d, w in zip(f"{n:03d}", _WEIGHTS[
                 for n in range(1000)} for i in (0, 3, 6)]
 
 
-def _nhs_number(m: re.Match[str], found: Counter[str]) -> str:
-    text = m.group()
-    digits = text.translate(_NOT_DIGITS)
-    if len(digits) == 10 and digits.isascii() and digits.isdigit():
-        first, second, third = _GROUP_SUMS
-        check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
-        if check != 10 and (0 if check == 11 else check) == ord(digits[9]) - 48:
-            found[NHS_NUMBER] += 1
-            return NHS_NUMBER
-    return text
+def _nhs_numbers(text: str, found: Counter[str]) -> str:
+    """Ten digits with a valid check digit. The candidates are split out by C code (no match
+    object, no callback per candidate: dense runs of digits make one every few characters)
+    and checked in one loop."""
+    parts = _TEN_DIGITS_SPLIT_RE.split(text)
+    first, second, third = _GROUP_SUMS
+    n = 0
+    for i in range(1, len(parts), 2):
+        # Ten digits once the ASCII separators are gone: any other separator (a Unicode
+        # space) is still there and makes it longer.
+        digits = parts[i].translate(_NOT_DIGITS)
+        if len(digits) == 10:
+            check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
+            if check != 10 and check % 11 == ord(digits[9]) - 48:
+                parts[i] = NHS_NUMBER
+                n += 1
+    if not n:
+        return text
+    found[NHS_NUMBER] += n
+    return "".join(parts)
 
 
 def _lower(text: str) -> str | None:

@@ -15,6 +15,7 @@ from services.notification import store
 from services.notification.routing import load_routing, parse_duration
 from services.notification.silences import validate_matchers
 from shared.clock import utc_now
+from shared.roles import OPERATORS, SILENCERS
 from shared.settings import get_settings
 
 notifications_app = typer.Typer(help="Notifications and deliveries.", no_args_is_help=True)
@@ -23,10 +24,6 @@ silences_app = typer.Typer(help="Silences: time-bounded mutes by provider, rule 
 COMMAND_GROUPS = {"notifications": notifications_app, "silences": silences_app}
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
-# Who may act, when the command runs with CAREWATCH_TOKEN: the audit trail records that
-# account (or the local operator without a token), never a typed name.
-OPERATORS = ("operator",)
-SILENCERS = ("operator", "quality_lead")
 
 
 async def _resolve(conn: asyncpg.Connection, prefix: str, find: Any, what: str) -> uuid.UUID:

@@ -15,13 +15,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
-from datetime import timedelta
 
 import asyncpg
 
 from services.notification import store
 from services.notification.channels import Channel, DeliveryError, Outgoing
-from shared.clock import utc_now
 from shared.events import NotificationFailed
 from shared.runtime import ServiceRuntime
 from shared.wakeup import drain_on_notify
@@ -101,7 +99,7 @@ class Dispatcher:
                                   settings.notification_backoff_cap)
             await store.mark(conn, row["notification_id"], status="pending", attempt=attempt,
                              outcome="retry", detail=str(error),
-                             next_attempt_at=utc_now() + timedelta(seconds=delay))
+                             retry_in=delay)
             log.warning("notification %s to %s failed (attempt %d), retry in %.1fs: %s",
                         row["notification_id"], row["recipient"], attempt, delay, error)
 

@@ -57,13 +57,16 @@ async def claim_next(conn: asyncpg.Connection) -> asyncpg.Record | None:
 
 async def mark(conn: asyncpg.Connection, notification_id: uuid.UUID, *, status: str,
                attempt: int, outcome: str, detail: str | None,
-               next_attempt_at: datetime | None = None) -> None:
+               retry_in: float | None = None) -> None:
+    """Record an attempt; ``retry_in`` seconds from now (the database's clock, which
+    ``claim_next`` compares with) is when a pending one is tried again."""
     await conn.execute(
         "UPDATE notification.notifications SET status = $2, attempts = $3, last_error = $4,"
-        " next_attempt_at = COALESCE($5, next_attempt_at),"
+        " next_attempt_at = COALESCE(now() + make_interval(secs => $5::float8),"
+        " next_attempt_at),"
         " sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END"
         " WHERE notification_id = $1",
-        notification_id, status, attempt, None if status == "sent" else detail, next_attempt_at)
+        notification_id, status, attempt, None if status == "sent" else detail, retry_in)
     await conn.execute(
         "INSERT INTO notification.deliveries (notification_id, attempt, outcome, detail)"
         " VALUES ($1, $2, $3, $4)", notification_id, attempt, outcome, detail)

@@ -29,7 +29,7 @@ import asyncpg
 from services.quality_monitor import clusters, fft, review, rules, spc, store
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
 from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel
-from services.quality_monitor.handling import handling_window
+from services.quality_monitor.handling import OverThreshold, handling_verdicts, handling_window
 from services.quality_monitor.harm.pipeline import Mention, analyser, read_harm
 from services.quality_monitor.http import ACCESS, add_review_routes, add_routes
 from services.quality_monitor.lifecycle import (
@@ -469,40 +469,16 @@ class Monitor:
             await store.complaints(conn, provider.ods_code, since), months, self.today(),
             acknowledge_within=cfg.acknowledge_within_working_days,
             respond_within=cfg.respond_within_months)
-        monthly = [[m.month, m.acknowledgements_due, m.acknowledged_late, m.responses_due,
-                    m.responded_late] for m in window.months]
-        checks = (
-            ("late acknowledgements", window.late_acknowledgements, window.acknowledgements_due,
-             window.late_acknowledgement_share, cfg.late_acknowledgement_share,
-             cfg.acknowledgement_severity,
-             f"acknowledged later than {cfg.acknowledge_within_working_days} working days"),
-            ("overdue responses", window.overdue_responses, window.responses_due,
-             window.overdue_response_share, cfg.overdue_response_share, cfg.response_severity,
-             f"answered later than {cfg.respond_within_months} months"),
-        )
-        for theme, late, due, share, threshold, severity, words in checks:
-            fp = rules.fingerprint(provider.ods_code, HANDLING_RULE, theme)
-            if share is not None and due >= cfg.min_complaints and share >= threshold:
-                reason = (f"Complaint handling at {provider.name}: {len(late)} of {due}"
-                          f" complaints ({100 * share:.0f}%) {words} in {months[0]} to {month};"
-                          f" the threshold is {100 * threshold:.0f}%")
-                figures = {"months": months, "late": len(late), "due": due,
-                           "share": round(share, 4), "threshold": threshold,
-                           "monthly": monthly,
-                           "columns": ["month", "acknowledgements_due", "acknowledged_late",
-                                       "responses_due", "responded_late"]}
+        for verdict in handling_verdicts(window, months, provider.name, cfg):
+            if isinstance(verdict, OverThreshold):
                 await self.raise_concern(
-                    conn, outbox, provider, HANDLING_RULE, theme, severity, reason, figures,
-                    [Evidence(feedback_id=c.feedback_id, kind="complaint", occurred_on=c.received_on,
-                              matched=theme[:-1]) for c in late])
+                    conn, outbox, provider, HANDLING_RULE, verdict.theme, verdict.severity,
+                    verdict.reason, verdict.figures, verdict.evidence)
                 continue
-            row = await store.open_concern(conn, fp)
+            row = await store.open_concern(
+                conn, rules.fingerprint(provider.ods_code, HANDLING_RULE, verdict.theme))
             if row is not None:
-                shown = "no complaints due" if share is None else f"{100 * share:.0f}%"
-                await self.resolve_concern(
-                    conn, outbox, row,
-                    f"signal returned to common cause: {theme} {shown} in {months[0]} to"
-                    f" {month}, below the threshold of {100 * threshold:.0f}%")
+                await self.resolve_concern(conn, outbox, row, verdict.resolution)
 
     # -- the schedule ---------------------------------------------------------------------
     async def run_due_jobs(self, pool: asyncpg.Pool) -> list[str]:

@@ -28,7 +28,9 @@ from services.quality_monitor.series import (
     METRICS,
 )
 from shared.clock import utc_now
+from shared.roles import DECIDERS
 from shared.settings import get_settings
+from shared.severity import Severity
 
 # What the commands use loads when a command runs, not for `--help` (issue 20).
 if TYPE_CHECKING:
@@ -43,15 +45,6 @@ else:
         "services.quality_monitor.measures", "services.quality_monitor.spc",
         "services.quality_monitor.store", "services.quality_monitor.summary")
 
-
-class Severity(StrEnum):
-    """The severities a concern may have (shared.events.Severity's values, without loading
-    the event models for an option's choices; tests/unit/test_cli.py checks they agree)."""
-
-    low = "low"
-    moderate = "moderate"
-    high = "high"
-    serious = "serious"
 
 T = TypeVar("T")
 
@@ -91,9 +84,6 @@ measures_app = typer.Typer(help="Measures as Making Data Count reads them.",
                            no_args_is_help=True)
 COMMAND_GROUPS = {"concerns": concerns_app, "improvements": improvements_app,
                   "charts": charts_app, "rebases": rebases_app, "measures": measures_app}
-# Who may decide a review or a rebase when the command runs with CAREWATCH_TOKEN (the audit
-# trail records that account, or the local operator without a token; never a typed name).
-DECIDERS = ("quality_team", "quality_lead")
 Provider = Annotated[str, typer.Option("--provider", help="ODS code of the provider")]
 MetricOpt = Annotated[str, typer.Option("--metric", help="fft_negative, fft_positive,"
                                         " complaints or gp_alerts")]

@@ -10,6 +10,9 @@ Judged per provider over the latest complete months (a threshold over a window):
   by the evaluation date, the share acknowledged late or not at all;
 - overdue responses: of the complaints whose response deadline falls in the window, the
   share answered late or not at all.
+
+Each is a concern when at least ``min_complaints`` were due and the share reaches its
+threshold (``handling_verdicts``); below it, an open concern of that theme resolves.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
+from services.quality_monitor.config import ComplaintHandlingRules
+from shared.events import Evidence, Severity
 from shared.workdays import months_after, working_days_after
 
 
@@ -111,3 +117,60 @@ def handling_window(complaints: Sequence[Complaint], months: Sequence[str], as_o
                     overdue.append(c)
     return HandlingWindow(tuple(HandlingMonth(m, *rows[m]) for m in months),
                           tuple(late_ack), tuple(overdue))
+
+
+@dataclass(frozen=True)
+class OverThreshold:
+    """A concern to raise (or add to) on one theme of a provider's complaint handling."""
+
+    theme: str
+    severity: Severity
+    reason: str
+    figures: dict[str, Any]
+    evidence: list[Evidence]
+
+
+@dataclass(frozen=True)
+class WithinThreshold:
+    """The theme is below its threshold: an open concern on it resolves with ``resolution``."""
+
+    theme: str
+    resolution: str
+
+
+def handling_verdicts(window: HandlingWindow, months: Sequence[str], provider_name: str,
+                      cfg: ComplaintHandlingRules) -> list[OverThreshold | WithinThreshold]:
+    """The verdict on late acknowledgements, then on overdue responses, over ``months``
+    (YYYY-MM, in order; the last is the month judged)."""
+    month = months[-1]
+    monthly = [[m.month, m.acknowledgements_due, m.acknowledged_late, m.responses_due,
+                m.responded_late] for m in window.months]
+    checks = (
+        ("late acknowledgements", window.late_acknowledgements, window.acknowledgements_due,
+         window.late_acknowledgement_share, cfg.late_acknowledgement_share,
+         cfg.acknowledgement_severity,
+         f"acknowledged later than {cfg.acknowledge_within_working_days} working days"),
+        ("overdue responses", window.overdue_responses, window.responses_due,
+         window.overdue_response_share, cfg.overdue_response_share, cfg.response_severity,
+         f"answered later than {cfg.respond_within_months} months"),
+    )
+    verdicts: list[OverThreshold | WithinThreshold] = []
+    for theme, late, due, share, threshold, severity, words in checks:
+        if share is not None and due >= cfg.min_complaints and share >= threshold:
+            verdicts.append(OverThreshold(
+                theme, severity,
+                f"Complaint handling at {provider_name}: {len(late)} of {due}"
+                f" complaints ({100 * share:.0f}%) {words} in {months[0]} to {month};"
+                f" the threshold is {100 * threshold:.0f}%",
+                {"months": list(months), "late": len(late), "due": due,
+                 "share": round(share, 4), "threshold": threshold, "monthly": monthly,
+                 "columns": ["month", "acknowledgements_due", "acknowledged_late",
+                             "responses_due", "responded_late"]},
+                [Evidence(feedback_id=c.feedback_id, kind="complaint", occurred_on=c.received_on,
+                          matched=theme[:-1]) for c in late]))
+            continue
+        shown = "no complaints due" if share is None else f"{100 * share:.0f}%"
+        verdicts.append(WithinThreshold(
+            theme, f"signal returned to common cause: {theme} {shown} in {months[0]} to"
+                   f" {month}, below the threshold of {100 * threshold:.0f}%"))
+    return verdicts

@@ -23,8 +23,9 @@ from pydantic import BaseModel, Field
 from services.quality_monitor import charts, review, store, summary
 from services.quality_monitor.config import MetricName
 from shared.clock import utc_now
-from shared.identity import ICB_STAFF, QUALITY_LEAD, QUALITY_TEAM, Access, Identity, RouteKey, allow
+from shared.identity import Access, Identity, RouteKey, allow
 from shared.outbox import Outbox
+from shared.roles import DECIDERS, ICB_STAFF
 
 if TYPE_CHECKING:
     from services.quality_monitor.app import Monitor
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Month = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
-DECIDERS = (QUALITY_TEAM, QUALITY_LEAD)
 # Who may use each route: the one place that says it (shared/identity.py applies it to every
 # request). Measures and reviews name providers side by side: the commissioner's people only.
 ACCESS: dict[RouteKey, Access] = {

@@ -94,11 +94,11 @@ async def _open_or_update(conn: asyncpg.Connection, *, fingerprint: str, provide
             concern_id = uuid.uuid4()
             raised_at = await conn.fetchval(
                 "INSERT INTO monitor.concerns (concern_id, fingerprint, ods_code, provider, rule,"
-                " theme, severity, reason, figures, evidence)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " theme, severity, reason, figures, evidence, raised_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
                 " ON CONFLICT (fingerprint) WHERE status = 'open' DO NOTHING RETURNING raised_at",
                 concern_id, fingerprint, provider.ods_code, provider.model_dump(mode="json"),
-                rule, theme, severity.value, reason, figures, evidence_json)
+                rule, theme, severity.value, reason, figures, evidence_json, at)
             if raised_at is None:  # another replica opened it first: update theirs
                 continue
             return ConcernRaised(

@@ -3,7 +3,8 @@
 Consumes: ``concern.raised.v1``, ``concern.updated.v2`` (and v1), ``concern.resolved.v1``,
 ``concern.closed.v1``, ``concern.escalated.v1``, ``meeting.scheduled.v1``,
 ``meeting.rescheduled.v1``, ``meeting.cancelled.v1``, ``action.due_soon.v1``,
-``action.overdue.v1``, ``visit.scheduled.v1``: its read model.
+``action.overdue.v1``, ``visit.scheduled.v1``, ``meeting.reply.v1`` (notification's: the
+attendees' replies): its read model.
 Publishes: nothing (commands go to escalation's HTTP API).
 Stores: schema ``workspace`` (the read model; comments, evidence files, sessions, audit log).
 """
@@ -30,6 +31,7 @@ from shared.events import (
     ConcernUpdatedV1,
     Event,
     MeetingCancelled,
+    MeetingReplied,
     MeetingRescheduled,
     MeetingScheduled,
     VisitScheduled,
@@ -100,6 +102,12 @@ class ReadModel:
                                  entry if type(event) is MeetingScheduled
                                  else store.joined_agenda(event))
 
+    async def on_reply(self, conn: asyncpg.Connection, event: MeetingReplied,
+                       outbox: Outbox) -> None:
+        """An attendee accepted, declined or said tentative (the RSVP shown with the
+        meeting)."""
+        await store.reply(conn, event)
+
     async def on_action(self, conn: asyncpg.Connection, event: ActionDueSoon,
                         outbox: Outbox) -> None:
         """A remedial action due soon or overdue."""
@@ -126,6 +134,7 @@ def handlers(r: ReadModel) -> list[tuple[type[Event], EventHandler[Any]]]:
         (MeetingScheduled, r.on_meeting),
         (MeetingRescheduled, r.on_meeting),
         (MeetingCancelled, r.on_meeting),
+        (MeetingReplied, r.on_reply),
         (ActionDueSoon, r.on_action),
         (ActionOverdue, r.on_action),
         (VisitScheduled, r.on_visit),

@@ -316,6 +316,11 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes | None
 
 
 # -- intake -------------------------------------------------------------------------------------
+NOT_SENT = ("Your feedback has not been sent yet because of a problem on our side. Your"
+            " answers are still below: send them again in a few minutes. If someone is in"
+            " danger now, call 999. For urgent medical help, call 111.")
+
+
 class IntakeUnavailable(Exception):
     """Intake could not take the submission now (unreachable, no key, over its limit)."""
 
@@ -335,16 +340,24 @@ class Intake:
         return {"Authorization": f"Bearer {self.key}"}
 
     async def providers(self) -> list[dict[str, str]]:
-        """The providers to choose from (kept for 5 minutes)."""
+        """The providers to choose from (kept for 5 minutes; while intake cannot be reached,
+        the last list it gave, so a person can still fill the form in)."""
         if self._providers and time.monotonic() - self._providers[0] < 300:
             return self._providers[1]
         try:
             async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
                 response = await client.get("/v1/public/providers", headers=self._headers())
-        except httpx.HTTPError as exc:
+            if response.status_code != 200:
+                raise IntakeUnavailable(
+                    f"intake answered {response.status_code}: {response.text[:500]}")
+        except (httpx.HTTPError, IntakeUnavailable) as exc:
+            if self._providers:
+                log.warning("public feedback page: the providers from %s ago, because %s",
+                            f"{time.monotonic() - self._providers[0]:.0f} s", exc)
+                return self._providers[1]
+            if isinstance(exc, IntakeUnavailable):
+                raise
             raise IntakeUnavailable(f"intake could not be reached: {exc}") from exc
-        if response.status_code != 200:
-            raise IntakeUnavailable(f"intake answered {response.status_code}: {response.text}")
         rows = sorted(response.json(), key=lambda r: (r["provider_type"], r["name"]))
         self._providers = (time.monotonic(), rows)
         return rows
@@ -423,7 +436,11 @@ def add_public_pages(runtime: WorkspaceRuntime, render: Callable[..., HTMLRespon
                     title="Sorry, there is a problem with the service")
 
     async def form_page(request: Request, easy: bool, answers: Answers | None = None,
-                        errors: Errors | None = None, status: int = 200) -> Response:
+                        errors: Errors | None = None, status: int = 200,
+                        token: str | None = None,
+                        headers: dict[str, str] | None = None) -> Response:
+        """The form; with ``token``, the same form again (sent once more, it has the same
+        reference, so intake counts a second arrival as a duplicate)."""
         try:
             providers = await intake.providers()
         except IntakeUnavailable as exc:
@@ -434,9 +451,10 @@ def add_public_pages(runtime: WorkspaceRuntime, render: Callable[..., HTMLRespon
         template = "public/easy_read.html" if easy else "public/form.html"
         title = "Tell us what you think about a health or care service" if easy else \
             "Give feedback or ask us to look at a complaint"
-        response = page(request, template, status, title=title, errors=errors or [],
-                        answers=answers or Answers(), groups=provider_groups(providers),
-                        form_token=issue_token(secret, cookie, clock()),
+        response = page(request, template, status, headers=headers, title=title,
+                        errors=errors or [], answers=answers or Answers(),
+                        groups=provider_groups(providers),
+                        form_token=token or issue_token(secret, cookie, clock()),
                         purposes=PURPOSES, relationships=RELATIONSHIPS, subjects=SUBJECTS,
                         complained=COMPLAINED, contact_by=CONTACT_BY, needs=NEEDS,
                         max_description=MAX_DESCRIPTION, max_outcome=MAX_OUTCOME)
@@ -504,8 +522,14 @@ def add_public_pages(runtime: WorkspaceRuntime, render: Callable[..., HTMLRespon
         try:
             status, answer = await intake.submit(submission)
         except IntakeUnavailable as exc:
+            # Nothing was accepted, and the workspace keeps no one's words or contact details
+            # (they go to intake, which redacts and withholds them): the person's answers stay
+            # on their page, under the same form token, to send again.
             count("unavailable")
-            return unavailable(request, str(exc))
+            log.warning("public feedback page: not sent: %s", exc)
+            return await form_page(request, easy, answers, [("", NOT_SENT)], status=503,
+                                   token=answers.get("form_token"),
+                                   headers={"Retry-After": "300"})
         outcome = str(answer.get("outcome", status))
         await store.audit(runtime.pool, at=runtime.clock(), actor="public",
                           action="public feedback", target=reference,

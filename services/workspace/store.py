@@ -25,6 +25,7 @@ from shared.events import (
     ConcernUpdated,
     Event,
     MeetingCancelled,
+    MeetingReplied,
     MeetingRescheduled,
     MeetingScheduled,
     ProviderRef,
@@ -184,6 +185,18 @@ async def meeting_concerns(conn: asyncpg.Connection, m: MeetingScheduled,
         m.meeting_id, on_agenda, at)
     new = {r["concern_id"] for r in joined}
     return [c for c in on_agenda if c in new], [c for c in on_agenda if c not in new]
+
+
+async def reply(conn: asyncpg.Connection, r: MeetingReplied) -> None:
+    """An attendee's reply: the latest one per attendee counts (a reply to a later invitation,
+    or received later for the same one); a late, older reply changes nothing."""
+    await conn.execute(
+        "INSERT INTO workspace.meeting_replies (meeting_id, attendee, partstat, sequence,"
+        " received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (meeting_id, attendee) DO UPDATE"
+        " SET partstat = EXCLUDED.partstat, sequence = EXCLUDED.sequence,"
+        " received_at = EXCLUDED.received_at WHERE (workspace.meeting_replies.sequence,"
+        " workspace.meeting_replies.received_at) <= (EXCLUDED.sequence, EXCLUDED.received_at)",
+        r.meeting_id, str(r.attendee).lower(), r.partstat, r.sequence, r.received_at)
 
 
 async def action(conn: asyncpg.Connection, concern_id: uuid.UUID, ods_code: str,
@@ -418,6 +431,44 @@ async def concerns_of_meeting(conn: asyncpg.Connection,
         " USING (concern_id) WHERE l.meeting_id = $1"
         " ORDER BY c.severity_rank DESC, c.raised_at", meeting_id)
     return [dict(r) for r in rows]
+
+
+REPLIES = ("accepted", "declined", "tentative", "no reply")
+
+
+async def replies_of(conn: asyncpg.Connection, meeting_ids: list[uuid.UUID]
+                     ) -> dict[uuid.UUID, dict[str, dict[str, Any]]]:
+    """The replies to each meeting, by attendee address (lower case)."""
+    rows = await conn.fetch("SELECT * FROM workspace.meeting_replies"
+                            " WHERE meeting_id = ANY($1::uuid[])", meeting_ids)
+    out: dict[uuid.UUID, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["meeting_id"], {})[r["attendee"]] = dict(r)
+    return out
+
+
+def rsvps(meeting: dict[str, Any], replies: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each attendee of a meeting with their reply (pure): ``reply`` is accepted, declined,
+    tentative or "no reply" (the organiser, who sends the invitation, has none: None);
+    ``earlier`` says the reply answered an invitation since moved (a lower sequence)."""
+    out = []
+    for a in meeting["attendees"]:
+        r = replies.get(str(a["email"]).lower())
+        organiser = a.get("role") == "organizer"
+        out.append({**a, "reply": None if organiser and r is None else
+                    (r["partstat"] if r else "no reply"),
+                    "replied_at": r["received_at"] if r else None,
+                    "earlier": bool(r and r["sequence"] < meeting["sequence"])})
+    return out
+
+
+def rsvp_summary(people: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Who replied what (pure), in ``REPLIES`` order, each list in the attendees' order."""
+    summary: dict[str, list[str]] = {k: [] for k in REPLIES}
+    for p in people:
+        if p["reply"] is not None:
+            summary[p["reply"]].append(str(p["name"]))
+    return summary
 
 
 async def get_action(conn: asyncpg.Connection, action_id: uuid.UUID) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ provider's concern, meeting, action, file or profile gets 404, as for one that d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,9 @@ ACCESS: dict[RouteKey, Access] = {
     ("GET", "/operations/quarantine/{submission_id}"): allow(OPERATOR),
     ("POST", "/operations/quarantine/{submission_id}/resubmit"): allow(OPERATOR),
     ("GET", "/operations/feeds"): allow(OPERATOR),
+    # Every service's dead letters: each service answers for its own queues (GET
+    # /v1/dead-letters), the workspace for its own.
+    ("GET", "/operations/dead-letters"): allow(OPERATOR),
     # Reports are quality-monitor's: listed and passed on from its API as the person (a
     # provider user sees its own providers' only: quality-monitor checks).
     ("GET", "/reports"): allow(*READERS),
@@ -348,11 +352,15 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
         scope = scope_of(who)
 
         async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+            meetings = await store.meetings_between(conn, scope, week_start,
+                                                    week_start + timedelta(days=7))
+            replies = await store.replies_of(conn, [m["meeting_id"] for m in meetings])
+            for m in meetings:
+                m["rsvp"] = store.rsvp_summary(store.rsvps(m, replies.get(m["meeting_id"], {})))
             return {
                 "counts": await store.open_by_severity(conn, scope),
                 "concerns": await open_concerns(conn, who),
-                "meetings": await store.meetings_between(conn, scope, week_start,
-                                                         week_start + timedelta(days=7)),
+                "meetings": meetings,
                 "overdue": await store.overdue_actions(conn, scope, today),
                 # Possible risks name providers side by side: the commissioner's people only.
                 "reviews": await store.review_queue(conn, None, 10)
@@ -520,9 +528,12 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
                                                                       meeting["meeting_id"]))
         parts = await read(lambda conn: store.concern_parts(conn, meeting["concern_id"]))
         comments = [c for c in parts["comments"] if c["meeting_id"] == meeting["meeting_id"]]
+        replies = await read(lambda conn: store.replies_of(conn, [meeting["meeting_id"]]))
+        attendees = store.rsvps(meeting, replies.get(meeting["meeting_id"], {}))
         return render(request, "meeting.html", status, title=meeting["title"], meeting=meeting,
                       concern=concern, on_agenda=on_agenda, actions=parts["actions"],
-                      comments=comments,
+                      comments=comments, attendees=attendees,
+                      rsvp=store.rsvp_summary(attendees),
                       errors=errors or [], started=meeting["starts_at"] <= runtime.clock())
 
     @api.get("/meetings/{meeting_id}", include_in_schema=False)
@@ -785,12 +796,18 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
 
     # The quarantine and the feeds are intake's: asked of its API each time (no event
     # carries them), as the signed-in operator via the workspace.
-    async def ask_intake(request: Request, path: str, params: dict[str, Any] | None = None
-                         ) -> tuple[Any, str | None]:
+    async def ask(owner: Owner, request: Request, path: str,
+                  params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """Read from the service that owns it, for the signed-in person: (answer, None), or
+        (None, why it was refused) to show on the page."""
         try:
-            return await intake.ask(session_of(request).identity, path, params), None
+            return await owner.ask(session_of(request).identity, path, params), None
         except Refused as refused:
             return None, str(refused)
+
+    async def ask_intake(request: Request, path: str, params: dict[str, Any] | None = None
+                         ) -> tuple[Any, str | None]:
+        return await ask(intake, request, path, params)
 
     @api.get("/operations/quarantine", include_in_schema=False)
     async def quarantine(request: Request, status: str = "open") -> HTMLResponse:
@@ -839,11 +856,11 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
 
     async def deliveries_page(request: Request, status: int = 200,
                               errors: list[tuple[str, str]] | None = None) -> HTMLResponse:
-        try:
-            rows = await notification.ask(session_of(request).identity, "/v1/notifications",
-                                          {"status": "failed", "limit": 200})
-        except Refused as refused:
-            rows, errors = [], [*(errors or []), ("", str(refused))]
+        rows, problem = await ask(notification, request, "/v1/notifications",
+                                  {"status": "failed", "limit": 200})
+        rows = rows or []
+        if problem:
+            errors = [*(errors or []), ("", problem)]
         for row in rows:
             row["created_at"] = datetime.fromisoformat(row["created_at"])
         return render(request, "deliveries.html", status, title="Failed deliveries",
@@ -870,11 +887,8 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
     @api.get("/reports", include_in_schema=False)
     async def reports(request: Request, kind: str = "") -> HTMLResponse:
         params = {"kind": kind} if kind in REPORT_KINDS else None
-        try:
-            rows = await monitor.ask(session_of(request).identity, "/v1/reports", params)
-            problem = None
-        except Refused as refused:
-            rows, problem = [], str(refused)
+        rows, problem = await ask(monitor, request, "/v1/reports", params)
+        rows = rows or []
         for row in rows:
             row["kind_name"] = REPORT_KINDS.get(row.get("kind", ""), row.get("kind", ""))
         return render(request, "reports.html", title="Reports", rows=rows, kind=kind,
@@ -897,6 +911,36 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
             "Content-Disposition": f'attachment; filename="report-{rid}.{fmt if fmt != "csv" else "zip"}"'}
         return Response(body, media_type=media_type, headers=headers)
 
+    # Each service's dead letters, from the service itself (its queues, and the errors its
+    # consumers recorded in its own tables), the workspace's own read here.
+    dead_letter_owners = {"intake": intake, "quality_monitor": monitor,
+                          "escalation": escalation, "notification": notification}
+
+    @api.get("/operations/dead-letters", include_in_schema=False)
+    async def dead_letters_page(request: Request) -> HTMLResponse:
+        who = session_of(request).identity
+
+        async def of(service: str) -> dict[str, Any]:
+            try:
+                if service == runtime.name:
+                    found = await runtime.dead_letters(DEAD_LETTERS_SHOWN)
+                else:
+                    found = await dead_letter_owners[service].ask(
+                        who, "/v1/dead-letters", {"limit": DEAD_LETTERS_SHOWN})
+            except Refused as refused:
+                return {"service": service, "queues": [], "problem": str(refused)}
+            except Exception as exc:  # the broker, for the workspace's own
+                return {"service": service, "queues": [],
+                        "problem": f"could not read the broker: {type(exc).__name__}"}
+            return dead_letter_view(found)
+        services = list(await asyncio.gather(*(of(name) for name in (
+            *dead_letter_owners, runtime.name))))
+        await audit(request, "list dead letters", "", "done",
+                    {"messages": sum(q["depth"] or 0 for s in services for q in s["queues"])})
+        return render(request, "dead_letters.html", title="Dead letters", services=services,
+                      errors=[("", f"{s['service']}: {s['problem']}") for s in services
+                              if s.get("problem")])
+
     @api.get("/operations/feeds", include_in_schema=False)
     async def feeds(request: Request) -> HTMLResponse:
         rows, problem = await ask_intake(request, "/v1/feeds")
@@ -910,6 +954,19 @@ REPORT_HTML_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inli
                       " frame-ancestors 'none'")
 REPORT_KINDS = {"cqrm_pack": "CQRM pack", "quality_performance": "Quality & Performance report",
                 "you_said_we_did": "You said, we did"}
+
+
+DEAD_LETTERS_SHOWN = 20  # messages shown per dead-letter queue
+
+
+def dead_letter_view(found: dict[str, Any]) -> dict[str, Any]:
+    """A service's answer to ``GET /v1/dead-letters`` with its times read (pure)."""
+    for queue in found.get("queues", []):
+        for m in queue["messages"]:
+            for key, holder in (("dead_lettered_at", m), *(("at", e) for e in m["errors"])):
+                value = holder.get(key)
+                holder[key] = datetime.fromisoformat(value) if isinstance(value, str) else None
+    return {"service": found.get("service", ""), "queues": found.get("queues", [])}
 
 
 def reasons_text(reasons: list[dict[str, Any]]) -> list[str]:

@@ -35,9 +35,10 @@ from services.escalation.app import build as build_escalation
 from services.workspace.app import build as build_workspace
 from services.workspace.config import WorkspaceSettings
 from shared import identity
+from shared.events import MeetingReplied
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
-from tests.helpers import example, publish_submission, smtp_server
+from tests.helpers import eventually, example, publish_submission, smtp_server
 from tools.stacks import database_url, deprovision, provision
 
 pytestmark = pytest.mark.e2e
@@ -341,5 +342,27 @@ async def test_a_serious_complaint_from_the_overview_to_its_closing(
     await ops.goto("/operations/deliveries")
     assert await ops.inner_text("h1") == "Failed deliveries"
     await check_page(ops, "operations-deliveries")
+    # A reply that did not come from notification (no user_id): dead-lettered by the
+    # services that take replies, shown with why on the dead-letters page.
+    stranger = MeetingReplied(meeting_id=uuid.uuid4(), attendee="someone@example.org",
+                              partstat="accepted", sequence=0, received_at=datetime.now(UTC))
+    envelope = stranger.envelope("carewatch/notification")
+    connection = await aio_pika.connect(stack.settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(f"{stack.settings.namespace}.events", ensure=False)
+        await exchange.publish(aio_pika.Message(envelope.to_bytes(),
+                                                message_id=str(envelope.id)),
+                               routing_key=stranger.routing_key(), mandatory=True)
+    await ops.click("a[href='/operations']")
+    await ops.click("a[href='/operations/dead-letters']")
+
+    async def dead_lettered() -> bool:
+        await ops.reload()
+        return await ops.locator(f"table code:text('{envelope.id}')").count() >= 2
+    await eventually(dead_lettered, what="the refused reply on the dead-letters page")
+    await ops.locator("summary", has_text="sender: meeting.reply.v1").first.click()
+    assert "this one has no user_id" in await ops.inner_text("main")
+    await check_page(ops, "operations-dead-letters")
     for page in (lead, provider, lay, other, ops):
         await page.context.close()

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from shared import identity
+from shared.events import MeetingReplied
 from tests.browser.test_workspace import ARGS, check_page, chromium_or_skip
 from tests.integration.test_workspace_http import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -69,8 +71,25 @@ async def test_every_page_passes_axe(browser: Any, served: str, stack: Stack) ->
         timeout=60_000)
     await lead.goto(f"/concerns/{concern.concern_id}")
     await check_page(lead, "pages-concern")
+    # Two attendees reply to the invitation (notification's meeting.reply.v1).
+    meeting = await stack.workspace.pool.fetchrow(
+        "SELECT meeting_id, attendees, sequence FROM workspace.meetings m JOIN"
+        " workspace.meeting_concerns l USING (meeting_id) WHERE l.concern_id = $1",
+        concern.concern_id)
+    for attendee, partstat in zip(meeting["attendees"][1:3], ("accepted", "declined"),
+                                  strict=True):
+        async with stack.workspace.pool.acquire() as conn:
+            await stack.workspace.read_model.on_reply(conn, MeetingReplied(
+                meeting_id=meeting["meeting_id"], attendee=attendee["email"],
+                partstat=partstat, sequence=meeting["sequence"],  # type: ignore[arg-type]
+                received_at=stack.clock[0]), stack.workspace.outbox(conn))
     await lead.click("a[href^='/meetings/']")
+    assert await lead.locator("#attendees + p").inner_text() != ""
+    assert await lead.locator("td strong.nhsuk-tag", has_text="Accepted").count() == 1
+    assert await lead.locator("td strong.nhsuk-tag", has_text="Declined").count() == 1
     await check_page(lead, "pages-meeting")
+    await lead.goto("/")
+    await check_page(lead, "pages-overview-replies")
     await lead.goto("/concerns?severity=serious&status=open")
     await check_page(lead, "pages-concerns-search")
     await measure_concern(stack, "RAT")
@@ -88,6 +107,16 @@ async def test_every_page_passes_axe(browser: Any, served: str, stack: Stack) ->
                     "<html><body><h1>Pack</h1></body></html>")
     await lead.goto("/reports")
     await check_page(lead, "pages-reports")
+    # The operator's dead letters (no broker namespace here: each service says so).
+    ops = person(stack.tag, "ops-pages")
+    async with stack.workspace.pool.acquire() as conn:
+        await identity.add_account(conn, identity.NewAccount(ops, [identity.OPERATOR]), "tests")
+        await identity.set_password(conn, ops, PASSWORD)
+    operator = await signed_in(browser, served, ops)
+    await operator.goto("/operations/dead-letters")
+    assert await operator.inner_text("h1") == "Dead letters"
+    await check_page(operator, "pages-dead-letters")
+    await operator.context.close()
     provider = await signed_in(browser, served, person(stack.tag, "rat"))
     await provider.goto(f"/concerns/{concern.concern_id}")
     await check_page(provider, "pages-concern-provider")

@@ -309,6 +309,41 @@ async def test_a_client_over_its_limit_is_refused_with_retry_after(server_urls: 
         assert await s.pool.fetchval("SELECT count(*) FROM intake.feedback") == 2
 
 
+async def test_with_intake_down_nothing_is_taken_and_the_answers_wait_to_be_sent_again(
+        server_urls: Any) -> None:
+    """Intake stops between opening the form and sending it: the person is told in plain words
+    that nothing was sent, their answers stay on the page (the workspace keeps none of them),
+    and sent again once intake is back they arrive once, under the form's one reference."""
+    answers = {**ANSWERS, "provider": "RJ2", "contact_by": "email",
+               "description": "The discharge letter never reached the GP."}
+    async with public_stack(server_urls) as s, httpx.AsyncClient(base_url=s.url) as client:
+        opened = await client.get("/feedback")
+        assert opened.status_code == 200
+        intake = s.runtimes["intake"]
+        port = intake.http.port
+        await intake.stop()
+
+        refused, token = await send(client, answers, token=form_token(opened.text))
+        assert refused.status_code == 503, re.findall(r"error-summary.{0,600}", refused.text, re.S)
+        assert refused.headers["retry-after"] == "300"
+        assert "has not been sent yet" in refused.text and "call 999" in refused.text
+        assert answers["description"] in refused.text and EMAIL in refused.text
+        assert form_token(refused.text) == token  # the same form, so the same reference
+        assert await s.pool.fetchval("SELECT count(*) FROM intake.feedback") == 0
+        for value in (EMAIL, NAME, "discharge letter never reached"):
+            assert await rows_holding(s.pool, value) == [], value
+
+        s.runtimes["intake"] = builder("intake")(s.settings.model_copy(
+            update={"http_port": port}))
+        await s.runtimes["intake"].start()
+        again, _ = await send(client, answers, token=token)
+        reference = reference_of(again)
+        twice, _ = await send(client, answers, token=token)  # sent again: one feedback
+        assert reference_of(twice) == reference
+        rows = await s.pool.fetch("SELECT provider_record_id FROM intake.feedback")
+        assert [r["provider_record_id"] for r in rows] == [reference]
+
+
 async def test_only_the_public_door_speaks_for_the_public(stack: PublicStack) -> None:
     """A provider's feed cannot submit public feedback; the door submits nothing else; the
     door's key reads the providers, a provider feed's does not."""

@@ -114,6 +114,7 @@ def every_route(w: World) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", "/v1/cqrm", None), ("GET", "/v1/watch-list", None), ("GET", "/v1/visits", None),
         ("GET", "/v1/schedule", None), ("GET", "/ready", None), ("GET", "/metrics", None),
         ("GET", "/openapi.json", None), ("GET", "/docs", None),
+        ("GET", "/v1/dead-letters", None),
     ]
 
 

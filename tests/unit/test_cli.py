@@ -81,11 +81,15 @@ def test_a_commands_help_loads_none_of_what_the_command_uses(args: list[str],
     assert "LOADED False" in out, out
 
 
-def test_the_cli_severity_choices_are_the_events() -> None:
-    from services.quality_monitor.cli import Severity as Choice
-    from shared.events import Severity
-
-    assert [c.value for c in Choice] == [s.value for s in Severity]
+def test_the_roles_and_severities_the_commands_name_load_nothing_heavy() -> None:
+    # The commands take their roles and --severity choices from these two modules instead of
+    # copying them: they must stay free of what shared.identity and shared.events load.
+    code = ("import sys\nimport shared.roles, shared.severity\n"
+            "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in"
+            " {'pydantic', 'asyncpg', 'starlette', 'fastapi', 'faststream', 'typer'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out, out
 
 
 @pytest.mark.parametrize(("args", "allowed"), [

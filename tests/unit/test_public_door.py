@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 
 from services.intake import store
-from services.intake.admission import authorise
+from services.intake.classification import authorise
 from services.intake.redaction import code_holds_personal_data
 from services.intake.validation import Parsed, parse
 from services.workspace.public import (

@@ -159,3 +159,40 @@ def test_a_providers_measures_keep_the_newest_chart_and_funnel_position() -> Non
     assert len(spc) == 1 and len(funnels) == 1
     assert spc[0].points[-1].value == 19.0  # the newest concern's (the first)
     assert "Complaints per month" in spc[0].title and funnels[0]["band"] == "above_998"
+
+
+def test_each_attendee_shows_their_latest_reply_or_none() -> None:
+    meeting = {"sequence": 2, "attendees": [
+        {"role": "organizer", "name": "ICB", "email": "quality@icb.example"},
+        {"role": "provider quality lead", "name": "Lead", "email": "Lead@Trust.example"},
+        {"role": "lay member", "name": "Lay", "email": "lay@icb.example"},
+        {"role": "healthwatch", "name": "HW", "email": "hw@hw.example"},
+        {"role": "commissioner quality lead", "name": "QL", "email": "ql@icb.example"}]}
+    replies = {"lead@trust.example": {"partstat": "declined", "sequence": 2, "received_at": NOW},
+               "lay@icb.example": {"partstat": "accepted", "sequence": 1, "received_at": NOW},
+               "hw@hw.example": {"partstat": "tentative", "sequence": 2, "received_at": NOW}}
+    people = store.rsvps(meeting, replies)
+    assert [(p["name"], p["reply"], p["earlier"]) for p in people] == [
+        ("ICB", None, False), ("Lead", "declined", False), ("Lay", "accepted", True),
+        ("HW", "tentative", False), ("QL", "no reply", False)]
+    assert store.rsvp_summary(people) == {"accepted": ["Lay"], "declined": ["Lead"],
+                                          "tentative": ["HW"], "no reply": ["QL"]}
+
+
+def test_a_dead_letter_says_why_without_the_input_it_quoted() -> None:
+    from shared import dead_letters
+
+    error = ("1 validation error for MeetingReplied\nattendee\n  value is not a valid email"
+             " [type=value_error, input_value='Jane Smith, 12 Acacia Road', input_type=str]")
+    scrubbed = dead_letters.scrub(error)
+    assert "Jane Smith" not in scrubbed and "Acacia" not in scrubbed
+    assert "value is not a valid email" in scrubbed and "input_type=str" in scrubbed
+    assert len(dead_letters.scrub("x" * 5000)) == 1003
+    at = datetime(2027, 1, 11, 9, 30, tzinfo=UTC)
+    seen = dead_letters.describe("m-1", "ignored", {"x-death": [{
+        "queue": "ns.workspace.meeting.reply.v1", "reason": "rejected", "count": 1, "time": at,
+        "routing-keys": ["meeting.reply.v1"]}]})
+    assert seen == {"message_id": "m-1", "routing_key": "meeting.reply.v1",
+                    "queue": "ns.workspace.meeting.reply.v1", "reason": "rejected",
+                    "times": 1, "dead_lettered_at": at.isoformat()}
+    assert dead_letters.describe(None, "k", None)["routing_key"] == "k"

@@ -524,9 +524,9 @@ def tier_of(found: list[Mention]) -> str | None:
 
 
 # -- off the event loop -----------------------------------------------------------------------
-# A field is read a piece (``chunks``: whole sentences, about 800 characters, ~1-3 ms) at a time,
-# the event loop getting a turn between pieces: a long text never holds the loop for more
-# than one piece. tools/bench.py compares this with a thread and a process pool.
+# A field is read a piece (``chunks``: whole sentences, about 800 characters) at a time, the
+# event loop getting a turn between pieces: a long text never holds the loop for more than one
+# piece. ``tools/bench.py --only harm`` compares this with a thread and a process pool.
 async def read_harm(text: str) -> list[Mention]:
     """``mentions(text)`` without holding the event loop for more than one piece."""
     pipeline = analyser()

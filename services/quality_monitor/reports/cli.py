@@ -20,22 +20,17 @@ import typer
 
 from services.cli.common import JsonOption, fail, print_record, print_rows, with_db
 from shared.identity import (
-    ICB_STAFF,
-    PROVIDER_USER,
-    QUALITY_LEAD,
-    QUALITY_TEAM,
     AccessDenied,
     Identity,
     identify,
     local_operator,
 )
+from shared.roles import READERS, REPORT_MAKERS
 
 reports_app = typer.Typer(help="Reports: the monthly CQRM pack, the quarterly Quality &"
                           " Performance report, \"you said, we did\"; versions kept.",
                           no_args_is_help=True)
 COMMAND_GROUPS = {"reports": reports_app}
-MAKERS = (QUALITY_TEAM, QUALITY_LEAD)
-READERS = (*ICB_STAFF, PROVIDER_USER)
 
 
 class Kind(StrEnum):
@@ -101,7 +96,7 @@ def generate(kind: KindOpt, period: PeriodOpt, provider: ProviderOpt = None,
 
     async def work(conn: asyncpg.Connection) -> dict[str, object]:
         reports, settings = reports_for_cli()
-        identity = await caller(conn, settings.token, MAKERS)
+        identity = await caller(conn, settings.token, REPORT_MAKERS)
         if _refused(identity, scope):
             raise AccessDenied(403, "a provider user may not make reports")
         actor = identity.actor if identity else local_operator()

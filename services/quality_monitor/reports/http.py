@@ -15,24 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.quality_monitor.reports import archive
 from shared.identity import (
-    ICB_STAFF,
-    PROVIDER_USER,
-    QUALITY_LEAD,
-    QUALITY_TEAM,
     Access,
     Identity,
     RouteKey,
     allow,
 )
+from shared.roles import READERS, REPORT_MAKERS
 
 if TYPE_CHECKING:
     from services.quality_monitor.app import Monitor
     from shared.runtime import ServiceRuntime
 
 ACCESS: dict[RouteKey, Access] = {
-    ("GET", "/v1/reports"): allow(*ICB_STAFF, PROVIDER_USER),
-    ("GET", "/v1/reports/{report_id}/{fmt}"): allow(*ICB_STAFF, PROVIDER_USER),
-    ("POST", "/v1/reports"): allow(QUALITY_TEAM, QUALITY_LEAD),
+    ("GET", "/v1/reports"): allow(*READERS),
+    ("GET", "/v1/reports/{report_id}/{fmt}"): allow(*READERS),
+    ("POST", "/v1/reports"): allow(*REPORT_MAKERS),
 }
 # The HTML runs nothing and loads nothing: its charts are data: images, its style inline.
 HTML_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
