@@ -84,7 +84,8 @@ class Stack:
                           .declaration_result.consumer_count or 0 for sub in subs]
             if all(c >= replicas for c in counts):
                 return
-            cpu = sum(_cpu_seconds(p.pid) for procs in self.procs.values() for p in procs)
+            cpu = sum(p.own + p.reaped for p in read_processes(
+                [p.pid for procs in self.procs.values() for p in procs]).values())
             if last is None or counts != last[1] or cpu > last[0] + 0.05:
                 last, moved = (cpu, counts), time.monotonic()
             elif time.monotonic() - moved > stall:

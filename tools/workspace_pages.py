@@ -132,8 +132,11 @@ async def events_year(runtime: Any, providers: int = 100, concerns: int = 5000,
         events.append((raised, raised_event))
         if rng.random() < 0.2:
             later = raised + timedelta(days=rng.randrange(1, 20))
+            more = Evidence(feedback_id=uuid.uuid4(), kind="complaint",
+                            occurred_on=later.date(), matched="[REDACTED] fell again")
             events.append((later, ConcernUpdated(**raised_event.model_dump() | {
-                "reason": "more evidence"}, previous_severity=severity)))
+                "reason": "more evidence", "evidence": [more]},
+                evidence_count=len(raised_event.evidence) + 1, previous_severity=severity)))
         if severity == Severity.SERIOUS:
             start = raised + timedelta(days=2)
             meeting = MeetingScheduled(
