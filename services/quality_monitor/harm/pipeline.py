@@ -416,21 +416,31 @@ def _kind(span: Any) -> str:
     return parts[1] if parts[0] == "cue" else parts[0]
 
 
-def _assertion(span: Any) -> tuple[str | None, str | None]:
-    """(the dropping category and its words, or None; the doubting category and its words)."""
+def _assertion(span: Any) -> tuple[str | None, str | None, list[tuple[int, int]]]:
+    """(the dropping category and its words, or None; the doubting category and its words;
+    where each dropping modifier is)."""
     drop: str | None = None
     doubt: str | None = None
+    dropped_by: list[tuple[int, int]] = []
     for modifier in span._.modifiers:
         category = modifier.category.lower()
         start, end = modifier.modifier_span
         if span.start <= start and end <= span.end:
             continue  # inside the target ("never" in "was never achieved"): part of the concept
         words = span.doc[start:end].text
-        if category in DROPPING and drop is None:
-            drop = f"{category}: {words!r}"
+        if category in DROPPING:
+            dropped_by.append((start, end))
+            if drop is None:
+                drop = f"{category}: {words!r}"
         elif category in DOUBTING and doubt is None:
             doubt = f"{category}: {words!r}"
-    return drop, doubt
+    return drop, doubt, dropped_by
+
+
+def _new_clause(between: Any) -> bool:
+    """Whether the words between a cue and an outcome start a new clause (a comma, a
+    semicolon, "and", "then")."""
+    return any(t.is_punct or t.lower_ in ("and", "then", "so") for t in between)
 
 
 def _sentence_text(original: str, span: Any) -> str:
@@ -443,10 +453,15 @@ def _sentence_text(original: str, span: Any) -> str:
 
 def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
     asserted: list[tuple[Any, str | None]] = []
+    # outcomes denied only by words that a cue holds ("NEWS2 8 NOT escalated for 4h, pt
+    # arrested": the "not" is the failure, not a denial of the arrest)
+    denied_outcomes: list[tuple[Any, str | None, list[tuple[int, int]]]] = []
     for span in spans:
-        drop, doubt = _assertion(span)
+        drop, doubt, dropped_by = _assertion(span)
         if drop is None:
             asserted.append((span, doubt))
+        elif span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS):
+            denied_outcomes.append((span, doubt, dropped_by))
     outcomes = [(s, d) for s, d in asserted
                 if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
     settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _ in asserted
@@ -462,6 +477,10 @@ def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
             category, weak = parts[1], parts[-1] == "weak"
             outcome = next((o for o in outcomes
                             if not (o[0].start < span.end and span.start < o[0].end)), None)
+            if outcome is None:
+                outcome = next(((o, d) for o, d, by in denied_outcomes
+                                if o.start >= span.end and _new_clause(span.doc[span.end:o.start])
+                                and all(span.start <= a and b <= span.end for a, b in by)), None)
             if outcome is not None:
                 o_span, o_doubt = outcome
                 doubt = doubt or o_doubt
