@@ -401,12 +401,19 @@ def _without_idioms(spans: list[Any]) -> list[Any]:
     idioms = [(s.start, s.end) for s in spans if s.label_ == "idiom"]
     kept = [(s, s.start, s.end, _kind(s)) for s in spans if s.label_ != "idiom"
             and not any(i <= s.start < j and (s.start, s.end) != (i, j) for i, j in idioms)]
+    serious = {(s.start, s.end, k) for s, _, _, k in kept
+               if s.label_.endswith(_LABEL_SEP + SERIOUS)}
     # a cue is kept inside a longer cue: a gapped cue ("given _{0,8} twice") may reach over
     # the outcome that completes a shorter one ("given instead of 1ml ... needed naloxone")
     return [s for s, start, end, kind in kept
             if s.label_.startswith("cue" + _LABEL_SEP)
             or not any(k == kind and o_start <= start and end <= o_end
                        and o_end - o_start > end - start
+                       # a possible span does not hide a serious one it starts with ("operated
+                       # on the wrong" in the possible "operated on the wrong side"); it does
+                       # hide one it qualifies in front ("eclampsia" in "pre eclampsia")
+                       and not (start == o_start and (start, end, kind) in serious
+                                and (o_start, o_end, k) not in serious)
                        for _, o_start, o_end, k in kept)]
 
 
