@@ -218,6 +218,43 @@ def as_token_pattern(variant: Variant) -> list[dict[str, Any]]:
             else {"OP": f"{{{item[0]},{item[1]}}}"} for item in variant]
 
 
+def compact_pattern(text: str, macros: dict[str, str], tokenize: Any
+                    ) -> list[dict[str, Any]] | None:
+    """One line with a gap as ONE spaCy Matcher pattern (a set of words per position), when
+    every alternative is a single token: expanding "stopped $POSS _{0,1} $DRUG" into its
+    variants made a thousand Matcher patterns, each tried on every text. None when an
+    alternative is several tokens ("the+dose", "didn't"): the line is then expanded."""
+    pattern: list[dict[str, Any]] = []
+    for raw in text.split():
+        optional = raw.endswith("?") and raw != "?"
+        spec = raw[:-1] if optional else raw
+        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
+                        for alt in spec.split("|"))
+        step: dict[str, Any]
+        if spec == "_":
+            step = {"OP": "{1,1}"}
+        elif spec.startswith("re:"):
+            step = {"LOWER": {"REGEX": spec[3:]}}
+        elif (m := _QUANT.match(spec)) is not None:
+            step = {"OP": f"{{{int(m.group(1) or 0)},{int(m.group(2))}}}"}
+        else:
+            words: list[str] = []
+            for alt in spec.split("|"):
+                if "+" in alt:
+                    return None
+                tokens = [tok.lower_ for tok in tokenize(alt)] if alt != "?" else ["?"]
+                if len(tokens) != 1:
+                    return None
+                words.append(tokens[0])
+            step = {"LOWER": {"IN": sorted(set(words))}}
+        if optional:
+            if "OP" in step:
+                return None
+            step["OP"] = "?"
+        pattern.append(step)
+    return pattern
+
+
 def normalise(text: str) -> str:
     """Same length as the text (offsets stay valid): typographic quotes and dashes made plain,
     a hyphen between letters read as a space ("self-harm" is "self harm")."""
@@ -298,7 +335,11 @@ class Analyser:
                 direction, _, scope = key.partition("_")
                 label = "TERMINATE" if direction == "terminate" else category.upper()
                 for line in lines:
-                    for variant in expand(line, macros, tokenize):
+                    variants = expand(line, macros, tokenize)
+                    compact = (compact_pattern(line, macros, tokenize)
+                               if any(not isinstance(x, str) for v in variants for x in v)
+                               else None)
+                    for variant in variants if compact is None else [[]]:
                         extra: dict[str, Any] = {"direction": directions[direction]}
                         if scope:
                             extra["max_scope"] = int(scope)
@@ -314,7 +355,9 @@ class Analyser:
                                               f"cue|{c}|weak")}
                         if category in context.get("ended_by_a_new_clause", ()):
                             extra["terminated_by"] = {"CLAUSE"}
-                        if all(isinstance(x, str) for x in variant):
+                        if compact is not None:
+                            rule = ConTextRule(line, label, pattern=compact, **extra)
+                        elif all(isinstance(x, str) for x in variant):
                             rule = ConTextRule(" ".join(str(x) for x in variant), label, **extra)
                         else:
                             rule = ConTextRule(line, label, pattern=as_token_pattern(variant),
