@@ -218,6 +218,9 @@ def as_token_pattern(variant: Variant) -> list[dict[str, Any]]:
             else {"OP": f"{{{item[0]},{item[1]}}}"} for item in variant]
 
 
+COMPACT_FROM = 64
+
+
 def compact_pattern(text: str, macros: dict[str, str], tokenize: Any
                     ) -> list[dict[str, Any]] | None:
     """One line with a gap as ONE spaCy Matcher pattern (a set of words per position), when
@@ -336,8 +339,11 @@ class Analyser:
                 label = "TERMINATE" if direction == "terminate" else category.upper()
                 for line in lines:
                     variants = expand(line, macros, tokenize)
+                    # a set of words per position costs spaCy's Matcher a predicate per
+                    # token: worth it only against many variants
                     compact = (compact_pattern(line, macros, tokenize)
-                               if any(not isinstance(x, str) for v in variants for x in v)
+                               if len(variants) > COMPACT_FROM
+                               and any(not isinstance(x, str) for v in variants for x in v)
                                else None)
                     for variant in variants if compact is None else [[]]:
                         extra: dict[str, Any] = {"direction": directions[direction]}
