@@ -1,7 +1,8 @@
 """Measure the clinical-text harm pipeline on the labelled corpus (tests/data/harm).
 
     python -m tools.eval            # the test set (the figures the team reports)
-    python -m tools.eval --dev      # the development sentences (dev.jsonl and dev_extra.jsonl:
+    python -m tools.eval --dev      # the development sentences (dev.jsonl, dev_extra.jsonl and
+                                    # the later passes dev_pass*.jsonl:
                                     # the ones rules are tuned on)
     python -m tools.eval --corpus tests/unit/harm_corpus.jsonl   # any JSONL of the same form
 
@@ -36,6 +37,12 @@ TEST_SET = CORPUS / "test.jsonl"
 DEV_SET = CORPUS / "dev.jsonl"
 # the later development passes, written after the split (tests/data/harm/README.md)
 DEV_EXTRA = CORPUS / "dev_extra.jsonl"
+
+
+def dev_passes() -> list[Path]:
+    """The later development passes, one file each (pass 11 on: dev_pass11.jsonl, ...)."""
+    return sorted(CORPUS.glob("dev_pass*.jsonl"))
+
 TARGETS = {"serious_recall": 0.95, "serious_precision": 0.90, "any_recall": 0.98}
 
 
@@ -183,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--dev", action="store_true",
-                       help="the development sentences (dev.jsonl and dev_extra.jsonl)")
+                       help="the development sentences (dev.jsonl, dev_extra.jsonl, dev_pass*.jsonl)")
     which.add_argument("--corpus", type=Path, help="another JSONL corpus")
     args = parser.parse_args(argv)
-    paths = [args.corpus] if args.corpus else [DEV_SET, DEV_EXTRA] if args.dev else [TEST_SET]
+    paths = ([args.corpus] if args.corpus else [DEV_SET, DEV_EXTRA, *dev_passes()] if args.dev
+             else [TEST_SET])
     name = "another corpus" if args.corpus else ("the development sentences" if args.dev
                                                 else "the test set")
     print_report(evaluate([row for path in paths for row in load(path)]), name, paths)

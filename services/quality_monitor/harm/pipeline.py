@@ -218,6 +218,46 @@ def as_token_pattern(variant: Variant) -> list[dict[str, Any]]:
             else {"OP": f"{{{item[0]},{item[1]}}}"} for item in variant]
 
 
+COMPACT_FROM = 64
+
+
+def compact_pattern(text: str, macros: dict[str, str], tokenize: Any
+                    ) -> list[dict[str, Any]] | None:
+    """One line with a gap as ONE spaCy Matcher pattern (a set of words per position), when
+    every alternative is a single token: expanding "stopped $POSS _{0,1} $DRUG" into its
+    variants made a thousand Matcher patterns, each tried on every text. None when an
+    alternative is several tokens ("the+dose", "didn't"): the line is then expanded."""
+    pattern: list[dict[str, Any]] = []
+    for raw in text.split():
+        optional = raw.endswith("?") and raw != "?"
+        spec = raw[:-1] if optional else raw
+        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
+                        for alt in spec.split("|"))
+        step: dict[str, Any]
+        if spec == "_":
+            step = {"OP": "{1,1}"}
+        elif spec.startswith("re:"):
+            step = {"LOWER": {"REGEX": spec[3:]}}
+        elif (m := _QUANT.match(spec)) is not None:
+            step = {"OP": f"{{{int(m.group(1) or 0)},{int(m.group(2))}}}"}
+        else:
+            words: list[str] = []
+            for alt in spec.split("|"):
+                if "+" in alt:
+                    return None
+                tokens = [tok.lower_ for tok in tokenize(alt)] if alt != "?" else ["?"]
+                if len(tokens) != 1:
+                    return None
+                words.append(tokens[0])
+            step = {"LOWER": {"IN": sorted(set(words))}}
+        if optional:
+            if "OP" in step:
+                return None
+            step["OP"] = "?"
+        pattern.append(step)
+    return pattern
+
+
 def normalise(text: str) -> str:
     """Same length as the text (offsets stay valid): typographic quotes and dashes made plain,
     a hyphen between letters read as a space ("self-harm" is "self harm")."""
@@ -298,7 +338,14 @@ class Analyser:
                 direction, _, scope = key.partition("_")
                 label = "TERMINATE" if direction == "terminate" else category.upper()
                 for line in lines:
-                    for variant in expand(line, macros, tokenize):
+                    variants = expand(line, macros, tokenize)
+                    # a set of words per position costs spaCy's Matcher a predicate per
+                    # token: worth it only against many variants
+                    compact = (compact_pattern(line, macros, tokenize)
+                               if len(variants) > COMPACT_FROM
+                               and any(not isinstance(x, str) for v in variants for x in v)
+                               else None)
+                    for variant in variants if compact is None else [[]]:
                         extra: dict[str, Any] = {"direction": directions[direction]}
                         if scope:
                             extra["max_scope"] = int(scope)
@@ -314,7 +361,9 @@ class Analyser:
                                               f"cue|{c}|weak")}
                         if category in context.get("ended_by_a_new_clause", ()):
                             extra["terminated_by"] = {"CLAUSE"}
-                        if all(isinstance(x, str) for x in variant):
+                        if compact is not None:
+                            rule = ConTextRule(line, label, pattern=compact, **extra)
+                        elif all(isinstance(x, str) for x in variant):
                             rule = ConTextRule(" ".join(str(x) for x in variant), label, **extra)
                         else:
                             rule = ConTextRule(line, label, pattern=as_token_pattern(variant),
@@ -401,9 +450,19 @@ def _without_idioms(spans: list[Any]) -> list[Any]:
     idioms = [(s.start, s.end) for s in spans if s.label_ == "idiom"]
     kept = [(s, s.start, s.end, _kind(s)) for s in spans if s.label_ != "idiom"
             and not any(i <= s.start < j and (s.start, s.end) != (i, j) for i, j in idioms)]
+    serious = {(s.start, s.end, k) for s, _, _, k in kept
+               if s.label_.endswith(_LABEL_SEP + SERIOUS)}
+    # a cue is kept inside a longer cue: a gapped cue ("given _{0,8} twice") may reach over
+    # the outcome that completes a shorter one ("given instead of 1ml ... needed naloxone")
     return [s for s, start, end, kind in kept
-            if not any(k == kind and o_start <= start and end <= o_end
+            if s.label_.startswith("cue" + _LABEL_SEP)
+            or not any(k == kind and o_start <= start and end <= o_end
                        and o_end - o_start > end - start
+                       # a possible span does not hide a serious one it starts with ("operated
+                       # on the wrong" in the possible "operated on the wrong side"); it does
+                       # hide one it qualifies in front ("eclampsia" in "pre eclampsia")
+                       and not (start == o_start and (start, end, kind) in serious
+                                and (o_start, o_end, k) not in serious)
                        for _, o_start, o_end, k in kept)]
 
 
@@ -413,21 +472,31 @@ def _kind(span: Any) -> str:
     return parts[1] if parts[0] == "cue" else parts[0]
 
 
-def _assertion(span: Any) -> tuple[str | None, str | None]:
-    """(the dropping category and its words, or None; the doubting category and its words)."""
+def _assertion(span: Any) -> tuple[str | None, str | None, list[tuple[int, int]]]:
+    """(the dropping category and its words, or None; the doubting category and its words;
+    where each dropping modifier is)."""
     drop: str | None = None
     doubt: str | None = None
+    dropped_by: list[tuple[int, int]] = []
     for modifier in span._.modifiers:
         category = modifier.category.lower()
         start, end = modifier.modifier_span
         if span.start <= start and end <= span.end:
             continue  # inside the target ("never" in "was never achieved"): part of the concept
         words = span.doc[start:end].text
-        if category in DROPPING and drop is None:
-            drop = f"{category}: {words!r}"
+        if category in DROPPING:
+            dropped_by.append((start, end))
+            if drop is None:
+                drop = f"{category}: {words!r}"
         elif category in DOUBTING and doubt is None:
             doubt = f"{category}: {words!r}"
-    return drop, doubt
+    return drop, doubt, dropped_by
+
+
+def _new_clause(between: Any) -> bool:
+    """Whether the words between a cue and an outcome start a new clause (a comma, a
+    semicolon, "and", "then")."""
+    return any(t.is_punct or t.lower_ in ("and", "then", "so") for t in between)
 
 
 def _sentence_text(original: str, span: Any) -> str:
@@ -440,10 +509,15 @@ def _sentence_text(original: str, span: Any) -> str:
 
 def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
     asserted: list[tuple[Any, str | None]] = []
+    # outcomes denied only by words that a cue holds ("NEWS2 8 NOT escalated for 4h, pt
+    # arrested": the "not" is the failure, not a denial of the arrest)
+    denied_outcomes: list[tuple[Any, str | None, list[tuple[int, int]]]] = []
     for span in spans:
-        drop, doubt = _assertion(span)
+        drop, doubt, dropped_by = _assertion(span)
         if drop is None:
             asserted.append((span, doubt))
+        elif span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS):
+            denied_outcomes.append((span, doubt, dropped_by))
     outcomes = [(s, d) for s, d in asserted
                 if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
     settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _ in asserted
@@ -459,6 +533,10 @@ def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
             category, weak = parts[1], parts[-1] == "weak"
             outcome = next((o for o in outcomes
                             if not (o[0].start < span.end and span.start < o[0].end)), None)
+            if outcome is None:
+                outcome = next(((o, d) for o, d, by in denied_outcomes
+                                if o.start >= span.end and _new_clause(span.doc[span.end:o.start])
+                                and all(span.start <= a and b <= span.end for a, b in by)), None)
             if outcome is not None:
                 o_span, o_doubt = outcome
                 doubt = doubt or o_doubt
