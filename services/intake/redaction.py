@@ -39,6 +39,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import compress
+from operator import add, itemgetter
 
 NHS_NUMBER = "[NHS NUMBER]"
 PHONE = "[PHONE]"
@@ -339,29 +341,39 @@ def _count(found: Counter[str], label: str, n: int) -> None:
         found[label] += n
 
 
-# The weighted sum of the first nine digits by three-digit groups (a dictionary lookup each
-# rather than nine multiplications: dense runs of digits are a redaction's worst case).
-_GROUP_SUMS = [{f"{n:03d}": sum(int(d) * w for d, w in zip(f"{n:03d}", _WEIGHTS[i:i + 3],
-                                                           strict=True))
-                for n in range(1000)} for i in (0, 3, 6)]
+# The weighted sum of an NHS number's digits by groups (the first three, the next three and
+# the last four, the check digit weighing 1): a dictionary lookup each rather than nine
+# multiplications (dense runs of digits are a redaction's worst case). The check digit is
+# valid when the whole sum is a multiple of 11: it is then ``11 - sum % 11`` of the first
+# nine (0 for 11), and never 10, which no digit is.
+_GROUP_SUMS = [{f"{n:0{len(w)}d}": sum(int(d) * w for d, w in zip(f"{n:0{len(w)}d}", w,
+                                                                   strict=True))
+                for n in range(10 ** len(w))}
+               for w in (_WEIGHTS[:3], _WEIGHTS[3:6], (*_WEIGHTS[6:], 1))]
+_GROUPS = (itemgetter(slice(0, 3)), itemgetter(slice(3, 6)), itemgetter(slice(6, 10)))
+_MULTIPLE_OF_11 = tuple(total % 11 == 0 for total in range(9 * 55 + 1))
 
 
 def _nhs_numbers(text: str, found: Counter[str]) -> str:
     """Ten digits with a valid check digit. The candidates are split out by C code (no match
     object, no callback per candidate: dense runs of digits make one every few characters)
-    and checked in one loop."""
+    and checked all at once by C code too (``map``), a Python step only for each found."""
     parts = _TEN_DIGITS_SPLIT_RE.split(text)
-    first, second, third = _GROUP_SUMS
+    if len(parts) == 1:
+        return text
+    # Ten digits once the ASCII separators are gone: any other separator (a Unicode space)
+    # is still there and makes it longer. (One translate of all the candidates, joined by a
+    # character none holds: a translate each would cost a Python call per candidate.)
+    digits = "|".join(parts[1::2]).translate(_NOT_DIGITS).split("|")
+    ten = list(map((10).__eq__, map(len, digits)))
+    digits = list(compress(digits, ten))
+    first, second, last = (list(map(sums.__getitem__, map(group, digits)))
+                           for sums, group in zip(_GROUP_SUMS, _GROUPS, strict=True))
+    valid = map(_MULTIPLE_OF_11.__getitem__, map(add, map(add, first, second), last))
     n = 0
-    for i in range(1, len(parts), 2):
-        # Ten digits once the ASCII separators are gone: any other separator (a Unicode
-        # space) is still there and makes it longer.
-        digits = parts[i].translate(_NOT_DIGITS)
-        if len(digits) == 10:
-            check = 11 - (first[digits[:3]] + second[digits[3:6]] + third[digits[6:9]]) % 11
-            if check != 10 and check % 11 == ord(digits[9]) - 48:
-                parts[i] = NHS_NUMBER
-                n += 1
+    for i in compress(compress(range(1, len(parts), 2), ten), valid):
+        parts[i] = NHS_NUMBER
+        n += 1
     if not n:
         return text
     found[NHS_NUMBER] += n
