@@ -42,7 +42,7 @@ run: setup install ## migrate, declare, seed and run the five services here (Ctr
 	CAREWATCH_LOG_FORMAT=$${CAREWATCH_LOG_FORMAT-text} $(BIN)/carewatch run
 
 test: setup install ## every test: unit, integration (real RabbitMQ + PostgreSQL), end to end
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 test-unit: install ## pure logic only, no services needed
 	$(BIN)/python -m pytest tests/unit
