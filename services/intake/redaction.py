@@ -218,6 +218,9 @@ def is_valid_nhs_number(digits: str) -> bool:
 
 
 _DIGIT_RUN_RE = re.compile(r"[0-9]+")
+_NHS_GROUP_SEPARATORS = frozenset(" -./")
+_UUID_RE = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1"
+                      r"[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 
 
 def code_holds_personal_data(code: str) -> bool:
@@ -229,14 +232,22 @@ def code_holds_personal_data(code: str) -> bool:
     code = normalise(code)
     if "@" in code:
         return True
-    runs = _DIGIT_RUN_RE.findall(code)
+    # A UUID (a system's own id: 32 hex digits, hyphens optional) is no one's number: one
+    # in two hundred random UUIDs holds ten or eleven digits in a row between its letters.
+    code = _UUID_RE.sub(lambda m: m.group() if m.group().isdigit() else "-", code)
+    found = list(_DIGIT_RUN_RE.finditer(code))
+    runs = [m.group() for m in found]
     for n, run in enumerate(runs):
         if len(run) == 10 and is_valid_nhs_number(run):
             return True
         if len(run) == 11 and run[0] == "0":
             return True
-        if [len(r) for r in runs[n:n + 3]] == [3, 3, 4] and \
-                is_valid_nhs_number("".join(runs[n:n + 3])):
+        # 3-3-4 groups are an NHS number only as people write one, each group parted from
+        # the next by one space, hyphen, dot or slash: in ``3f0a123b456c7890`` (a UUID's hex)
+        # letters part them, and one such id in eleven would pass the check digit.
+        if [len(r) for r in runs[n:n + 3]] == [3, 3, 4] and all(
+                code[found[k].end():found[k + 1].start()] in _NHS_GROUP_SEPARATORS
+                for k in (n, n + 1)) and is_valid_nhs_number("".join(runs[n:n + 3])):
             return True
     return False
 

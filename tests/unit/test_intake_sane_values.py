@@ -66,7 +66,15 @@ def test_reasons_are_redacted() -> None:
     ("a@b.org", True), ("\uff19\uff14\uff13\uff14\uff17\uff16\uff15\uff19\uff11\uff19", True),
     ("9434765918", False), ("FFT-RKE-2026-11-004417-12345678", False),
     ("DATIX-RJ1-2026-10452", False), ("FFT-RJ1-RJ122-inpatient-2026-10", False),
-    ("RJ1", False), ("CO-1290455", False)])
+    ("RJ1", False), ("CO-1290455", False), ("C 943 476 5919", True),
+    ("ref943.476.5919", True), ("C-943/476-5919", True),
+    # A UUID's hex: letters part the digit groups, so no NHS number (the check digit passes).
+    ("7ab943c476d5919e0f12a3b4c5d6e7f8", False), ("943x476x5919", False),
+    # UUIDs are a system's ids, whatever digits they hold; a number beside one is not.
+    ("a07700900461b0c1d2e3f40516273849", False), ("PALS-3f2b1c9e-0770-4090-a046-1b2c3d4e5f60",
+                                                    False),
+    ("3f2b1c9e07700900461b2c3d4e5f6078-07700900461", True),
+    ("12345678901234567890123456789012", False)])
 def test_a_code_holds_personal_data_only_when_a_number_stands_alone(code: str,
                                                                     personal: bool) -> None:
     from services.intake.redaction import code_holds_personal_data
