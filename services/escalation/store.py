@@ -53,43 +53,47 @@ async def get_concern(conn: asyncpg.Connection, concern_id: uuid.UUID) -> asyncp
 async def add_evidence(conn: asyncpg.Connection, concern_id: uuid.UUID,
                        evidence: list[Evidence]) -> list[Evidence]:
     """Add the items the concern does not hold yet (by feedback id; an item twice is kept
-    once), in their order, and count them on the concern's row; the items that were new.
-    One statement, whatever the concern already holds: nothing of it is read."""
+    once), numbered on from its ``evidence_count``, and count them on its row (locked by the
+    caller); the items that were new, in their order. One statement that reads an index entry
+    per incoming item and nothing of what the concern holds."""
     if not evidence:
         return []
     rows = await conn.fetch(
-        "WITH added AS (INSERT INTO escalation.concern_evidence (concern_id, feedback_id, item)"
-        " SELECT $1, (x->>'feedback_id')::uuid, x"
-        " FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, n) ORDER BY n"
-        " ON CONFLICT DO NOTHING RETURNING seq, item),"
+        "WITH incoming AS (SELECT DISTINCT ON (fid) fid, x, n FROM"
+        "  (SELECT (x->>'feedback_id')::uuid AS fid, x, n"
+        "   FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, n)) s"
+        "  ORDER BY fid, n),"
+        # A probe of the key per incoming item (a scalar subquery: never an anti-join that
+        # would read every item the concern holds).
+        " new AS (SELECT fid, x, row_number() OVER (ORDER BY n) AS k FROM incoming i"
+        "  WHERE (SELECT true FROM escalation.concern_evidence e"
+        "   WHERE e.concern_id = $1 AND e.feedback_id = i.fid) IS NULL),"
+        " added AS (INSERT INTO escalation.concern_evidence (concern_id, feedback_id, pos, item)"
+        "  SELECT $1, fid, c.evidence_count + k, x FROM new,"
+        "   escalation.concerns c WHERE c.concern_id = $1"
+        "  ON CONFLICT DO NOTHING RETURNING pos, item),"
         " counted AS (UPDATE escalation.concerns"
-        " SET evidence_count = evidence_count + (SELECT count(*) FROM added)"
-        " WHERE concern_id = $1 AND EXISTS (SELECT FROM added))"
-        " SELECT item FROM added ORDER BY seq",
+        "  SET evidence_count = evidence_count + (SELECT count(*) FROM added)"
+        "  WHERE concern_id = $1 AND EXISTS (SELECT FROM added))"
+        " SELECT item FROM added ORDER BY pos",
         concern_id, [e.model_dump(mode="json") for e in evidence])
     return [Evidence.model_validate(r["item"]) for r in rows]
 
 
 async def latest_evidence(conn: asyncpg.Connection, concern_ids: list[uuid.UUID],
                           limit: int) -> dict[uuid.UUID, list[Evidence]]:
-    """The latest ``limit`` items of each concern (oldest of them first)."""
+    """The latest ``limit`` items of each concern (oldest of them first): a range of
+    positions each, so only those rows are read."""
     rows = await conn.fetch(
-        "SELECT c.id, e.item FROM unnest($1::uuid[]) AS c(id) CROSS JOIN LATERAL"
-        " (SELECT seq, item FROM escalation.concern_evidence WHERE concern_id = c.id"
-        "  ORDER BY seq DESC LIMIT $2) e ORDER BY c.id, e.seq", concern_ids, limit)
+        "SELECT c.concern_id, e.item FROM escalation.concerns c CROSS JOIN LATERAL"
+        " (SELECT pos, item FROM escalation.concern_evidence e"
+        "  WHERE e.concern_id = c.concern_id AND e.pos > c.evidence_count - $2) e"
+        " WHERE c.concern_id = ANY($1::uuid[]) ORDER BY c.concern_id, e.pos",
+        concern_ids, limit)
     out: dict[uuid.UUID, list[Evidence]] = {i: [] for i in concern_ids}
     for r in rows:
-        out[r["id"]].append(Evidence.model_validate(r["item"]))
+        out[r["concern_id"]].append(Evidence.model_validate(r["item"]))
     return out
-
-
-async def concern_evidence(conn: asyncpg.Connection, concern_id: uuid.UUID, *,
-                           limit: int = 100, offset: int = 0) -> list[Evidence]:
-    """A page of the concern's evidence, latest first."""
-    rows = await conn.fetch(
-        "SELECT item FROM escalation.concern_evidence WHERE concern_id = $1"
-        " ORDER BY seq DESC LIMIT $2 OFFSET $3", concern_id, limit, offset)
-    return [Evidence.model_validate(r["item"]) for r in rows]
 
 
 def concern_from_row(row: asyncpg.Record, evidence: list[Evidence] | None = None) -> KnownConcern:
