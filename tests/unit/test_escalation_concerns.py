@@ -137,7 +137,8 @@ def test_merging_what_the_store_added_keeps_the_rule() -> None:
     assert isinstance(concern, KnownConcern) and concern.evidence_count == 2
     assert [e.feedback_id for e in change.new_evidence] == [uuid.UUID(int=2)]
     concern, change = merge(concern, incoming, [])
-    assert not change.changed and concern.evidence_count == 2
+    assert isinstance(concern, KnownConcern) and concern.evidence_count == 2
+    assert not change.changed
 
 
 @pytest.mark.parametrize("day, n, expected", [
