@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     feed_rate_burst: int = Field(default=20_000, ge=1)
     urgent_rate_per_second: float = Field(default=1000.0, gt=0)
     urgent_rate_burst: int = Field(default=10_000, ge=1)
+    # How many of a concern's evidence items a meeting agenda, a notification or the
+    # workspace's concern page lists (the latest), before "and K more (total T)".
+    evidence_listed: int = Field(default=10, ge=1)
     log_level: str = "INFO"
     # "json": one JSON object per line (event_id and submission_id on every line of a
     # message's handling); "text": readable lines for a terminal.

@@ -312,8 +312,8 @@ async def poll_meeting(conn: asyncpg.Connection, ods: str, record: str, timeout:
            " extract(epoch FROM mf.received_at) AS monitor,"
            " extract(epoch FROM c.updated_at) AS escalation"
            " FROM escalation.meetings m JOIN escalation.concerns c USING (concern_id)"
-           " JOIN intake.feedback f ON c.evidence @> jsonb_build_array(jsonb_build_object("
-           "  'feedback_id', f.feedback_id::text))"
+           " JOIN escalation.concern_evidence e USING (concern_id)"
+           " JOIN intake.feedback f ON e.feedback_id = f.feedback_id"
            " JOIN monitor.feedback mf ON mf.feedback_id = f.feedback_id"
            # By the provider's key, an index look-up: a scan of the growing feedback table
            # every 5 ms would load the database the figures are measuring.

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from services.escalation import schedule, store
-from services.escalation.concerns import Change, agenda_item, merge
+from services.escalation.concerns import Change, agenda_item, merge, with_evidence
 from services.escalation.control import MeetingControl
 from services.escalation.cqrm import next_cqrm
 from services.escalation.http import add_routes
@@ -60,7 +60,8 @@ class Escalation:
         self.policy = policy
         self.clock = clock
         self.people = People.from_settings(settings)
-        self.meetings = MeetingPlanner(policy, self.people)
+        self.evidence_listed = settings.evidence_listed
+        self.meetings = MeetingPlanner(policy, self.people, settings.evidence_listed)
         self.control = MeetingControl(self.meetings, clock)
         self.plans = ActionPlans(policy, self.people, clock)
         self.plans.book_review_meeting = self.meetings.book_review_meeting
@@ -76,7 +77,8 @@ class Escalation:
                                  outbox: Outbox) -> None:
         """New evidence updates the meeting's agenda; a rise in severity may bring the meeting
         forward, or need one now. The update's evidence (v2: the new items only; v1: all) is
-        added to the concern escalation knows, by feedback id (``concerns.merge``)."""
+        added to the concern escalation knows, by feedback id (``store.add_evidence``), without
+        loading what it holds."""
         await self._act(conn, concern, outbox)
 
     async def on_concern_resolved(self, conn: asyncpg.Connection, resolved: ConcernResolved,
@@ -166,9 +168,16 @@ class Escalation:
         now = self.clock()
         row, created = await store.claim_concern(
             conn, incoming, self.policy.for_severity(incoming.severity).action)
-        concern, change = merge(None if created else store.concern_from_row(row), incoming)
+        # The union is taken by the store, set-based: only the update's items are written,
+        # and only the latest few of the concern's are read back (for its agenda).
+        added = await store.add_evidence(conn, incoming.concern_id, incoming.evidence)
+        concern, change = merge(None if created else store.concern_from_row(row), incoming,
+                                added)
         rule = self.policy.for_severity(concern.severity)
         await store.save_concern(conn, concern, rule.action)
+        latest = await store.latest_evidence(conn, [concern.concern_id], self.evidence_listed)
+        concern = with_evidence(concern, latest[concern.concern_id],
+                                row["evidence_count"] + len(added))
         detail: dict[str, Any] = {"event": incoming.event_type, "severity": concern.severity,
                                   "change": change.describe(), "action": rule.action}
         if row["status"] != "open":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.escalation.concerns import agenda, meeting_title
+from services.escalation.concerns import EVIDENCE_LISTED, agenda, meeting_title
 from services.escalation.rota import Choice
 from shared.events import Attendee, ConcernRaised, MeetingScheduled
 
@@ -43,16 +43,17 @@ def attendee_roles(concerns: Sequence[ConcernRaised]) -> list[str]:
 
 def meeting_details(concerns: Sequence[ConcernRaised],
                     actions_for: Callable[[str, list[str] | None], list[str]],
-                    ) -> dict[str, Any]:
+                    listed: int = EVIDENCE_LISTED) -> dict[str, Any]:
     """Title, severity, agenda and remedial actions of a meeting on these concerns (one at
-    least); ``actions_for(rule, triggers)`` is the policy's list of actions."""
+    least); ``actions_for(rule, triggers)`` is the policy's list of actions; each concern
+    lists its latest ``listed`` items of evidence."""
     severity = max((c.severity for c in concerns), key=lambda s: s.rank)
     lead = max(concerns, key=lambda c: c.severity.rank)
     items: list[str] = []
     actions: dict[str, None] = {}
     for n, c in enumerate(concerns, 1):
         prefix = f"[{n}] " if len(concerns) > 1 else ""
-        items += [prefix + item for item in agenda(c)[:-1]]
+        items += [prefix + item for item in agenda(c, listed)[:-1]]
         actions.update(dict.fromkeys(actions_for(c.rule, c.figures.get("triggers"))))
     items.append("Remedial actions requested and the provider's response.")
     title = meeting_title(lead.model_copy(update={"severity": severity}))

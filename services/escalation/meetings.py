@@ -19,6 +19,7 @@ of the durable schedule, ``coalesce_seconds`` after the first change of the burs
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ import asyncpg
 
 from services.escalation import schedule, store
 from services.escalation.calendar import booking_deadline
-from services.escalation.concerns import agenda
+from services.escalation.concerns import EVIDENCE_LISTED, KnownConcern, agenda
 from services.escalation.meeting_changes import (
     attendee_roles,
     earlier_slot_needed,
@@ -81,9 +82,11 @@ def person_of(row: asyncpg.Record) -> Person:
 
 
 class MeetingPlanner:
-    def __init__(self, policy: EscalationPolicy, people: People) -> None:
+    def __init__(self, policy: EscalationPolicy, people: People,
+                 evidence_listed: int = EVIDENCE_LISTED) -> None:
         self.policy = policy
         self.people = people
+        self.evidence_listed = evidence_listed  # evidence items an agenda lists per concern
         self.hours = policy.hours()
         self.timezone = str(self.hours.tz)
 
@@ -147,9 +150,9 @@ class MeetingPlanner:
                 **{f"person:{p.email}": p.buffer_minutes for p in choice.people.values()}}
 
     # -- agenda ----------------------------------------------------------------------------
-    def _details(self, concerns: list[ConcernRaised]) -> dict[str, Any]:
+    def _details(self, concerns: Sequence[ConcernRaised]) -> dict[str, Any]:
         """Title, severity, agenda and actions of a meeting on these concerns."""
-        return meeting_details(concerns, self.policy.actions_for)
+        return meeting_details(concerns, self.policy.actions_for, self.evidence_listed)
 
     def _venue(self) -> dict[str, Any]:
         venue = self.policy.online_meetings.venue(self.people.organizer.email)
@@ -180,7 +183,7 @@ class MeetingPlanner:
         the ladder: a meeting of its own, within ``rapid_review_within_working_days``, with
         the provider, the ICB's quality lead and the system's partners (NHS England's region,
         the CQC, the local authority, Healthwatch), in its own room."""
-        concern = store.concern_from_row(concern_row)
+        [concern] = await store.load_concerns(conn, [concern_row], self.evidence_listed)
         provider = concern.provider
         mp = self.policy.meetings
         names = self.policy.ladder
@@ -195,7 +198,7 @@ class MeetingPlanner:
                  f" {names.name('group')}: {concern.reason}",
                  *(f"Ladder: {names.name(s.level)} on {s.at.date().isoformat()}: {s.reason}"
                    for s in history),
-                 *agenda(concern)[1:]]
+                 *agenda(concern, self.evidence_listed)[1:]]
         meeting = MeetingScheduled(
             meeting_id=uuid.uuid4(), concern_id=concern.concern_id, provider=provider,
             title=f"{names.name('review_meeting')}: {provider.name} - {concern.theme}",
@@ -221,8 +224,9 @@ class MeetingPlanner:
         return self.people.organizer
 
     async def concerns_on(self, conn: asyncpg.Connection,
-                          meeting_id: uuid.UUID) -> list[ConcernRaised]:
-        return [store.concern_from_row(r) for r in await store.meeting_concerns(conn, meeting_id)]
+                          meeting_id: uuid.UUID) -> list[KnownConcern]:
+        return await store.load_concerns(conn, await store.meeting_concerns(conn, meeting_id),
+                                         self.evidence_listed)
 
     async def current(self, conn: asyncpg.Connection, row: asyncpg.Record) -> MeetingScheduled:
         first = await store.get_concern(conn, row["concern_id"])

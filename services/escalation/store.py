@@ -16,7 +16,8 @@ import asyncpg
 from asyncpg import Range
 
 from services.escalation.calendar import Interval
-from shared.events import ConcernRaised, MeetingScheduled, ProviderRef
+from services.escalation.concerns import KnownConcern
+from shared.events import ConcernRaised, Evidence, MeetingScheduled, ProviderRef
 
 SCHEMA = "escalation"
 
@@ -26,15 +27,14 @@ SCHEMA = "escalation"
 async def claim_concern(conn: asyncpg.Connection, c: ConcernRaised, action: str,
                         status: str = "open") -> tuple[asyncpg.Record, bool]:
     """The concern's row, locked, inserted from ``c`` if escalation did not know it (then
-    the second value is True)."""
+    the second value is True). Its evidence is not stored here: ``add_evidence``."""
     created = await conn.fetchval(
         "INSERT INTO escalation.concerns (concern_id, fingerprint, ods_code, provider, rule,"
-        " theme, severity, reason, figures, evidence, action, status, raised_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " theme, severity, reason, figures, action, status, raised_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (concern_id) DO NOTHING RETURNING true",
         c.concern_id, c.fingerprint, c.provider.ods_code, c.provider.model_dump(mode="json"),
-        c.rule, c.theme, c.severity.value, c.reason, c.figures,
-        [e.model_dump(mode="json") for e in c.evidence], action, status, c.raised_at)
+        c.rule, c.theme, c.severity.value, c.reason, c.figures, action, status, c.raised_at)
     row = await lock_concern(conn, c.concern_id)
     assert row is not None
     return row, bool(created)
@@ -50,14 +50,69 @@ async def get_concern(conn: asyncpg.Connection, concern_id: uuid.UUID) -> asyncp
                                concern_id)
 
 
-def concern_from_row(row: asyncpg.Record) -> ConcernRaised:
-    """The concern as escalation last knew it (rows made before 002 lack a fingerprint)."""
-    return ConcernRaised(
+async def add_evidence(conn: asyncpg.Connection, concern_id: uuid.UUID,
+                       evidence: list[Evidence]) -> list[Evidence]:
+    """Add the items the concern does not hold yet (by feedback id; an item twice is kept
+    once), numbered on from its ``evidence_count``, and count them on its row (locked by the
+    caller); the items that were new, in their order. One statement that reads an index entry
+    per incoming item and nothing of what the concern holds."""
+    if not evidence:
+        return []
+    rows = await conn.fetch(
+        "WITH incoming AS (SELECT DISTINCT ON (fid) fid, x, n FROM"
+        "  (SELECT (x->>'feedback_id')::uuid AS fid, x, n"
+        "   FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, n)) s"
+        "  ORDER BY fid, n),"
+        # A probe of the key per incoming item (a scalar subquery: never an anti-join that
+        # would read every item the concern holds).
+        " new AS (SELECT fid, x, row_number() OVER (ORDER BY n) AS k FROM incoming i"
+        "  WHERE (SELECT true FROM escalation.concern_evidence e"
+        "   WHERE e.concern_id = $1 AND e.feedback_id = i.fid) IS NULL),"
+        " added AS (INSERT INTO escalation.concern_evidence (concern_id, feedback_id, pos, item)"
+        "  SELECT $1, fid, c.evidence_count + k, x FROM new,"
+        "   escalation.concerns c WHERE c.concern_id = $1"
+        "  ON CONFLICT DO NOTHING RETURNING pos, item),"
+        " counted AS (UPDATE escalation.concerns"
+        "  SET evidence_count = evidence_count + (SELECT count(*) FROM added)"
+        "  WHERE concern_id = $1 AND EXISTS (SELECT FROM added))"
+        " SELECT item FROM added ORDER BY pos",
+        concern_id, [e.model_dump(mode="json") for e in evidence])
+    return [Evidence.model_validate(r["item"]) for r in rows]
+
+
+async def latest_evidence(conn: asyncpg.Connection, concern_ids: list[uuid.UUID],
+                          limit: int) -> dict[uuid.UUID, list[Evidence]]:
+    """The latest ``limit`` items of each concern (oldest of them first): a range of
+    positions each, so only those rows are read."""
+    rows = await conn.fetch(
+        "SELECT c.concern_id, e.item FROM escalation.concerns c CROSS JOIN LATERAL"
+        " (SELECT pos, item FROM escalation.concern_evidence e"
+        "  WHERE e.concern_id = c.concern_id AND e.pos > c.evidence_count - $2) e"
+        " WHERE c.concern_id = ANY($1::uuid[]) ORDER BY c.concern_id, e.pos",
+        concern_ids, limit)
+    out: dict[uuid.UUID, list[Evidence]] = {i: [] for i in concern_ids}
+    for r in rows:
+        out[r["concern_id"]].append(Evidence.model_validate(r["item"]))
+    return out
+
+
+def concern_from_row(row: asyncpg.Record, evidence: list[Evidence] | None = None) -> KnownConcern:
+    """The concern as escalation last knew it, with ``evidence`` (its latest items, from
+    ``latest_evidence``; none if not given) and how many it holds in all (rows made before
+    002 lack a fingerprint)."""
+    return KnownConcern(
         concern_id=row["concern_id"], fingerprint=row["fingerprint"] or "",
         provider=ProviderRef.model_validate(row["provider"]), rule=row["rule"],
         theme=row["theme"], severity=row["severity"], reason=row["reason"],
-        figures=row["figures"] or {}, evidence=row["evidence"],
-        raised_at=row["raised_at"] or row["updated_at"])
+        figures=row["figures"] or {}, evidence=evidence or [],
+        evidence_count=row["evidence_count"], raised_at=row["raised_at"] or row["updated_at"])
+
+
+async def load_concerns(conn: asyncpg.Connection, rows: list[asyncpg.Record],
+                        listed: int) -> list[KnownConcern]:
+    """The concerns of these rows, each with its latest ``listed`` items of evidence."""
+    latest = await latest_evidence(conn, [r["concern_id"] for r in rows], listed)
+    return [concern_from_row(r, latest[r["concern_id"]]) for r in rows]
 
 
 def provider_of(row: asyncpg.Record) -> ProviderRef:
@@ -65,12 +120,13 @@ def provider_of(row: asyncpg.Record) -> ProviderRef:
 
 
 async def save_concern(conn: asyncpg.Connection, c: ConcernRaised, action: str) -> None:
+    """The concern's fields after a merge (its evidence is added by ``add_evidence``)."""
     await conn.execute(
-        "UPDATE escalation.concerns SET severity = $2, reason = $3, figures = $4, evidence = $5,"
-        " action = $6, raised_at = $7, fingerprint = coalesce(fingerprint, $8),"
+        "UPDATE escalation.concerns SET severity = $2, reason = $3, figures = $4,"
+        " action = $5, raised_at = $6, fingerprint = coalesce(fingerprint, $7),"
         " updated_at = now() WHERE concern_id = $1",
-        c.concern_id, c.severity.value, c.reason, c.figures,
-        [e.model_dump(mode="json") for e in c.evidence], action, c.raised_at, c.fingerprint)
+        c.concern_id, c.severity.value, c.reason, c.figures, action, c.raised_at,
+        c.fingerprint)
 
 
 async def set_concern_status(conn: asyncpg.Connection, concern_id: uuid.UUID, status: str,

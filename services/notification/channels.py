@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import aiosmtplib
 import httpx
 
-from services.notification.messages import notification_email, webhook_body
+from services.notification.messages import EVIDENCE_LISTED, notification_email, webhook_body
 from services.notification.routing import WebhookTarget
 from shared.clock import epoch_seconds
 from shared.settings import Settings
@@ -105,12 +105,14 @@ class EmailChannel:
 
     def __init__(self, settings: Settings, transport: MailTransport | None = None) -> None:
         self._sender = settings.mail_from
+        self._listed = settings.evidence_listed
         self.transport = transport or SmtpTransport(settings)
 
     def render(self, n: Outgoing) -> EmailMessage:
         return notification_email(kind=n.kind, event_type=n.event_type, payload=n.payload,
                                   subject=n.subject, sender=self._sender,
-                                  recipient=n.recipient, message_id=n.message_id)
+                                  recipient=n.recipient, message_id=n.message_id,
+                                  listed=self._listed)
 
     async def deliver(self, notification: Outgoing) -> None:
         await self.transport.send(self.render(notification))
@@ -139,8 +141,10 @@ class WebhookChannel:
 
     def __init__(self, webhooks: Mapping[str, WebhookTarget], timeout: float = 10.0,
                  clock: Callable[[], float] = time.time,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 evidence_listed: int = EVIDENCE_LISTED) -> None:
         self.webhooks = webhooks
+        self.evidence_listed = evidence_listed
         self.timeout = timeout
         self.clock = clock
         self._transport = transport
@@ -153,7 +157,8 @@ class WebhookChannel:
                                 permanent=True)
         document = webhook_body(kind=n.kind, event_type=n.event_type, payload=n.payload,
                                 subject=n.subject, notification_id=str(n.notification_id),
-                                route=n.route, style=target.format)
+                                route=n.route, style=target.format,
+                                listed=self.evidence_listed)
         body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         timestamp = str(int(self.clock()))
         headers = {"Content-Type": "application/json", "User-Agent": "carewatch-notification",
@@ -182,5 +187,6 @@ def default_channels(settings: Settings, webhooks: Mapping[str, WebhookTarget]
     """The channels of a running service, by the name a notification row carries."""
     channels: list[Channel] = [
         EmailChannel(settings),
-        WebhookChannel(webhooks, timeout=settings.notification_webhook_timeout)]
+        WebhookChannel(webhooks, timeout=settings.notification_webhook_timeout,
+                       evidence_listed=settings.evidence_listed)]
     return {c.name: c for c in channels}

@@ -28,6 +28,7 @@ from shared.events import (
     ConcernUpdated,
     ConcernUpdatedV1,
     Event,
+    Evidence,
     FeedbackRejected,
     MeetingCancelled,
     MeetingRescheduled,
@@ -81,8 +82,26 @@ def parse_event(event_type: str, payload: dict[str, Any]) -> Event:
     return EVENT_TYPES[event_type].model_validate(payload)
 
 
-def summarise(event: Event) -> Summary:
-    """The summary of any event notification routes."""
+# How many of a concern's evidence items a notification lists (the latest) by default
+# (Settings.evidence_listed), before "and K more (total T)".
+EVIDENCE_LISTED = 10
+
+
+def evidence_items(evidence: list[Evidence], total: int, listed: int = EVIDENCE_LISTED,
+                   ) -> tuple[str, ...]:
+    """The latest ``listed`` items of ``evidence`` (oldest of them first), and "and K more
+    (total T)" when the concern holds more than are shown."""
+    shown = evidence[-listed:] if listed > 0 else []
+    items = [f"{e.kind} of {e.occurred_on}" + (f': "{e.matched}"' if e.matched else "")
+             for e in shown]
+    if total > len(shown):
+        items.append(f"and {total - len(shown)} more (total {total})")
+    return tuple(items)
+
+
+def summarise(event: Event, listed: int = EVIDENCE_LISTED) -> Summary:
+    """The summary of any event notification routes (a concern lists its latest ``listed``
+    items of evidence)."""
     provider = getattr(event, "provider", None)
     who = f"{provider.name} ({provider.ods_code})" if provider is not None else None
     if isinstance(event, ConcernResolved):
@@ -107,9 +126,7 @@ def summarise(event: Event) -> Summary:
             title=f"{'Updated' if updated else 'New'} {event.severity} concern at {who}:"
                   f" {event.theme}",
             text=event.reason, severity=event.severity, provider=who, status="firing",
-            facts=tuple(facts),
-            items=tuple(f"{e.kind} of {e.occurred_on}"
-                        + (f': "{e.matched}"' if e.matched else "") for e in event.evidence))
+            facts=tuple(facts), items=evidence_items(event.evidence, total, listed))
     if isinstance(event, MeetingScheduled):
         verb = ("Cancelled" if isinstance(event, MeetingCancelled)
                 else "Moved" if isinstance(event, MeetingRescheduled) else "Booked")
@@ -273,9 +290,9 @@ def report_email(report: ReportPublished, *, subject: str, sender: str, recipien
 
 
 def group_email(payload: dict[str, Any], *, subject: str, sender: str, recipient: str,
-                message_id: str) -> EmailMessage:
+                message_id: str, listed: int = EVIDENCE_LISTED) -> EmailMessage:
     """A group's (or a digest's) notification: every alert with what changed."""
-    entries = [(a["change"], summarise(parse_event(a["event_type"], a["payload"])))
+    entries = [(a["change"], summarise(parse_event(a["event_type"], a["payload"]), listed))
                for a in payload["alerts"]]
     context = {"entries": entries, "labels": payload["labels"], "reason": payload["reason"],
                "digest": payload.get("digest", False)}
@@ -287,11 +304,13 @@ def group_email(payload: dict[str, Any], *, subject: str, sender: str, recipient
 
 
 def notification_email(*, kind: str, event_type: str, payload: dict[str, Any], subject: str,
-                       sender: str, recipient: str, message_id: str) -> EmailMessage:
-    """The e-mail for a recorded notification of any kind."""
+                       sender: str, recipient: str, message_id: str,
+                       listed: int = EVIDENCE_LISTED) -> EmailMessage:
+    """The e-mail for a recorded notification of any kind (a concern lists its latest
+    ``listed`` items of evidence)."""
     if kind in ("group", "digest"):
         return group_email(payload, subject=subject, sender=sender, recipient=recipient,
-                           message_id=message_id)
+                           message_id=message_id, listed=listed)
     event = parse_event(event_type, payload)
     if isinstance(event, MeetingScheduled):
         return meeting_invitation_email(event, sender=sender, recipient=recipient,
@@ -299,17 +318,17 @@ def notification_email(*, kind: str, event_type: str, payload: dict[str, Any], s
     if isinstance(event, ReportPublished):
         return report_email(event, subject=subject, sender=sender, recipient=recipient,
                             message_id=message_id)
-    return alert_email(summarise(event), subject=subject, sender=sender, recipient=recipient,
-                       message_id=message_id)
+    return alert_email(summarise(event, listed), subject=subject, sender=sender,
+                       recipient=recipient, message_id=message_id)
 
 
 # -- webhooks -------------------------------------------------------------------------------
-def _summaries(kind: str, event_type: str, payload: dict[str, Any]
-               ) -> list[tuple[str | None, Summary]]:
+def _summaries(kind: str, event_type: str, payload: dict[str, Any],
+               listed: int = EVIDENCE_LISTED) -> list[tuple[str | None, Summary]]:
     if kind in ("group", "digest"):
-        return [(a["change"], summarise(parse_event(a["event_type"], a["payload"])))
+        return [(a["change"], summarise(parse_event(a["event_type"], a["payload"]), listed))
                 for a in payload["alerts"]]
-    return [(None, summarise(parse_event(event_type, payload)))]
+    return [(None, summarise(parse_event(event_type, payload), listed))]
 
 
 def _shown(text: str) -> str:
@@ -322,12 +341,13 @@ def _shown(text: str) -> str:
 
 def webhook_body(*, kind: str, event_type: str, payload: dict[str, Any], subject: str,
                  notification_id: str, route: str | None,
-                 style: Literal["slack", "teams"] = "slack") -> dict[str, Any]:
+                 style: Literal["slack", "teams"] = "slack",
+                 listed: int = EVIDENCE_LISTED) -> dict[str, Any]:
     """The JSON a team's webhook receives: ``text`` (what every Slack/Teams client shows)
     plus Slack ``attachments`` or a Teams ``MessageCard`` section per alert, and a
     ``carewatch`` section for machines (ids, kind, event type, the data). What people are
     shown is escaped (``_shown``); the machine section is the data as it is."""
-    summaries = _summaries(kind, event_type, payload)
+    summaries = _summaries(kind, event_type, payload, listed)
     machine = {"notification_id": notification_id, "kind": kind, "event_type": event_type,
                "route": route, "payload": payload}
     subject = _shown(subject)

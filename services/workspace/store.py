@@ -388,10 +388,32 @@ async def overdue_actions(conn: asyncpg.Connection, ods: list[str] | None,
 
 
 async def get_concern(conn: asyncpg.Connection, concern_id: uuid.UUID) -> dict[str, Any] | None:
+    """The concern without its evidence (``evidence_page``), with how many items it holds."""
     row = await conn.fetchrow(
-        "SELECT c.*, p.name AS provider_name FROM workspace.concerns c LEFT JOIN"
+        "SELECT c.concern_id, c.ods_code, c.rule, c.theme, c.severity, c.severity_rank,"
+        " c.reason, c.figures, c.status, c.level, c.raised_at, c.version_at, c.ended_at,"
+        " c.ended_reason, jsonb_array_length(c.evidence) AS evidence_count,"
+        " p.name AS provider_name FROM workspace.concerns c LEFT JOIN"
         " workspace.providers p USING (ods_code) WHERE c.concern_id = $1", concern_id)
     return dict(row) if row else None
+
+
+async def evidence_page(conn: asyncpg.Connection, concern_id: uuid.UUID, page: int,
+                        per_page: int) -> dict[str, Any]:
+    """A page of the concern's evidence, latest first (page 1: the latest ``per_page``), with
+    the total, the number of pages and how many items the other pages hold."""
+    row = await conn.fetchrow(
+        "SELECT n AS total, coalesce((SELECT jsonb_agg(x.e ORDER BY x.i DESC)"
+        "  FROM jsonb_array_elements(c.evidence) WITH ORDINALITY AS x(e, i)"
+        "  WHERE x.i <= n - $2 AND x.i > n - $2 - $3), '[]'::jsonb) AS items"
+        " FROM workspace.concerns c, jsonb_array_length(c.evidence) AS n WHERE concern_id = $1",
+        concern_id, (page - 1) * per_page, per_page)
+    total = row["total"] if row else 0
+    items = row["items"] if row else []
+    pages = max(1, -(-total // per_page))
+    return {"items": items, "total": total, "page": page, "pages": pages,
+            "first": (page - 1) * per_page + 1, "last": (page - 1) * per_page + len(items),
+            "more": total - len(items)}
 
 
 async def concern_parts(conn: asyncpg.Connection, concern_id: uuid.UUID) -> dict[str, Any]:

@@ -411,9 +411,21 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
         if concern is None or not who.may_see(concern["ods_code"]):
             return not_found(request)
         parts = await read(lambda conn: store.concern_parts(conn, concern["concern_id"]))
+        # The evidence a page at a time, latest first: never the whole of a big concern.
+        per_page = runtime.settings.evidence_listed
+        pages = max(1, -(-concern["evidence_count"] // per_page))
+        asked = request.query_params.get("evidence_page", "1")
+        page = int(asked) if asked.isdigit() else 0
+        if not 1 <= page <= pages:
+            status, page = 400, 1
+            errors = [*(errors or []), ("evidence_page", "The page of evidence must be a whole"
+                                        f" number from 1 to {pages}")]
+        evidence = await read(lambda conn: store.evidence_page(
+            conn, concern["concern_id"], page, per_page))
         return render(request, "concern.html", status, title=f"Concern: {concern['theme']}",
                       concern=concern, errors=errors or [], today=runtime.clock().date(),
-                      pending_review=store.pending_review(concern), **parts)
+                      pending_review=store.pending_review(concern), evidence=evidence,
+                      **parts)
 
     @api.get("/concerns/{concern_id}", include_in_schema=False)
     async def concern_view(request: Request, concern_id: str) -> HTMLResponse:

@@ -131,8 +131,8 @@ async def test_same_record_twice_gives_one_concern_one_meeting_one_email(
         "SELECT duplicates FROM intake.feedback WHERE feedback_id = $1", fb["feedback_id"]),
         what="second copy counted as a duplicate")
     meeting = await eventually(lambda: db.fetchrow(
-        "SELECT m.* FROM escalation.meetings m JOIN escalation.concerns c USING (concern_id)"
-        " WHERE c.evidence @> $1::jsonb", [{"feedback_id": str(fb["feedback_id"])}]))
+        "SELECT m.* FROM escalation.meetings m JOIN escalation.concern_evidence e"
+        " USING (concern_id) WHERE e.feedback_id = $1", fb["feedback_id"]))
     await eventually(lambda: _invites(inbox, "quality.rjz@provider.example", meeting["meeting_id"]))
     concerns = await db.fetchval(
         "SELECT count(*) FROM monitor.concerns WHERE evidence @> $1::jsonb",
@@ -140,8 +140,8 @@ async def test_same_record_twice_gives_one_concern_one_meeting_one_email(
     assert concerns == 1
     assert await db.fetchval(
         "SELECT count(*) FROM escalation.meetings WHERE ods_code = 'RJZ' AND concern_id IN"
-        " (SELECT concern_id FROM escalation.concerns WHERE evidence @> $1::jsonb)",
-        [{"feedback_id": str(fb["feedback_id"])}]) == 1
+        " (SELECT concern_id FROM escalation.concern_evidence WHERE feedback_id = $1)",
+        fb["feedback_id"]) == 1
     assert len(await _invites(inbox, "quality.rjz@provider.example", meeting["meeting_id"])) == 1
 
 

@@ -27,7 +27,14 @@ from services.workspace.config import WorkspaceSettings
 from shared import identity
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope
-from shared.events import EVENT_TYPES, ConcernRaised, Evidence, ProviderRef, Severity
+from shared.events import (
+    EVENT_TYPES,
+    ConcernRaised,
+    ConcernUpdated,
+    Evidence,
+    ProviderRef,
+    Severity,
+)
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from tools.stacks import database_url
@@ -731,3 +738,33 @@ async def test_reports_are_listed_and_passed_on_to_whom_may_read_them(stack: Sta
     # Without a session: no report.
     anonymous = await stack.client().get(f"/reports/{own}/pdf")
     assert anonymous.status_code == 401
+
+
+async def test_a_concern_with_much_evidence_shows_it_a_page_at_a_time(stack: Stack) -> None:
+    concern = await raise_concern(stack, ODS)
+    per_page = stack.workspace.settings.evidence_listed
+    total = 3 * per_page + 5
+    async with stack.workspace.pool.acquire() as conn, conn.transaction():
+        for n in range(2, total + 1):  # the raise brought the first
+            update = ConcernUpdated(
+                **(concern.model_dump() | {"evidence": [Evidence(
+                    feedback_id=uuid.uuid4(), kind="complaint", occurred_on=date(2034, 3, 1),
+                    matched=f"item number {n}.")]}),
+                evidence_count=n, previous_severity=concern.severity)
+            await stack.workspace.read_model.on_concern(conn, update,
+                                                        stack.workspace.outbox(conn))
+    lead = await stack.sign_in("lead")
+    page = await lead.get(f"/concerns/{concern.concern_id}")
+    assert page.status_code == 200
+    shown = [int(n) for n in re.findall(r"item number (\d+)\.", page.text)]
+    assert shown == list(range(total, total - per_page, -1))  # the latest, latest first
+    assert f"and {total - per_page} more (total {total})" in page.text
+    assert "?evidence_page=2" in page.text
+    last = await lead.get(f"/concerns/{concern.concern_id}?evidence_page=4")
+    assert [int(n) for n in re.findall(r"item number (\d+)\.", last.text)] == [5, 4, 3, 2]
+    assert "patient [NHS NUMBER] fell" in last.text  # the first, from the raise
+    assert "?evidence_page=3" in last.text and "?evidence_page=5" not in last.text
+    for bad in ("5", "0", "x"):
+        refused = await lead.get(f"/concerns/{concern.concern_id}?evidence_page={bad}")
+        assert refused.status_code == 400
+        assert "The page of evidence must be a whole number from 1 to 4" in refused.text

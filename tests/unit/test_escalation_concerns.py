@@ -10,7 +10,13 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.escalation.calendar import working_days_before, working_days_between
-from services.escalation.concerns import agenda, merge
+from services.escalation.concerns import (
+    KnownConcern,
+    agenda,
+    agenda_item,
+    merge,
+    with_evidence,
+)
 from shared.events import (
     ConcernRaised,
     ConcernUpdated,
@@ -101,10 +107,38 @@ def test_a_version_1_update_with_the_whole_list_comes_to_the_same() -> None:
     assert len(known.evidence) == 2
 
 
-def test_agenda_lists_every_piece_of_evidence() -> None:
+def test_agenda_lists_every_piece_of_evidence_of_a_small_concern() -> None:
     items = agenda(raised(Severity.SERIOUS, 1, 2))
     assert items[0] == "The concern: first"
     assert sum(i.startswith("Evidence:") for i in items) == 2
+    assert not any("more (total" in i for i in items)
+
+
+def test_agenda_lists_the_latest_items_and_counts_the_rest() -> None:
+    # What escalation holds of a concern with 500 items: the latest 10, and the count.
+    latest = [evidence(n) for n in range(21, 31)]
+    known = with_evidence(raised(Severity.SERIOUS, 1), latest, 500)
+    items = agenda(known)
+    assert len(items) == 2 + 10 + 1 + 1
+    assert items[2].startswith(f"Evidence: complaint {uuid.UUID(int=21)}")
+    assert items[-2] == "Evidence: and 490 more (total 500)"
+    assert len(agenda(known, listed=3)) == 2 + 3 + 1 + 1
+    assert agenda(known, listed=3)[2].startswith(f"Evidence: complaint {uuid.UUID(int=28)}")
+    assert agenda_item(known).endswith("[500 piece(s) of evidence]")
+
+
+def test_merging_what_the_store_added_keeps_the_rule() -> None:
+    # The store took the union (escalation's concern_evidence) and says what was new.
+    known = with_evidence(raised(Severity.HIGH, 1), [evidence(1)], 1)
+    incoming = updated(Severity.MODERATE, Severity.HIGH, 1, 2, reason="later")
+    concern, change = merge(known, incoming, [evidence(2)])
+    assert concern.severity == Severity.HIGH  # never falls
+    assert concern.reason == "later"  # it brought something new
+    assert isinstance(concern, KnownConcern) and concern.evidence_count == 2
+    assert [e.feedback_id for e in change.new_evidence] == [uuid.UUID(int=2)]
+    concern, change = merge(concern, incoming, [])
+    assert isinstance(concern, KnownConcern) and concern.evidence_count == 2
+    assert not change.changed
 
 
 @pytest.mark.parametrize("day, n, expected", [

@@ -21,6 +21,7 @@ from shared.events import (
     Attendee,
     ConcernRaised,
     ConcernResolved,
+    ConcernUpdated,
     Evidence,
     MeetingCancelled,
     MeetingRescheduled,
@@ -251,3 +252,41 @@ def test_a_silence_needs_a_known_matcher() -> None:
         validate_matchers({"provider": None})
     with pytest.raises(ValueError, match="unknown"):
         validate_matchers({"postcode": "N1"})
+
+
+# -- a concern with much evidence lists the latest few -------------------------------------------
+
+def _many(n: int) -> list[Evidence]:
+    return [Evidence(feedback_id=uuid.UUID(int=i + 1), kind="complaint",
+                     occurred_on=(START - timedelta(days=n - i)).date()) for i in range(n)]
+
+
+def test_a_concern_with_500_items_lists_the_latest_ten_and_the_rest_as_a_count() -> None:
+    raised = concern().model_copy(update={"evidence": _many(500)})
+    items = summarise(raised).items
+    assert len(items) == 11
+    latest = (START - timedelta(days=1)).date()
+    assert items[-2] == f"complaint of {latest}"
+    assert items[-1] == "and 490 more (total 500)"
+    assert len(summarise(raised, listed=3).items) == 4
+
+
+def test_an_update_lists_its_new_items_and_counts_the_concern_s_total() -> None:
+    update = ConcernUpdated(**concern().model_dump(), evidence_count=500,
+                            previous_severity=Severity.LOW)
+    items = summarise(update).items
+    assert len(items) == 2 and items[-1] == "and 499 more (total 500)"
+
+
+def test_the_e_mail_and_the_webhook_of_a_big_concern_stay_short() -> None:
+    raised = concern().model_copy(update={"evidence": _many(2000)})
+    settings = Settings(evidence_listed=5)
+    body = part(wire(EmailChannel(settings).render(outgoing(raised))),
+                "text/plain").get_content()
+    assert "and 1995 more (total 2000)" in body
+    assert body.count("- complaint of") == 5
+    hook = WebhookChannel({"team": WebhookTarget(url="https://hooks.example/t", secret="s")},
+                          evidence_listed=5)
+    _, raw, _ = hook.render(outgoing(raised, recipient="team"))
+    doc = json.loads(raw)
+    assert doc["attachments"][0]["text"].count("- complaint of") == 5
