@@ -12,6 +12,7 @@ message and that commit; the copy carries the same Message-ID (webhooks: the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -54,7 +55,20 @@ class Dispatcher:
         return attempted
 
     async def dispatch_one(self) -> bool:
-        """Claim, send and settle one due notification; False when none is due."""
+        """Claim, send and settle one due notification; False when none is due.
+
+        A shutdown waits for a send under way to be settled: cancelled between the mail
+        server's acceptance and the commit, the claim's transaction would roll back and
+        another replica would send the same message again."""
+        work = asyncio.ensure_future(self._dispatch_one())
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
+
+    async def _dispatch_one(self) -> bool:
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             row = await store.claim_next(conn)
             if row is None:
