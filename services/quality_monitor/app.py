@@ -68,8 +68,9 @@ from shared.events import (
     ProviderRef,
     Severity,
 )
+from shared.groupcommit import Batch
 from shared.outbox import Outbox
-from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
+from shared.runtime import BatchEventHandler, ServiceRuntime, subscriptions_of
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -119,11 +120,12 @@ class Monitor:
         self._providers_committed: dict[str, dict[str, Any]] = {}
 
     # -- consumed events ------------------------------------------------------------------
-    async def on_feedback_accepted(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+    async def on_feedback_accepted(self, batch: Batch, fb: FeedbackAccepted,
                                    outbox: Outbox) -> None:
         """Record the feedback and run every rule it can trigger: immediate serious risk,
         visit rating, service change, clusters, and for a monthly FFT return its SPC series
         and the funnel of its setting and month."""
+        conn = batch.conn
         ods = fb.provider.ods_code
         fft = fb.kind == "fft_monthly" and {"setting", "period"} <= fb.content.keys()
         cluster_rules = self.rules.clusters_for(fb.kind, fb.theme)
@@ -133,7 +135,7 @@ class Monitor:
                      f"funnel:{fb.content['setting']}:{fb.content['period']}"]
         mentions = await read_harm(rules.free_text(fb))  # off the loop when the text is long
         await store.lock(conn, *keys)
-        await store.record_feedback(conn, fb)
+        await store.record_feedback(batch, fb)
         await store.record_provider(conn, fb.provider, self._providers_committed)
         for finding in self.item_findings(fb, mentions):
             event = await self.raise_concern(
@@ -145,20 +147,21 @@ class Monitor:
                 await review.request(conn, event.concern_id, self.clock())
         await self.resolve_by_later_item(conn, fb, outbox)
         for cluster_rule in cluster_rules:
-            await self.check_cluster(conn, fb, cluster_rule, outbox)
+            await self.check_cluster(batch, fb, cluster_rule, outbox)
         if fb.kind == "equality_return":
             await store.record_equality_return(conn, fb)
         if fft:
             setting, period = await store.record_fft_month(conn, fb)
             for metric in ("fft_negative", "fft_positive"):
-                await self.check_fft_series(conn, fb.provider, METRICS[metric], setting, outbox)
-            await self.check_funnel(conn, setting, period, outbox)
+                await self.check_fft_series(batch, fb.provider, METRICS[metric], setting,
+                                            outbox)
+            await self.check_funnel(batch, setting, period, outbox)
 
-    async def on_concern_closed(self, conn: asyncpg.Connection, closed: ConcernClosed,
+    async def on_concern_closed(self, batch: Batch, closed: ConcernClosed,
                                 outbox: Outbox) -> None:
         """The quality team closed the concern on the escalation side: it is resolved."""
         event = await store.resolve(
-            conn, closed.concern_id,
+            batch.conn, closed.concern_id,
             f"closed by escalation ({closed.closed_by}): {closed.reason}", closed.closed_at)
         if event is not None:
             await outbox.add(event)
@@ -195,11 +198,12 @@ class Monitor:
             await self.resolve_concern(conn, outbox, row, f"resolved: {why}")
 
     # -- clusters -------------------------------------------------------------------------
-    async def check_cluster(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+    async def check_cluster(self, batch: Batch, fb: FeedbackAccepted,
                             rule: ClusterRule, outbox: Outbox) -> None:
+        conn = batch.conn
         days = rule.window_days
         items = await store.theme_items(
-            conn, fb.provider.ods_code, rule.kinds, rule.theme,
+            batch, fb.provider.ods_code, rule.kinds, rule.theme,
             fb.occurred_on - timedelta(days=days - 1), fb.occurred_on + timedelta(days=days - 1),
             fb.site_code, rule.per_site)
         window = clusters.find_cluster(items, count=rule.count, days=days,
@@ -247,7 +251,7 @@ class Monitor:
                 continue
             days = rule.window_days
             items = await store.theme_items(
-                conn, row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
+                Batch(conn), row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
                 today, figures.get("site_code"), rule.per_site)
             current = clusters.window_ending(items, today, days)
             if not clusters.has_passed(last, current, rule.count):
@@ -262,16 +266,16 @@ class Monitor:
         return resolved
 
     # -- SPC --------------------------------------------------------------------------------
-    async def fft_months(self, conn: asyncpg.Connection, ods_code: str,
+    async def fft_months(self, batch: Batch, ods_code: str,
                          setting: str) -> tuple[list[fft.Month], dict[str, list[Any]]]:
         closed = last_closed_month(self.clock(), self.rules.schedule.month_close_days)
-        return await load_fft_months(conn, ods_code, setting, closed)
+        return await load_fft_months(batch, ods_code, setting, closed)
 
-    async def check_fft_series(self, conn: asyncpg.Connection, provider: ProviderRef,
+    async def check_fft_series(self, batch: Batch, provider: ProviderRef,
                                metric: Metric, setting: str, outbox: Outbox) -> None:
         if self.rules.spc.metric(metric.name) is None:
             return
-        months, behind = await self.fft_months(conn, provider.ods_code, setting)
+        months, behind = await self.fft_months(batch, provider.ods_code, setting)
         series = fft_month_series(months, metric.name, behind)
         source = {m.period: m.source for m in months}
         evidence = [[Evidence(feedback_id=f, kind="fft_monthly" if source[p] == "return"
@@ -279,23 +283,24 @@ class Monitor:
                               matched=f"{metric.label} {v:.1f}% in {p}") for f, d in items]
                     for p, v, items in zip(series.periods, series.values, series.feedback,
                                            strict=True)]
-        await self.judge_series(conn, outbox, provider, metric, setting, series.periods,
+        await self.judge_series(batch.conn, outbox, provider, metric, setting, series.periods,
                                 series.values, evidence)
 
-    async def check_count_series(self, conn: asyncpg.Connection, outbox: Outbox,
+    async def check_count_series(self, batch: Batch, outbox: Outbox,
                                  provider: ProviderRef, metric: Metric, last_month: str) -> None:
         if self.rules.spc.metric(metric.name) is None:
             return
         kind = COUNTED_KINDS[metric.name]
         until = month_start(shift_month(last_month, 1)) - timedelta(days=1)
-        rows = await store.feedback_dates(conn, provider.ods_code, kind, until)
+        rows = await store.feedback_dates(batch, provider.ods_code, kind, until)
         series = count_series([(r["feedback_id"], r["occurred_on"]) for r in rows], last_month)
         if not series.periods:
             return
         evidence = [[Evidence(feedback_id=f, kind=kind, occurred_on=d,
                               matched=f"{metric.label}: {p}") for f, d in items]
                     for p, items in zip(series.periods, series.feedback, strict=True)]
-        await self.judge_series(conn, outbox, provider, metric, ALL_SETTINGS, series.periods,
+        await self.judge_series(batch.conn, outbox, provider, metric, ALL_SETTINGS,
+                                series.periods,
                                 series.values, evidence)
 
     async def judge_series(self, conn: asyncpg.Connection, outbox: Outbox,
@@ -365,12 +370,13 @@ class Monitor:
                      setting, periods[start])
 
     # -- funnel ------------------------------------------------------------------------------
-    async def check_funnel(self, conn: asyncpg.Connection, setting: str, period: str,
+    async def check_funnel(self, batch: Batch, setting: str, period: str,
                            outbox: Outbox) -> None:
         """Compare the providers of one setting and month on FFT % negative."""
+        conn = batch.conn
         cfg = self.rules.funnel
         closed = period <= last_closed_month(self.clock(), self.rules.schedule.month_close_days)
-        rows = [r for r in await store.fft_period_combined(conn, setting, period, closed)
+        rows = [r for r in await store.fft_period_combined(batch, setting, period, closed)
                 if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed
         if len(rows) < cfg.min_providers:
             return
@@ -424,7 +430,7 @@ class Monitor:
         handling, for every provider, one transaction per provider."""
         providers = 0
         async with pool.acquire() as conn:
-            ods_codes = await store.providers_with(conn, list(COUNTED_KINDS.values()))
+            ods_codes = await store.providers_with(Batch(conn), list(COUNTED_KINDS.values()))
         for ods in ods_codes:
             async with pool.acquire() as conn, conn.transaction():
                 provider = await store.provider_ref(conn, ods)
@@ -432,8 +438,9 @@ class Monitor:
                     continue
                 outbox = self._outbox(conn)
                 for name in COUNTED_KINDS:
-                    await self.check_count_series(conn, outbox, provider, METRICS[name], month)
-                await self.check_complaint_handling(conn, outbox, provider, month)
+                    await self.check_count_series(Batch(conn), outbox, provider, METRICS[name],
+                                                  month)
+                await self.check_complaint_handling(Batch(conn), outbox, provider, month)
                 providers += 1
         fft_series_judged = await self.close_fft_month(pool, month)
         return {"month": month, "providers": providers, "fft_series": fft_series_judged}
@@ -443,7 +450,7 @@ class Monitor:
         provider and setting with responses in it, then the funnel of each setting."""
         async with pool.acquire() as conn:
             pairs = await store.fft_response_providers(
-                conn, month_start(month), month_start(shift_month(month, 1)))
+                Batch(conn), month_start(month), month_start(shift_month(month, 1)))
         for r in pairs:
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock(conn, f"fft:{r['ods_code']}:{r['setting']}")
@@ -452,21 +459,22 @@ class Monitor:
                     continue
                 outbox = self._outbox(conn)
                 for metric in ("fft_negative", "fft_positive"):
-                    await self.check_fft_series(conn, provider, METRICS[metric], r["setting"],
-                                                outbox)
+                    await self.check_fft_series(Batch(conn), provider, METRICS[metric],
+                                                r["setting"], outbox)
         for setting in sorted({r["setting"] for r in pairs}):
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock(conn, f"funnel:{setting}:{month}")
-                await self.check_funnel(conn, setting, month, self._outbox(conn))
+                await self.check_funnel(Batch(conn), setting, month, self._outbox(conn))
         return len(pairs)
 
-    async def check_complaint_handling(self, conn: asyncpg.Connection, outbox: Outbox,
+    async def check_complaint_handling(self, batch: Batch, outbox: Outbox,
                                        provider: ProviderRef, month: str) -> None:
+        conn = batch.conn
         cfg = self.rules.complaint_handling
         months = month_range(shift_month(month, 1 - cfg.window_months), month)
         since = month_start(shift_month(months[0], -cfg.respond_within_months - 1))
         window = handling_window(
-            await store.complaints(conn, provider.ods_code, since), months, self.today(),
+            await store.complaints(batch, provider.ods_code, since), months, self.today(),
             acknowledge_within=cfg.acknowledge_within_working_days,
             respond_within=cfg.respond_within_months)
         for verdict in handling_verdicts(window, months, provider.name, cfg):
@@ -608,7 +616,7 @@ def _signals_json(signals: Sequence[spc.Signal], periods: Sequence[str]) -> list
              "periods": [periods[i] for i in s.points]} for s in signals]
 
 
-def handlers(monitor: Monitor) -> list[tuple[type[Event], EventHandler[Any]]]:
+def handlers(monitor: Monitor) -> list[tuple[type[Event], BatchEventHandler[Any]]]:
     """What this service does, in one table: event consumed -> handler."""
     return [
         (FeedbackAccepted, monitor.on_feedback_accepted),
@@ -638,7 +646,7 @@ def build_monitor(settings: Settings, clock: Clock = utc_now,
         the_rules, report_settings, settings.commissioner_name, clock, outbox_for)
     monitor = Monitor(the_rules, clock, outbox_for=outbox_for, reports=reports)
     for event_cls, handler in handlers(monitor):
-        runtime.on_event(event_cls, handler)
+        runtime.on_batch_event(event_cls, handler)
 
     async def schedule_loop() -> None:
         await monitor.schedule_loop(lambda: runtime.pool)
