@@ -26,9 +26,8 @@ from typing import Any
 
 import asyncpg
 
-from services.quality_monitor import clusters, fft, review, rules, spc, store
+from services.quality_monitor import clusters, fft, review, rules, store
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
-from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel
 from services.quality_monitor.handling import OverThreshold, handling_verdicts, handling_window
 from services.quality_monitor.harm.pipeline import Mention, analyser, read_harm
 from services.quality_monitor.http import ACCESS, add_review_routes, add_routes
@@ -36,10 +35,16 @@ from services.quality_monitor.lifecycle import (
     last_closed_month,
     month_close_at,
     next_daily_review,
-    outlier_resolved,
-    spc_resolved,
     today_in_london,
     visit_resolves,
+)
+from services.quality_monitor.measure_verdicts import (
+    ClearSignal,
+    FunnelFigures,
+    RaiseSignal,
+    funnel_verdicts,
+    month_funnel,
+    series_verdict,
 )
 from services.quality_monitor.measures import load_fft_months
 from services.quality_monitor.reports import periods
@@ -79,8 +84,6 @@ NAME = "quality_monitor"
 OutboxFactory = Callable[[asyncpg.Connection], Outbox]
 
 CLUSTER_RULE = "cluster"
-SPC_RULE = "spc_special_cause"
-FUNNEL_RULE = "peer_outlier"
 HANDLING_RULE = "complaint_handling"
 MONTH_CLOSE = "month_close"
 DAILY_REVIEW = "daily_review"
@@ -91,12 +94,6 @@ QUARTERLY_REPORTS = "quarterly_reports"
 # of the family are its signals (see store.raise_signal).
 MEASURE_RULE = "measure_signals"
 KIND_FAMILY = {"complaint": "complaints", "gp_alert": "GP alerts"}
-METRIC_FAMILY = {"complaints": "complaints", "gp_alerts": "GP alerts"}
-
-
-def family_of(metric: str, setting: str) -> str:
-    """The measure family of a metric: FFT in one setting, complaints, or GP alerts."""
-    return METRIC_FAMILY.get(metric) or f"FFT: {setting}"
 
 
 def cluster_family(kinds: Sequence[str]) -> str | None:
@@ -307,122 +304,64 @@ class Monitor:
                            provider: ProviderRef, metric: Metric, setting: str,
                            periods: Sequence[str], values: Sequence[float],
                            evidence: Sequence[Sequence[Evidence]]) -> None:
-        """Judge the latest month of one series: raise or add to a concern on special cause in
-        the direction of concern, note an improvement, resolve after enough common cause."""
-        metric_rules = self.rules.spc.metric(metric.name)
+        """Judge the latest month of one series (``measure_verdicts.series_verdict``): raise
+        or add to a concern on special cause in the direction of concern, note an
+        improvement, resolve after enough common cause; propose a rebase after a shift."""
         rebased = await store.rebase_periods(conn, provider.ods_code, metric.name, setting)
-        breaks = spc.breaks_at(periods, rebased)
-        verdict = spc.assess(values, metric.concern, self.rules.spc.options, breaks)
-        if verdict is None or metric_rules is None:
+        verdict = series_verdict(self.rules.spc, metric, setting, provider.name, periods,
+                                 values, evidence, rebased)
+        if verdict is None:
             return  # fewer than the minimum points (in the latest rebase group): no verdict
-        await self.propose_rebase(conn, provider, metric, setting, periods, verdict.chart)
-        lim = verdict.chart.limits
-        theme = metric.theme(setting)
-        unit = "%" if metric.percent else ""
-        figures: dict[str, Any] = {
-            "metric": metric.name, "setting": setting, "period": periods[-1],
-            "value": round(values[-1], 3), "mean": round(lim.mean, 3),
-            "lower_limit": round(lim.lower, 3), "upper_limit": round(lim.upper, 3),
-            "mr_bar": round(lim.mr_bar, 3), "points": len(values),
-            "rebased_from": [periods[b] for b in breaks],
-            "series": [[p, round(v, 3)] for p, v in zip(periods, values, strict=True)]}
-        if verdict.improvement:
+        if verdict.rebase is not None and await store.propose_rebase(
+                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
+                period=verdict.rebase.period, at=self.clock(), reason=verdict.rebase.reason):
+            log.info("proposed a rebase of %s %s (%s) from %s", provider.ods_code, metric.name,
+                     setting, verdict.rebase.period)
+        if verdict.improvement is not None:
+            i = verdict.improvement
             await store.record_improvement(
                 conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
-                period=periods[-1], value=values[-1],
-                signals=_signals_json(verdict.improvement, periods), figures=figures)
-        family, signal = family_of(metric.name, setting), f"spc:{metric.name}"
-        if verdict.concern:
-            flagged = sorted({i for s in verdict.concern for i in s.points})
-            figures["signals"] = _signals_json(verdict.concern, periods)
-            reason = (f"{metric.label}{'' if setting == ALL_SETTINGS else f' ({setting})'} at"
-                      f" {provider.name}: special cause variation of concern in {periods[-1]}"
-                      f" ({spc.describe(verdict.concern)}); latest {values[-1]:.1f}{unit}, mean"
-                      f" {lim.mean:.1f}{unit}, process limits {lim.lower:.1f}{unit} to"
-                      f" {lim.upper:.1f}{unit} over {len(values)} months")
-            await self.raise_signal(conn, outbox, provider, family, signal, SPC_RULE,
-                                    metric_rules.severity, reason, figures,
-                                    [e for i in flagged for e in evidence[i]])
-            return
-        needed = self.rules.spc.resolve_after_common_cause_points
-        if spc_resolved(verdict.common_cause_tail(), needed):
-            await self.clear_signal(
-                conn, outbox, provider.ods_code, family, signal,
-                f"signal returned to common cause: no special cause of concern in the latest"
-                f" {verdict.common_cause_tail()} months of {theme} (to {periods[-1]})")
-
-    async def propose_rebase(self, conn: asyncpg.Connection, provider: ProviderRef,
-                             metric: Metric, setting: str, periods: Sequence[str],
-                             chart: spc.Chart) -> None:
-        """After a sustained shift, propose a rebase from its first month (a person accepts)."""
-        min_run = self.rules.spc.propose_rebase_after_run
-        start = None if min_run is None else spc.rebase_proposal(chart, min_run)
-        if start is None:
-            return
-        side = "above" if chart.values[start] > chart.group_of(start).limits.mean else "below"
-        run = len(periods) - start
-        if await store.propose_rebase(
-                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
-                period=periods[start], at=self.clock(),
-                reason=f"sustained shift: {run} months in a row {side} the mean from"
-                       f" {periods[start]} to {periods[-1]}"):
-            log.info("proposed a rebase of %s %s (%s) from %s", provider.ods_code, metric.name,
-                     setting, periods[start])
+                period=i.period, value=i.value, signals=i.signals, figures=i.figures)
+        await self.apply_signal(conn, outbox, provider, verdict.signal)
 
     # -- funnel ------------------------------------------------------------------------------
     async def check_funnel(self, batch: Batch, setting: str, period: str,
                            outbox: Outbox) -> None:
-        """Compare the providers of one setting and month on FFT % negative."""
+        """Compare the providers of one setting and month on FFT % negative
+        (``measure_verdicts.month_funnel`` and ``funnel_verdicts``)."""
         conn = batch.conn
         cfg = self.rules.funnel
         closed = period <= last_closed_month(self.clock(), self.rules.schedule.month_close_days)
-        rows = [r for r in await store.fft_period_combined(batch, setting, period, closed)
-                if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed
-        if len(rows) < cfg.min_providers:
+        figures = [FunnelFigures(r["ods_code"], r["negative"], r["responses"],
+                                 tuple(r["feedback_ids"] or ()), r["source"])
+                   for r in await store.fft_period_combined(batch, setting, period, closed)]
+        f = month_funnel(figures, cfg)
+        if f is None:
             return
-        f = funnel([Unit(r["ods_code"], r["negative"], r["responses"]) for r in rows],
-                   winsorise_by=cfg.winsorise, overdispersion=cfg.overdispersion,
-                   phi_fallback=cfg.phi_fallback)
         await store.save_funnel(conn, setting, period, f)
-        for r in rows:  # sorted by ODS code: concern rows are always locked in one order
-            point = f.point(r["ods_code"])
-            provider = await store.provider_ref(conn, r["ods_code"])
-            if point is None or provider is None:
+        providers: dict[str, ProviderRef] = {}
+        history: dict[str, list[tuple[str, str]]] = {}
+        for r in figures:  # sorted by ODS code: concern rows are always locked in one order
+            provider = await store.provider_ref(conn, r.ods_code)
+            if f.point(r.ods_code) is None or provider is None:
                 continue
-            history = await store.funnel_history(conn, r["ods_code"], setting)
-            if point.band is Band.ABOVE_998 and history[0][0] == period:
-                low, high = f.limits(point.n, Z998)
-                reason = (f"FFT % negative ({setting}) at {provider.name} in {period} is"
-                          f" {100 * point.proportion:.1f}% of {point.n} responses, above the upper"
-                          f" 99.8% limit of {100 * high:.1f}% around the {len(f.points)}-provider"
-                          f" average of {100 * f.target:.1f}%: further from the average than"
-                          " chance explains"
-                          + (", even allowing for how much providers differ (overdispersion)"
-                             if f.adjusted and f.tau2 > 0 else ""))
-                figures = {"setting": setting, "period": period, "events": point.events,
-                           "responses": point.n, "proportion": round(point.proportion, 5),
-                           "target": round(f.target, 5), "z": round(point.z, 3),
-                           "z_adjusted": round(point.z_adjusted, 3),
-                           "upper_998": round(high, 5), "lower_998": round(low, 5),
-                           "upper_95": round(f.limits(point.n, Z95)[1], 5),
-                           "phi": round(f.phi, 4), "tau2": round(f.tau2, 6),
-                           "providers": len(f.points), "band": point.band.value}
-                await self.raise_signal(
-                    conn, outbox, provider, family_of("fft_negative", setting),
-                    "funnel:fft_negative", FUNNEL_RULE, cfg.severity, reason, figures,
-                    [Evidence(feedback_id=fid, kind="fft_monthly" if r["source"] == "return"
-                              else "fft_response", occurred_on=month_start(period),
-                              matched=f"{100 * point.proportion:.1f}% negative in {period}")
-                     for fid in r["feedback_ids"] or []])
-                continue
-            flags = [band == Band.ABOVE_998.value for _, band in history]
-            if outlier_resolved(flags, cfg.resolve_after_periods):
-                await self.clear_signal(
-                    conn, outbox, r["ods_code"], family_of("fft_negative", setting),
-                    "funnel:fft_negative",
-                    f"signal returned to common cause: within the upper 99.8% limit of the"
-                    f" {setting} funnel in the latest {cfg.resolve_after_periods} months"
-                    f" (to {period})")
+            providers[r.ods_code] = provider
+            history[r.ods_code] = await store.funnel_history(conn, r.ods_code, setting)
+        names = {ods: p.name for ods, p in providers.items()}
+        for ods, verdict in funnel_verdicts(f, figures, setting, period, names, history, cfg):
+            await self.apply_signal(conn, outbox, providers[ods], verdict)
+
+    async def apply_signal(self, conn: asyncpg.Connection, outbox: Outbox,
+                           provider: ProviderRef,
+                           verdict: RaiseSignal | ClearSignal | None) -> None:
+        """Store and publish a measure verdict: raise or clear a signal of the family."""
+        if isinstance(verdict, RaiseSignal):
+            await self.raise_signal(conn, outbox, provider, verdict.family, verdict.signal,
+                                    verdict.rule, verdict.severity, verdict.reason,
+                                    verdict.figures, verdict.evidence)
+        elif isinstance(verdict, ClearSignal):
+            await self.clear_signal(conn, outbox, provider.ods_code, verdict.family,
+                                    verdict.signal, verdict.why)
 
     # -- a month's close ------------------------------------------------------------------
     async def close_month(self, pool: asyncpg.Pool, month: str) -> dict[str, Any]:
@@ -609,11 +548,6 @@ class Monitor:
 
 def _cluster_signal(name: str, site_code: str | None) -> str:
     return f"cluster:{name}" + (f":{site_code}" if site_code else "")
-
-
-def _signals_json(signals: Sequence[spc.Signal], periods: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"test": s.test, "direction": s.direction.value,
-             "periods": [periods[i] for i in s.points]} for s in signals]
 
 
 def handlers(monitor: Monitor) -> list[tuple[type[Event], BatchEventHandler[Any]]]:
