@@ -219,15 +219,20 @@ class FakeOutbox:
 NOW = datetime(2027, 1, 20, 9, 0, tzinfo=UTC)
 
 
-async def test_judge_series_stores_the_rebase_and_raises_the_signal(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeStore()
+async def judge_with_fakes(monkeypatch: pytest.MonkeyPatch,
+                           values: list[float]) -> tuple[FakeStore, FakeOutbox]:
+    """Monitor.judge_series on ``values`` (fft_negative, inpatient, provider RJ1)."""
+    fake, outbox = FakeStore(), FakeOutbox()
     monkeypatch.setattr(monitor_app, "store", fake)
     monitor = Monitor(RULES, clock=lambda: NOW)
-    outbox = FakeOutbox()
-    values = [*STEADY[:12], *[14.0, 15] * 6]
     await monitor.judge_series(None, outbox, provider("RJ1", "Trust A"), NEGATIVE,  # type: ignore[arg-type]
                                "inpatient", PERIODS, values, evidence_per_month(24))
+    return fake, outbox
+
+
+async def test_judge_series_stores_the_rebase_and_raises_the_signal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, outbox = await judge_with_fakes(monkeypatch, [*STEADY[:12], *[14.0, 15] * 6])
     assert [name for name, _ in fake.calls] == ["propose_rebase", "raise_signal"]
     assert fake.calls[0][1]["period"] == "2026-01" and fake.calls[0][1]["at"] == NOW
     raised = fake.calls[1][1]
@@ -238,12 +243,7 @@ async def test_judge_series_stores_the_rebase_and_raises_the_signal(
 
 async def test_judge_series_notes_an_improvement_and_clears_the_signal(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeStore()
-    monkeypatch.setattr(monitor_app, "store", fake)
-    monitor = Monitor(RULES, clock=lambda: NOW)
-    outbox = FakeOutbox()
-    await monitor.judge_series(None, outbox, provider("RJ1", "Trust A"), NEGATIVE,  # type: ignore[arg-type]
-                               "inpatient", PERIODS, [*STEADY, 1], evidence_per_month(24))
+    fake, outbox = await judge_with_fakes(monkeypatch, [*STEADY, 1])
     assert [name for name, _ in fake.calls] == ["record_improvement", "clear_signal"]
     assert fake.calls[0][1]["period"] == "2026-12" and fake.calls[0][1]["value"] == 1
     assert len(outbox.events) == 1 and outbox.events[0].startswith("cleared spc:fft_negative")
