@@ -342,8 +342,10 @@ class Monitor:
         providers: dict[str, ProviderRef] = {}
         history: dict[str, list[tuple[str, str]]] = {}
         for r in figures:  # sorted by ODS code: concern rows are always locked in one order
+            if f.point(r.ods_code) is None:
+                continue  # too few responses to show
             provider = await store.provider_ref(conn, r.ods_code)
-            if f.point(r.ods_code) is None or provider is None:
+            if provider is None:
                 continue
             providers[r.ods_code] = provider
             history[r.ods_code] = await store.funnel_history(conn, r.ods_code, setting)
