@@ -12,10 +12,13 @@ With an inbox table, each item may carry its event id: the batch records every i
 statement at the start of the transaction, and tells each item's work whether its event is
 new (``first``) or was handled before, instead of a round trip per item.
 
-Work may also *defer* a write to the end of its batch (``defer``): the rows the batch's items
-defer to one table go in one round trip, just before the commit. Whatever reads that table
-within the transaction calls ``flush_deferred`` first, so it sees every row deferred so far.
-Outside a batch, a deferred write is made at once.
+Each item's work receives its ``Batch``: the shared connection, and a hook to *defer* a
+write to the end of the batch (``Batch.defer``): the rows the batch's items defer to one table
+go in one round trip, just before the commit. Reads made through the batch (``Batch.fetch``,
+``fetchrow``, ``fetchval``) write whatever was deferred first, so they see every row deferred
+so far: code that reads a table whose writes are deferred takes the ``Batch``, not the
+connection, and cannot forget. ``Batch(conn)`` outside a group commit makes every deferred
+write at once.
 """
 
 from __future__ import annotations
@@ -24,58 +27,56 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# An item's work: the connection, and whether its event is new (always True without an id).
-Work = Callable[[asyncpg.Connection, bool], Awaitable[Any]]
+# An item's work: its batch, and whether its event is new (always True without an id).
+Work = Callable[["Batch", bool], Awaitable[Any]]
 InboxKey = tuple[uuid.UUID, str]  # (event id, event type)
 Item = tuple[Work, "asyncio.Future[Any]", InboxKey | None]
 # Writes the rows deferred to one table, in one round trip.
 WriteRows = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[None]]
 
 
-class _Deferred:
-    """The writes the items of one batch deferred, by the function that writes them."""
+class Batch:
+    """One transaction shared by the items of a batch, with the writes its items deferred
+    (by the function that writes them), made before any read through it and before the
+    commit. ``Batch(conn)``, outside a group commit, defers nothing: writes are made at once."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, deferring: bool = False) -> None:
         self.conn = conn
-        self.rows: dict[WriteRows, list[Any]] = {}
+        self._deferring = deferring
+        self._rows: dict[WriteRows, list[Any]] = {}
+
+    async def defer(self, write: WriteRows, row: Any) -> None:
+        """Have ``write`` write ``row`` with the other rows of this batch, before it commits
+        or is next read (at once outside a group commit)."""
+        if self._deferring:
+            self._rows.setdefault(write, []).append(row)
+        else:
+            await write(self.conn, [row])
 
     async def flush(self) -> None:
-        while self.rows:
-            write, rows = next(iter(self.rows.items()))
-            del self.rows[write]
+        """Write what the items have deferred so far."""
+        while self._rows:
+            write, rows = next(iter(self._rows.items()))
+            del self._rows[write]
             await write(self.conn, rows)
 
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        await self.flush()
+        return list(await self.conn.fetch(query, *args))
 
-_batch: ContextVar[_Deferred | None] = ContextVar("carewatch_group_commit_batch", default=None)
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        await self.flush()
+        return await self.conn.fetchrow(query, *args)
 
-
-def _deferred(conn: asyncpg.Connection) -> _Deferred | None:
-    batch = _batch.get()
-    return batch if batch is not None and batch.conn is conn else None
-
-
-async def defer(conn: asyncpg.Connection, write: WriteRows, row: Any) -> None:
-    """Have ``write`` write ``row`` with the other rows of this batch, before it commits (at
-    once when ``conn`` is not a batch's)."""
-    batch = _deferred(conn)
-    if batch is None:
-        await write(conn, [row])
-    else:
-        batch.rows.setdefault(write, []).append(row)
-
-
-async def flush_deferred(conn: asyncpg.Connection) -> None:
-    """Write what the batch on ``conn`` has deferred so far (before reading it back)."""
-    batch = _deferred(conn)
-    if batch is not None:
-        await batch.flush()
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        await self.flush()
+        return await self.conn.fetchval(query, *args)
 
 
 class GroupCommit:
@@ -89,7 +90,7 @@ class GroupCommit:
         self.batches = 0
         self.items = 0
 
-    async def run(self, work: Callable[[asyncpg.Connection, bool], Awaitable[T]], *,
+    async def run(self, work: Callable[[Batch, bool], Awaitable[T]], *,
                   inbox: InboxKey | None = None) -> T:
         """Run ``work`` in a transaction shared with other concurrent work; returns once
         committed (or raises what ``work`` raised). With ``inbox`` (needs ``inbox_table``),
@@ -150,24 +151,20 @@ class GroupCommit:
     async def _commit(self, batch: list[Item]) -> None:
         try:
             async with self._pool().acquire() as conn:
-                deferred = _Deferred(conn)
-                token = _batch.set(deferred)
-                try:
-                    async with conn.transaction():
-                        firsts = await self._firsts(conn, batch)
-                        results = []
-                        for (work, _, _), first in zip(batch, firsts, strict=True):
-                            results.append(await work(conn, first))
-                            # An item whose writes are all deferred never waits on the
-                            # database: give the loop a turn between items, as a write
-                            # would, so that the other lane's batch is not kept waiting.
-                            # (Every millisecond instead was not enough: in
-                            # test_lanes.py the serious complaint's concern was then
-                            # seen after 230-520 routine items, not 4.)
-                            await asyncio.sleep(0)
-                        await deferred.flush()
-                finally:
-                    _batch.reset(token)
+                shared = Batch(conn, deferring=True)
+                async with conn.transaction():
+                    firsts = await self._firsts(conn, batch)
+                    results = []
+                    for (work, _, _), first in zip(batch, firsts, strict=True):
+                        results.append(await work(shared, first))
+                        # An item whose writes are all deferred never waits on the
+                        # database: give the loop a turn between items, as a write
+                        # would, so that the other lane's batch is not kept waiting.
+                        # (Every millisecond instead was not enough: in
+                        # test_lanes.py the serious complaint's concern was then
+                        # seen after 230-520 routine items, not 4.)
+                        await asyncio.sleep(0)
+                    await shared.flush()
         except asyncio.CancelledError:
             for _, future, _ in batch:
                 if not future.done():

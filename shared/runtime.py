@@ -30,7 +30,7 @@ from shared.acks import AckBatcher
 from shared.db import create_pool, pending_migrations
 from shared.envelope import Envelope
 from shared.events import Event
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import Batch, GroupCommit
 from shared.http import DEFAULT_PORTS, HttpSurface, Metrics
 from shared.logs import log_context
 from shared.outbox import AmqpPublisher, Outbox, OutboxRelay
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 EventHandler = Callable[[asyncpg.Connection, E, Outbox], Awaitable[None]]
+# A handler that takes its group commit's batch (to defer writes, see shared/groupcommit.py).
+BatchEventHandler = Callable[[Batch, E, Outbox], Awaitable[None]]
 
 
 async def raw_body(message: RabbitMessage) -> bytes:
@@ -125,13 +127,22 @@ class ServiceRuntime:
 
     def on_event(self, event_cls: type[E], handler: EventHandler[E], *,
                  description: str | None = None, suffix: str = "#") -> None:
+        """Consume ``event_cls`` with a handler of the connection (see ``on_batch_event``)."""
+        async def on_batch(batch: Batch, event: E, outbox: Outbox) -> None:
+            await handler(batch.conn, event, outbox)
+
+        self.on_batch_event(event_cls, on_batch, description=description or handler.__doc__,
+                            suffix=suffix)
+
+    def on_batch_event(self, event_cls: type[E], handler: BatchEventHandler[E], *,
+                       description: str | None = None, suffix: str = "#") -> None:
         """Consume ``event_cls`` from this service's own quorum queue, once per event id.
 
         ``suffix`` narrows the binding to ``<type>.<suffix>`` (events whose routing key
         carries a suffix, such as ``feedback.accepted.v1.<kind>``). Consumed whole, an event
         with an urgent lane (``urgent_suffixes``) gets two queues, each with its own
         consumer and its own group commit, so an urgent event never waits behind a batch of
-        routine ones."""
+        routine ones. The handler takes its group commit's ``Batch``."""
         if suffix == "#" and event_cls.urgent_suffixes:
             urgent, routine = self.topology.event_lanes(
                 self.name, event_cls.event_type, event_cls.routing_suffixes,
@@ -143,7 +154,7 @@ class ServiceRuntime:
             self._subscribe(event_cls, handler, self.topology.event_subscription(
                 self.name, event_cls.event_type, suffix), description, self.commits)
 
-    def _subscribe(self, event_cls: type[E], handler: EventHandler[E], sub: Subscription,
+    def _subscribe(self, event_cls: type[E], handler: BatchEventHandler[E], sub: Subscription,
                    description: str | None, commits: GroupCommit,
                    channel: Channel | None = None) -> None:
         self.add_subscription(sub)
@@ -189,7 +200,7 @@ class ServiceRuntime:
             await self.relay.wait_for_room()
 
     async def consume_event(self, message: RabbitMessage, sub: Subscription,
-                            event_cls: type[E], handler: EventHandler[E],
+                            event_cls: type[E], handler: BatchEventHandler[E],
                             commits: GroupCommit) -> None:
         try:
             envelope = Envelope.from_bytes(message.body)
@@ -214,12 +225,13 @@ class ServiceRuntime:
         with self.measure(sub) as outcome, log_context(
                 event_id=envelope.id, event_type=envelope.type,
                 submission_id=envelope.submissionid):
-            async def work(conn: asyncpg.Connection, first: bool) -> None:
+            async def work(batch: Batch, first: bool) -> None:
                 # The inbox row (event id) is written by the group commit, for the whole
                 # batch in one statement, in this same transaction.
                 outcome["outcome"] = "handled" if first else "duplicate"
                 if first:
-                    await handler(conn, event, self.outbox(conn, envelope.submissionid, envelope))
+                    await handler(batch, event,
+                                  self.outbox(batch.conn, envelope.submissionid, envelope))
 
             try:
                 await retry_transient(

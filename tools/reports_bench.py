@@ -23,6 +23,7 @@ from services.quality_monitor.reports.periods import month
 from shared import identity
 from shared.db import create_pool, migrate
 from shared.events import FeedbackAccepted, ProviderRef
+from shared.groupcommit import Batch
 from shared.settings import Settings
 from tools.stacks import ADMIN_DSN, database_url
 
@@ -104,7 +105,7 @@ async def monthly_packs(providers: int = 100) -> dict[str, Any]:
                         kind=kind, provider_record_id=f"B-{uuid.uuid4().hex[:8]}",
                         occurred_on=day, theme=theme,
                         content={"kind": kind, "ods_code": ref.ods_code, **content})
-                    await monitor.on_feedback_accepted(c, fb, monitor._outbox(c))
+                    await monitor.on_feedback_accepted(Batch(c), fb, monitor._outbox(c))
                     seeded += 1
         seed_seconds = time.perf_counter() - started
         assert monitor.reports is not None

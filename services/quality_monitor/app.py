@@ -9,10 +9,10 @@ review of possible serious risks).
 Serves: the review of possible serious risks over HTTP (``http.py``).
 
 Each handler loads what the rule needs from the monitor's own tables, calls the pure rule
-(``rules``, ``clusters``, ``spc``, ``funnel``, ``handling``, ``lifecycle``), stores the result
-and publishes through the outbox. Time-driven work (a month's close, the daily review) runs
-from the durable ``schedule`` table, claimed with ``FOR UPDATE SKIP LOCKED``, on the
-injectable clock.
+(``rules``, ``clusters``, ``measure_verdicts`` over ``spc`` and ``funnel``, ``handling``,
+``lifecycle``), stores the result and publishes through the outbox. Time-driven work (a
+month's close, the daily review) runs from the durable ``schedule`` table, claimed with
+``FOR UPDATE SKIP LOCKED``, on the injectable clock.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from typing import Any
 
 import asyncpg
 
-from services.quality_monitor import clusters, fft, review, rules, spc, store
+from services.quality_monitor import clusters, fft, review, rules, store
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
-from services.quality_monitor.funnel import Z95, Z998, Band, Unit, funnel
 from services.quality_monitor.handling import OverThreshold, handling_verdicts, handling_window
 from services.quality_monitor.harm.pipeline import Mention, analyser, read_harm
 from services.quality_monitor.http import ACCESS, add_review_routes, add_routes
@@ -36,10 +35,16 @@ from services.quality_monitor.lifecycle import (
     last_closed_month,
     month_close_at,
     next_daily_review,
-    outlier_resolved,
-    spc_resolved,
     today_in_london,
     visit_resolves,
+)
+from services.quality_monitor.measure_verdicts import (
+    ClearSignal,
+    FunnelFigures,
+    RaiseSignal,
+    funnel_verdicts,
+    month_funnel,
+    series_verdict,
 )
 from services.quality_monitor.measures import load_fft_months
 from services.quality_monitor.reports import periods
@@ -68,8 +73,9 @@ from shared.events import (
     ProviderRef,
     Severity,
 )
+from shared.groupcommit import Batch
 from shared.outbox import Outbox
-from shared.runtime import EventHandler, ServiceRuntime, subscriptions_of
+from shared.runtime import BatchEventHandler, ServiceRuntime, subscriptions_of
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -78,8 +84,6 @@ NAME = "quality_monitor"
 OutboxFactory = Callable[[asyncpg.Connection], Outbox]
 
 CLUSTER_RULE = "cluster"
-SPC_RULE = "spc_special_cause"
-FUNNEL_RULE = "peer_outlier"
 HANDLING_RULE = "complaint_handling"
 MONTH_CLOSE = "month_close"
 DAILY_REVIEW = "daily_review"
@@ -90,12 +94,6 @@ QUARTERLY_REPORTS = "quarterly_reports"
 # of the family are its signals (see store.raise_signal).
 MEASURE_RULE = "measure_signals"
 KIND_FAMILY = {"complaint": "complaints", "gp_alert": "GP alerts"}
-METRIC_FAMILY = {"complaints": "complaints", "gp_alerts": "GP alerts"}
-
-
-def family_of(metric: str, setting: str) -> str:
-    """The measure family of a metric: FFT in one setting, complaints, or GP alerts."""
-    return METRIC_FAMILY.get(metric) or f"FFT: {setting}"
 
 
 def cluster_family(kinds: Sequence[str]) -> str | None:
@@ -119,11 +117,12 @@ class Monitor:
         self._providers_committed: dict[str, dict[str, Any]] = {}
 
     # -- consumed events ------------------------------------------------------------------
-    async def on_feedback_accepted(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+    async def on_feedback_accepted(self, batch: Batch, fb: FeedbackAccepted,
                                    outbox: Outbox) -> None:
         """Record the feedback and run every rule it can trigger: immediate serious risk,
         visit rating, service change, clusters, and for a monthly FFT return its SPC series
         and the funnel of its setting and month."""
+        conn = batch.conn
         ods = fb.provider.ods_code
         fft = fb.kind == "fft_monthly" and {"setting", "period"} <= fb.content.keys()
         cluster_rules = self.rules.clusters_for(fb.kind, fb.theme)
@@ -133,7 +132,7 @@ class Monitor:
                      f"funnel:{fb.content['setting']}:{fb.content['period']}"]
         mentions = await read_harm(rules.free_text(fb))  # off the loop when the text is long
         await store.lock(conn, *keys)
-        await store.record_feedback(conn, fb)
+        await store.record_feedback(batch, fb)
         await store.record_provider(conn, fb.provider, self._providers_committed)
         for finding in self.item_findings(fb, mentions):
             event = await self.raise_concern(
@@ -145,20 +144,21 @@ class Monitor:
                 await review.request(conn, event.concern_id, self.clock())
         await self.resolve_by_later_item(conn, fb, outbox)
         for cluster_rule in cluster_rules:
-            await self.check_cluster(conn, fb, cluster_rule, outbox)
+            await self.check_cluster(batch, fb, cluster_rule, outbox)
         if fb.kind == "equality_return":
             await store.record_equality_return(conn, fb)
         if fft:
             setting, period = await store.record_fft_month(conn, fb)
             for metric in ("fft_negative", "fft_positive"):
-                await self.check_fft_series(conn, fb.provider, METRICS[metric], setting, outbox)
-            await self.check_funnel(conn, setting, period, outbox)
+                await self.check_fft_series(batch, fb.provider, METRICS[metric], setting,
+                                            outbox)
+            await self.check_funnel(batch, setting, period, outbox)
 
-    async def on_concern_closed(self, conn: asyncpg.Connection, closed: ConcernClosed,
+    async def on_concern_closed(self, batch: Batch, closed: ConcernClosed,
                                 outbox: Outbox) -> None:
         """The quality team closed the concern on the escalation side: it is resolved."""
         event = await store.resolve(
-            conn, closed.concern_id,
+            batch.conn, closed.concern_id,
             f"closed by escalation ({closed.closed_by}): {closed.reason}", closed.closed_at)
         if event is not None:
             await outbox.add(event)
@@ -195,11 +195,12 @@ class Monitor:
             await self.resolve_concern(conn, outbox, row, f"resolved: {why}")
 
     # -- clusters -------------------------------------------------------------------------
-    async def check_cluster(self, conn: asyncpg.Connection, fb: FeedbackAccepted,
+    async def check_cluster(self, batch: Batch, fb: FeedbackAccepted,
                             rule: ClusterRule, outbox: Outbox) -> None:
+        conn = batch.conn
         days = rule.window_days
         items = await store.theme_items(
-            conn, fb.provider.ods_code, rule.kinds, rule.theme,
+            batch, fb.provider.ods_code, rule.kinds, rule.theme,
             fb.occurred_on - timedelta(days=days - 1), fb.occurred_on + timedelta(days=days - 1),
             fb.site_code, rule.per_site)
         window = clusters.find_cluster(items, count=rule.count, days=days,
@@ -247,7 +248,7 @@ class Monitor:
                 continue
             days = rule.window_days
             items = await store.theme_items(
-                conn, row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
+                Batch(conn), row["ods_code"], rule.kinds, rule.theme, today - timedelta(days=days - 1),
                 today, figures.get("site_code"), rule.per_site)
             current = clusters.window_ending(items, today, days)
             if not clusters.has_passed(last, current, rule.count):
@@ -262,16 +263,16 @@ class Monitor:
         return resolved
 
     # -- SPC --------------------------------------------------------------------------------
-    async def fft_months(self, conn: asyncpg.Connection, ods_code: str,
+    async def fft_months(self, batch: Batch, ods_code: str,
                          setting: str) -> tuple[list[fft.Month], dict[str, list[Any]]]:
         closed = last_closed_month(self.clock(), self.rules.schedule.month_close_days)
-        return await load_fft_months(conn, ods_code, setting, closed)
+        return await load_fft_months(batch, ods_code, setting, closed)
 
-    async def check_fft_series(self, conn: asyncpg.Connection, provider: ProviderRef,
+    async def check_fft_series(self, batch: Batch, provider: ProviderRef,
                                metric: Metric, setting: str, outbox: Outbox) -> None:
         if self.rules.spc.metric(metric.name) is None:
             return
-        months, behind = await self.fft_months(conn, provider.ods_code, setting)
+        months, behind = await self.fft_months(batch, provider.ods_code, setting)
         series = fft_month_series(months, metric.name, behind)
         source = {m.period: m.source for m in months}
         evidence = [[Evidence(feedback_id=f, kind="fft_monthly" if source[p] == "return"
@@ -279,144 +280,90 @@ class Monitor:
                               matched=f"{metric.label} {v:.1f}% in {p}") for f, d in items]
                     for p, v, items in zip(series.periods, series.values, series.feedback,
                                            strict=True)]
-        await self.judge_series(conn, outbox, provider, metric, setting, series.periods,
+        await self.judge_series(batch.conn, outbox, provider, metric, setting, series.periods,
                                 series.values, evidence)
 
-    async def check_count_series(self, conn: asyncpg.Connection, outbox: Outbox,
+    async def check_count_series(self, batch: Batch, outbox: Outbox,
                                  provider: ProviderRef, metric: Metric, last_month: str) -> None:
         if self.rules.spc.metric(metric.name) is None:
             return
         kind = COUNTED_KINDS[metric.name]
         until = month_start(shift_month(last_month, 1)) - timedelta(days=1)
-        rows = await store.feedback_dates(conn, provider.ods_code, kind, until)
+        rows = await store.feedback_dates(batch, provider.ods_code, kind, until)
         series = count_series([(r["feedback_id"], r["occurred_on"]) for r in rows], last_month)
         if not series.periods:
             return
         evidence = [[Evidence(feedback_id=f, kind=kind, occurred_on=d,
                               matched=f"{metric.label}: {p}") for f, d in items]
                     for p, items in zip(series.periods, series.feedback, strict=True)]
-        await self.judge_series(conn, outbox, provider, metric, ALL_SETTINGS, series.periods,
+        await self.judge_series(batch.conn, outbox, provider, metric, ALL_SETTINGS,
+                                series.periods,
                                 series.values, evidence)
 
     async def judge_series(self, conn: asyncpg.Connection, outbox: Outbox,
                            provider: ProviderRef, metric: Metric, setting: str,
                            periods: Sequence[str], values: Sequence[float],
                            evidence: Sequence[Sequence[Evidence]]) -> None:
-        """Judge the latest month of one series: raise or add to a concern on special cause in
-        the direction of concern, note an improvement, resolve after enough common cause."""
-        metric_rules = self.rules.spc.metric(metric.name)
+        """Judge the latest month of one series (``measure_verdicts.series_verdict``): raise
+        or add to a concern on special cause in the direction of concern, note an
+        improvement, resolve after enough common cause; propose a rebase after a shift."""
         rebased = await store.rebase_periods(conn, provider.ods_code, metric.name, setting)
-        breaks = spc.breaks_at(periods, rebased)
-        verdict = spc.assess(values, metric.concern, self.rules.spc.options, breaks)
-        if verdict is None or metric_rules is None:
+        verdict = series_verdict(self.rules.spc, metric, setting, provider.name, periods,
+                                 values, evidence, rebased)
+        if verdict is None:
             return  # fewer than the minimum points (in the latest rebase group): no verdict
-        await self.propose_rebase(conn, provider, metric, setting, periods, verdict.chart)
-        lim = verdict.chart.limits
-        theme = metric.theme(setting)
-        unit = "%" if metric.percent else ""
-        figures: dict[str, Any] = {
-            "metric": metric.name, "setting": setting, "period": periods[-1],
-            "value": round(values[-1], 3), "mean": round(lim.mean, 3),
-            "lower_limit": round(lim.lower, 3), "upper_limit": round(lim.upper, 3),
-            "mr_bar": round(lim.mr_bar, 3), "points": len(values),
-            "rebased_from": [periods[b] for b in breaks],
-            "series": [[p, round(v, 3)] for p, v in zip(periods, values, strict=True)]}
-        if verdict.improvement:
+        if verdict.rebase is not None and await store.propose_rebase(
+                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
+                period=verdict.rebase.period, at=self.clock(), reason=verdict.rebase.reason):
+            log.info("proposed a rebase of %s %s (%s) from %s", provider.ods_code, metric.name,
+                     setting, verdict.rebase.period)
+        if verdict.improvement is not None:
+            i = verdict.improvement
             await store.record_improvement(
                 conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
-                period=periods[-1], value=values[-1],
-                signals=_signals_json(verdict.improvement, periods), figures=figures)
-        family, signal = family_of(metric.name, setting), f"spc:{metric.name}"
-        if verdict.concern:
-            flagged = sorted({i for s in verdict.concern for i in s.points})
-            figures["signals"] = _signals_json(verdict.concern, periods)
-            reason = (f"{metric.label}{'' if setting == ALL_SETTINGS else f' ({setting})'} at"
-                      f" {provider.name}: special cause variation of concern in {periods[-1]}"
-                      f" ({spc.describe(verdict.concern)}); latest {values[-1]:.1f}{unit}, mean"
-                      f" {lim.mean:.1f}{unit}, process limits {lim.lower:.1f}{unit} to"
-                      f" {lim.upper:.1f}{unit} over {len(values)} months")
-            await self.raise_signal(conn, outbox, provider, family, signal, SPC_RULE,
-                                    metric_rules.severity, reason, figures,
-                                    [e for i in flagged for e in evidence[i]])
-            return
-        needed = self.rules.spc.resolve_after_common_cause_points
-        if spc_resolved(verdict.common_cause_tail(), needed):
-            await self.clear_signal(
-                conn, outbox, provider.ods_code, family, signal,
-                f"signal returned to common cause: no special cause of concern in the latest"
-                f" {verdict.common_cause_tail()} months of {theme} (to {periods[-1]})")
-
-    async def propose_rebase(self, conn: asyncpg.Connection, provider: ProviderRef,
-                             metric: Metric, setting: str, periods: Sequence[str],
-                             chart: spc.Chart) -> None:
-        """After a sustained shift, propose a rebase from its first month (a person accepts)."""
-        min_run = self.rules.spc.propose_rebase_after_run
-        start = None if min_run is None else spc.rebase_proposal(chart, min_run)
-        if start is None:
-            return
-        side = "above" if chart.values[start] > chart.group_of(start).limits.mean else "below"
-        run = len(periods) - start
-        if await store.propose_rebase(
-                conn, ods_code=provider.ods_code, metric=metric.name, setting=setting,
-                period=periods[start], at=self.clock(),
-                reason=f"sustained shift: {run} months in a row {side} the mean from"
-                       f" {periods[start]} to {periods[-1]}"):
-            log.info("proposed a rebase of %s %s (%s) from %s", provider.ods_code, metric.name,
-                     setting, periods[start])
+                period=i.period, value=i.value, signals=i.signals, figures=i.figures)
+        await self.apply_signal(conn, outbox, provider, verdict.signal)
 
     # -- funnel ------------------------------------------------------------------------------
-    async def check_funnel(self, conn: asyncpg.Connection, setting: str, period: str,
+    async def check_funnel(self, batch: Batch, setting: str, period: str,
                            outbox: Outbox) -> None:
-        """Compare the providers of one setting and month on FFT % negative."""
+        """Compare the providers of one setting and month on FFT % negative
+        (``measure_verdicts.month_funnel`` and ``funnel_verdicts``)."""
+        conn = batch.conn
         cfg = self.rules.funnel
         closed = period <= last_closed_month(self.clock(), self.rules.schedule.month_close_days)
-        rows = [r for r in await store.fft_period_combined(conn, setting, period, closed)
-                if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed
-        if len(rows) < cfg.min_providers:
+        figures = [FunnelFigures(r["ods_code"], r["negative"], r["responses"],
+                                 tuple(r["feedback_ids"] or ()), r["source"])
+                   for r in await store.fft_period_combined(batch, setting, period, closed)]
+        f = month_funnel(figures, cfg)
+        if f is None:
             return
-        f = funnel([Unit(r["ods_code"], r["negative"], r["responses"]) for r in rows],
-                   winsorise_by=cfg.winsorise, overdispersion=cfg.overdispersion,
-                   phi_fallback=cfg.phi_fallback)
         await store.save_funnel(conn, setting, period, f)
-        for r in rows:  # sorted by ODS code: concern rows are always locked in one order
-            point = f.point(r["ods_code"])
-            provider = await store.provider_ref(conn, r["ods_code"])
-            if point is None or provider is None:
+        providers: dict[str, ProviderRef] = {}
+        history: dict[str, list[tuple[str, str]]] = {}
+        for r in figures:  # sorted by ODS code: concern rows are always locked in one order
+            if f.point(r.ods_code) is None:
+                continue  # too few responses to show
+            provider = await store.provider_ref(conn, r.ods_code)
+            if provider is None:
                 continue
-            history = await store.funnel_history(conn, r["ods_code"], setting)
-            if point.band is Band.ABOVE_998 and history[0][0] == period:
-                low, high = f.limits(point.n, Z998)
-                reason = (f"FFT % negative ({setting}) at {provider.name} in {period} is"
-                          f" {100 * point.proportion:.1f}% of {point.n} responses, above the upper"
-                          f" 99.8% limit of {100 * high:.1f}% around the {len(f.points)}-provider"
-                          f" average of {100 * f.target:.1f}%: further from the average than"
-                          " chance explains"
-                          + (", even allowing for how much providers differ (overdispersion)"
-                             if f.adjusted and f.tau2 > 0 else ""))
-                figures = {"setting": setting, "period": period, "events": point.events,
-                           "responses": point.n, "proportion": round(point.proportion, 5),
-                           "target": round(f.target, 5), "z": round(point.z, 3),
-                           "z_adjusted": round(point.z_adjusted, 3),
-                           "upper_998": round(high, 5), "lower_998": round(low, 5),
-                           "upper_95": round(f.limits(point.n, Z95)[1], 5),
-                           "phi": round(f.phi, 4), "tau2": round(f.tau2, 6),
-                           "providers": len(f.points), "band": point.band.value}
-                await self.raise_signal(
-                    conn, outbox, provider, family_of("fft_negative", setting),
-                    "funnel:fft_negative", FUNNEL_RULE, cfg.severity, reason, figures,
-                    [Evidence(feedback_id=fid, kind="fft_monthly" if r["source"] == "return"
-                              else "fft_response", occurred_on=month_start(period),
-                              matched=f"{100 * point.proportion:.1f}% negative in {period}")
-                     for fid in r["feedback_ids"] or []])
-                continue
-            flags = [band == Band.ABOVE_998.value for _, band in history]
-            if outlier_resolved(flags, cfg.resolve_after_periods):
-                await self.clear_signal(
-                    conn, outbox, r["ods_code"], family_of("fft_negative", setting),
-                    "funnel:fft_negative",
-                    f"signal returned to common cause: within the upper 99.8% limit of the"
-                    f" {setting} funnel in the latest {cfg.resolve_after_periods} months"
-                    f" (to {period})")
+            providers[r.ods_code] = provider
+            history[r.ods_code] = await store.funnel_history(conn, r.ods_code, setting)
+        names = {ods: p.name for ods, p in providers.items()}
+        for ods, verdict in funnel_verdicts(f, figures, setting, period, names, history, cfg):
+            await self.apply_signal(conn, outbox, providers[ods], verdict)
+
+    async def apply_signal(self, conn: asyncpg.Connection, outbox: Outbox,
+                           provider: ProviderRef,
+                           verdict: RaiseSignal | ClearSignal | None) -> None:
+        """Store and publish a measure verdict: raise or clear a signal of the family."""
+        if isinstance(verdict, RaiseSignal):
+            await self.raise_signal(conn, outbox, provider, verdict.family, verdict.signal,
+                                    verdict.rule, verdict.severity, verdict.reason,
+                                    verdict.figures, verdict.evidence)
+        elif isinstance(verdict, ClearSignal):
+            await self.clear_signal(conn, outbox, provider.ods_code, verdict.family,
+                                    verdict.signal, verdict.why)
 
     # -- a month's close ------------------------------------------------------------------
     async def close_month(self, pool: asyncpg.Pool, month: str) -> dict[str, Any]:
@@ -424,7 +371,7 @@ class Monitor:
         handling, for every provider, one transaction per provider."""
         providers = 0
         async with pool.acquire() as conn:
-            ods_codes = await store.providers_with(conn, list(COUNTED_KINDS.values()))
+            ods_codes = await store.providers_with(Batch(conn), list(COUNTED_KINDS.values()))
         for ods in ods_codes:
             async with pool.acquire() as conn, conn.transaction():
                 provider = await store.provider_ref(conn, ods)
@@ -432,8 +379,9 @@ class Monitor:
                     continue
                 outbox = self._outbox(conn)
                 for name in COUNTED_KINDS:
-                    await self.check_count_series(conn, outbox, provider, METRICS[name], month)
-                await self.check_complaint_handling(conn, outbox, provider, month)
+                    await self.check_count_series(Batch(conn), outbox, provider, METRICS[name],
+                                                  month)
+                await self.check_complaint_handling(Batch(conn), outbox, provider, month)
                 providers += 1
         fft_series_judged = await self.close_fft_month(pool, month)
         return {"month": month, "providers": providers, "fft_series": fft_series_judged}
@@ -443,7 +391,7 @@ class Monitor:
         provider and setting with responses in it, then the funnel of each setting."""
         async with pool.acquire() as conn:
             pairs = await store.fft_response_providers(
-                conn, month_start(month), month_start(shift_month(month, 1)))
+                Batch(conn), month_start(month), month_start(shift_month(month, 1)))
         for r in pairs:
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock(conn, f"fft:{r['ods_code']}:{r['setting']}")
@@ -452,21 +400,22 @@ class Monitor:
                     continue
                 outbox = self._outbox(conn)
                 for metric in ("fft_negative", "fft_positive"):
-                    await self.check_fft_series(conn, provider, METRICS[metric], r["setting"],
-                                                outbox)
+                    await self.check_fft_series(Batch(conn), provider, METRICS[metric],
+                                                r["setting"], outbox)
         for setting in sorted({r["setting"] for r in pairs}):
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock(conn, f"funnel:{setting}:{month}")
-                await self.check_funnel(conn, setting, month, self._outbox(conn))
+                await self.check_funnel(Batch(conn), setting, month, self._outbox(conn))
         return len(pairs)
 
-    async def check_complaint_handling(self, conn: asyncpg.Connection, outbox: Outbox,
+    async def check_complaint_handling(self, batch: Batch, outbox: Outbox,
                                        provider: ProviderRef, month: str) -> None:
+        conn = batch.conn
         cfg = self.rules.complaint_handling
         months = month_range(shift_month(month, 1 - cfg.window_months), month)
         since = month_start(shift_month(months[0], -cfg.respond_within_months - 1))
         window = handling_window(
-            await store.complaints(conn, provider.ods_code, since), months, self.today(),
+            await store.complaints(batch, provider.ods_code, since), months, self.today(),
             acknowledge_within=cfg.acknowledge_within_working_days,
             respond_within=cfg.respond_within_months)
         for verdict in handling_verdicts(window, months, provider.name, cfg):
@@ -603,12 +552,7 @@ def _cluster_signal(name: str, site_code: str | None) -> str:
     return f"cluster:{name}" + (f":{site_code}" if site_code else "")
 
 
-def _signals_json(signals: Sequence[spc.Signal], periods: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"test": s.test, "direction": s.direction.value,
-             "periods": [periods[i] for i in s.points]} for s in signals]
-
-
-def handlers(monitor: Monitor) -> list[tuple[type[Event], EventHandler[Any]]]:
+def handlers(monitor: Monitor) -> list[tuple[type[Event], BatchEventHandler[Any]]]:
     """What this service does, in one table: event consumed -> handler."""
     return [
         (FeedbackAccepted, monitor.on_feedback_accepted),
@@ -638,7 +582,7 @@ def build_monitor(settings: Settings, clock: Clock = utc_now,
         the_rules, report_settings, settings.commissioner_name, clock, outbox_for)
     monitor = Monitor(the_rules, clock, outbox_for=outbox_for, reports=reports)
     for event_cls, handler in handlers(monitor):
-        runtime.on_event(event_cls, handler)
+        runtime.on_batch_event(event_cls, handler)
 
     async def schedule_loop() -> None:
         await monitor.schedule_loop(lambda: runtime.pool)

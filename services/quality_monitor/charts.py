@@ -36,6 +36,7 @@ from services.quality_monitor.lifecycle import last_closed_month
 from services.quality_monitor.measures import load_series
 from services.quality_monitor.series import ALL_SETTINGS, METRICS
 from services.quality_monitor.spc import Chart, Direction, PointType, describe
+from shared.groupcommit import Batch
 
 GREY = "#7B7D7D"
 ORANGE = "#FAB428"
@@ -312,7 +313,7 @@ async def load_funnel(conn: asyncpg.Connection, rules: MonitorRules, now: dateti
                       setting: str, period: str, selected: str | None = None) -> Figure | str:
     """The funnel of FFT % negative across the providers of one setting and month."""
     closed = period <= last_closed_month(now, rules.schedule.month_close_days)
-    rows = await store.fft_period_combined(conn, setting, period, closed)
+    rows = await store.fft_period_combined(Batch(conn), setting, period, closed)
     units = [Unit(r["ods_code"], r["negative"], r["responses"]) for r in rows
              if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed
     if len(units) < 2:

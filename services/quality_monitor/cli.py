@@ -28,6 +28,7 @@ from services.quality_monitor.series import (
     METRICS,
 )
 from shared.clock import utc_now
+from shared.groupcommit import Batch
 from shared.roles import DECIDERS
 from shared.settings import get_settings
 from shared.severity import Severity
@@ -343,8 +344,8 @@ def chart_funnel(
         closed = period <= lifecycle.last_closed_month(now, rules.schedule.month_close_days)
 
         async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-            return [dict(r) for r in await store.fft_period_combined(conn, setting, period,
-                                                                      closed)]
+            return [dict(r) for r in await store.fft_period_combined(
+                Batch(conn), setting, period, closed)]
 
         units = [funnels.Unit(r["ods_code"], r["negative"], r["responses"]) for r in with_db(work)
                  if r["responses"] >= fft.SUPPRESS_BELOW]  # 1-4 responses: suppressed

@@ -23,15 +23,16 @@ from shared.events import (
     ProviderRef,
     Severity,
 )
-from shared.groupcommit import defer, flush_deferred
+from shared.groupcommit import Batch
 
 SCHEMA = "monitor"
 
 
-async def record_feedback(conn: asyncpg.Connection, fb: FeedbackAccepted) -> None:
+async def record_feedback(batch: Batch, fb: FeedbackAccepted) -> None:
     """Keep the item; in a group commit, with the batch's other items, in one round trip
-    (every reader of ``monitor.feedback`` below flushes them first)."""
-    await defer(conn, _insert_feedback, (
+    (every reader of ``monitor.feedback`` below takes the batch and reads through it, which
+    writes them first)."""
+    await batch.defer(_insert_feedback, (
         fb.feedback_id, fb.submission_id, fb.provider.ods_code, fb.site_code, fb.kind,
         fb.theme, fb.occurred_on, fb.content))
 
@@ -292,12 +293,11 @@ async def resolve(conn: asyncpg.Connection, concern_id: uuid.UUID, resolution: s
 
 
 # -- feedback --------------------------------------------------------------------------------
-async def theme_items(conn: asyncpg.Connection, ods_code: str, kinds: Sequence[str], theme: str,
+async def theme_items(batch: Batch, ods_code: str, kinds: Sequence[str], theme: str,
                       start: date, end: date, site_code: str | None = None,
                       per_site: bool = False) -> list[Item]:
     """Feedback of ``kinds`` on one provider (and site) about ``theme`` dated start..end."""
-    await flush_deferred(conn)
-    rows = await conn.fetch(
+    rows = await batch.fetch(
         "SELECT feedback_id, kind, occurred_on, site_code FROM monitor.feedback"
         " WHERE ods_code = $1 AND kind = ANY($2::text[]) AND lower(theme) = lower($3)"
         " AND occurred_on BETWEEN $4 AND $5"
@@ -306,27 +306,24 @@ async def theme_items(conn: asyncpg.Connection, ods_code: str, kinds: Sequence[s
     return [Item(r["feedback_id"], r["kind"], r["occurred_on"], r["site_code"]) for r in rows]
 
 
-async def feedback_dates(conn: asyncpg.Connection, ods_code: str, kind: str,
+async def feedback_dates(batch: Batch, ods_code: str, kind: str,
                          until: date) -> list[asyncpg.Record]:
-    await flush_deferred(conn)
-    return await conn.fetch(
+    return await batch.fetch(
         "SELECT feedback_id, kind, occurred_on FROM monitor.feedback WHERE ods_code = $1"
         " AND kind = $2 AND occurred_on <= $3 ORDER BY occurred_on, feedback_id",
         ods_code, kind, until)
 
 
-async def providers_with(conn: asyncpg.Connection, kinds: Sequence[str]) -> list[str]:
-    await flush_deferred(conn)
-    rows = await conn.fetch(
+async def providers_with(batch: Batch, kinds: Sequence[str]) -> list[str]:
+    rows = await batch.fetch(
         "SELECT DISTINCT ods_code FROM monitor.feedback WHERE kind = ANY($1::text[])"
         " ORDER BY ods_code", list(kinds))
     return [r["ods_code"] for r in rows]
 
 
-async def complaints(conn: asyncpg.Connection, ods_code: str, since: date) -> list[Complaint]:
+async def complaints(batch: Batch, ods_code: str, since: date) -> list[Complaint]:
     """The provider's complaints received since ``since``, with their handling dates."""
-    await flush_deferred(conn)
-    rows = await conn.fetch(
+    rows = await batch.fetch(
         "SELECT feedback_id, occurred_on, content->>'acknowledged_on' AS ack,"
         " content->>'responded_on' AS resp FROM monitor.feedback"
         " WHERE ods_code = $1 AND kind = 'complaint' AND occurred_on >= $2",
@@ -397,24 +394,22 @@ async def fft_returns(conn: asyncpg.Connection, ods_code: str,
         " WHERE ods_code = $1 AND setting = $2 ORDER BY period, site_code", ods_code, setting)
 
 
-async def fft_response_counts(conn: asyncpg.Connection, ods_code: str, setting: str,
+async def fft_response_counts(batch: Batch, ods_code: str, setting: str,
                               before: date) -> list[asyncpg.Record]:
     """The provider's individual FFT responses in one setting counted by site and month, for
     responses dated before ``before``."""
-    await flush_deferred(conn)
-    return await conn.fetch(
+    return await batch.fetch(
         "SELECT to_char(occurred_on, 'YYYY-MM') AS period, coalesce(site_code, '') AS site_code,"
         f" {_RESPONSE_ANSWERS} FROM monitor.feedback WHERE ods_code = $1 AND kind = 'fft_response'"
         " AND theme = $2 AND occurred_on < $3 GROUP BY 1, 2 ORDER BY 1, 2",
         ods_code, f"fft: {setting}", before)
 
 
-async def fft_response_evidence(conn: asyncpg.Connection, ods_code: str, setting: str,
+async def fft_response_evidence(batch: Batch, ods_code: str, setting: str,
                                 answers: Sequence[str], before: date,
                                 per_month: int = 20) -> list[asyncpg.Record]:
     """Up to ``per_month`` responses of ``answers`` per month (the earliest), as evidence."""
-    await flush_deferred(conn)
-    return await conn.fetch(
+    return await batch.fetch(
         "SELECT period, feedback_id, occurred_on FROM (SELECT to_char(occurred_on, 'YYYY-MM')"
         " AS period, feedback_id, occurred_on, row_number() OVER (PARTITION BY"
         " date_trunc('month', occurred_on) ORDER BY occurred_on, feedback_id) AS n"
@@ -423,25 +418,23 @@ async def fft_response_evidence(conn: asyncpg.Connection, ods_code: str, setting
         " ORDER BY period, n", ods_code, f"fft: {setting}", before, list(answers), per_month)
 
 
-async def fft_response_providers(conn: asyncpg.Connection, start: date,
+async def fft_response_providers(batch: Batch, start: date,
                                  before: date) -> list[asyncpg.Record]:
     """(ods_code, setting) of every provider with FFT responses dated start..before."""
-    await flush_deferred(conn)
-    return await conn.fetch(
+    return await batch.fetch(
         "SELECT DISTINCT ods_code, content->>'setting' AS setting FROM monitor.feedback"
         " WHERE kind = 'fft_response' AND occurred_on >= $1 AND occurred_on < $2"
         " ORDER BY ods_code, setting", start, before)
 
 
-async def fft_period_combined(conn: asyncpg.Connection, setting: str, period: str,
+async def fft_period_combined(batch: Batch, setting: str, period: str,
                               responses_closed: bool) -> list[asyncpg.Record]:
     """Every provider's FFT totals for one setting and month, the monthly return winning
     over the responses (counted only when ``responses_closed``: the month has closed), with
     the feedback behind each (returns; or up to 20 negative responses)."""
-    await flush_deferred(conn)
     start = date(int(period[:4]), int(period[5:]), 1)
     end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-    return await conn.fetch(
+    return await batch.fetch(
         "WITH r AS (SELECT ods_code, sum(responses)::int AS responses,"
         " sum(negative)::int AS negative, array_agg(feedback_id ORDER BY site_code) AS"
         " feedback_ids, 'return' AS source FROM monitor.fft_months"

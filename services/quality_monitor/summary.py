@@ -18,6 +18,7 @@ from services.quality_monitor.config import MonitorRules
 from services.quality_monitor.lifecycle import last_closed_month
 from services.quality_monitor.measures import load_series
 from services.quality_monitor.series import ALL_SETTINGS, COUNTED_KINDS, METRICS, Series
+from shared.groupcommit import Batch
 
 VARIATION_WORDS = {
     "common_cause": "common cause",
@@ -87,7 +88,7 @@ async def load(conn: asyncpg.Connection, rules: MonitorRules, now: datetime,
             " ods_code, content->>'setting' FROM monitor.feedback WHERE kind = 'fft_response'"):
         wanted += [(r["ods_code"], m, r["setting"]) for m in ("fft_negative", "fft_positive")]
     for metric, kind in COUNTED_KINDS.items():
-        wanted += [(o, metric, ALL_SETTINGS) for o in await store.providers_with(conn, [kind])]
+        wanted += [(o, metric, ALL_SETTINGS) for o in await store.providers_with(Batch(conn), [kind])]
     out = []
     for ods, metric, setting in sorted(set(wanted)):
         if (ods_code and ods != ods_code) or rules.spc.metric(metric) is None:

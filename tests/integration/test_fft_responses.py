@@ -26,6 +26,7 @@ import pytest
 from services.quality_monitor.lifecycle import month_close_at
 from services.quality_monitor.measures import load_fft_months
 from services.quality_monitor.series import fft_month_series, month_of, month_start, shift_month
+from shared.groupcommit import Batch
 from shared.settings import Settings
 from tests.helpers import eventually, publish_submission
 from tests.integration import test_monitor as monitor_tests
@@ -133,7 +134,7 @@ async def test_24_months_of_responses_make_the_series_and_one_concern(
 
     async with db.acquire() as conn:
         for c in CODES:
-            found, behind = await load_fft_months(conn, c, SETTING, current)
+            found, behind = await load_fft_months(Batch(conn), c, SETTING, current)
             assert {m.source for m in found if m.period == months[RETURNED[1]]} == (
                 {"return"} if c == RETURNED[0] else {"responses"})
             for metric in ("fft_negative", "fft_positive"):

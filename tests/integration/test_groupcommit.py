@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
-from shared.groupcommit import GroupCommit, defer, flush_deferred
+from shared.groupcommit import Batch, GroupCommit
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ async def test_an_event_is_new_once_within_a_batch_and_across_batches(
     calls: list[tuple[uuid.UUID, bool]] = []
 
     def work_for(event_id: uuid.UUID):  # type: ignore[no-untyped-def]
-        async def work(conn: asyncpg.Connection, first: bool) -> bool:
+        async def work(batch: Batch, first: bool) -> bool:
             calls.append((event_id, first))
             return first
         return work
@@ -55,10 +55,10 @@ async def test_a_failed_batch_is_retried_item_by_item_and_records_nothing_of_the
     commits = GroupCommit(lambda: db, 100, inbox_table=inbox)
     good, bad = uuid.uuid4(), uuid.uuid4()
 
-    async def fine(conn: asyncpg.Connection, first: bool) -> str:
+    async def fine(batch: Batch, first: bool) -> str:
         return "ok"
 
-    async def broken(conn: asyncpg.Connection, first: bool) -> str:
+    async def broken(batch: Batch, first: bool) -> str:
         raise ValueError("handler failed")
 
     results = await asyncio.gather(commits.run(fine, inbox=(good, "x.v1")),
@@ -83,11 +83,10 @@ async def test_deferred_rows_go_in_one_write_before_the_commit_and_reads_see_the
     commits = GroupCommit(lambda: db, 100, inbox_table=inbox)
 
     def item(n: int, read: bool = False):  # type: ignore[no-untyped-def]
-        async def work(conn: asyncpg.Connection, first: bool) -> int | None:
-            await defer(conn, write, n)
-            if read:
-                await flush_deferred(conn)
-                return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+        async def work(batch: Batch, first: bool) -> int | None:
+            await batch.defer(write, n)
+            if read:  # a read through the batch writes what was deferred first
+                return int(await batch.fetchval(f"SELECT count(*) FROM {table}"))
             return None
         return work
 
@@ -108,5 +107,5 @@ async def test_deferred_rows_go_in_one_write_before_the_commit_and_reads_see_the
 
     # Outside a batch, a deferred write is made at once.
     async with db.acquire() as conn:
-        await defer(conn, write, 20)
+        await Batch(conn).defer(write, 20)
     assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE n = 20") == 1

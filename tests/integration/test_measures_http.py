@@ -40,6 +40,7 @@ from shared.events import (
     ProviderRef,
     Severity,
 )
+from shared.groupcommit import Batch
 from shared.outbox import Outbox
 from shared.settings import Settings
 from tests.conftest import ServerUrls
@@ -288,7 +289,7 @@ async def test_the_monitor_proposes_a_rebase_a_lead_accepts_it_and_the_shift_is_
     async def judge() -> list[Envelope]:
         async with pool.acquire() as conn, conn.transaction():
             outbox = Outbox(conn, store.SCHEMA, "tests.events", "carewatch/quality_monitor")
-            await monitor.check_fft_series(conn, provider, metric, "inpatient", outbox)
+            await monitor.check_fft_series(Batch(conn), provider, metric, "inpatient", outbox)
             return outbox.added
 
     raised = await judge()

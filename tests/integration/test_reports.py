@@ -40,6 +40,7 @@ from shared import identity
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope
 from shared.events import EVENT_TYPES, ConcernRaised, FeedbackAccepted, ProviderRef
+from shared.groupcommit import Batch
 from shared.settings import Settings
 from tests.conftest import free_port
 from tests.helpers import bearer, carewatch, eventually, smtp_server, token_for
@@ -79,7 +80,7 @@ class Stack:
             provider_record_id=f"R-{uuid.uuid4().hex[:8]}", occurred_on=occurred_on,
             theme=theme, content={"kind": kind, "ods_code": provider.ods_code, **content})
         async with self.pool.acquire() as conn, conn.transaction():
-            await self.monitor.on_feedback_accepted(conn, fb, self.monitor._outbox(conn))
+            await self.monitor.on_feedback_accepted(Batch(conn), fb, self.monitor._outbox(conn))
         await self.deliver()
         return fb
 

@@ -22,6 +22,7 @@ from services.quality_monitor.handling import (
 )
 from services.quality_monitor.rules import fingerprint
 from shared.events import ConcernRaised, ConcernResolved, Event, Severity
+from shared.groupcommit import Batch
 from tests.unit.builders import provider
 
 MONTHS = ["2026-08", "2026-09", "2026-10"]
@@ -139,7 +140,7 @@ async def test_the_handler_raises_then_resolves_a_handling_concern(
     monitor = Monitor(MonitorRules(), clock=lambda: now)
     outbox = FakeOutbox()
 
-    await monitor.check_complaint_handling(None, outbox, provider(), "2026-10")  # type: ignore[arg-type]
+    await monitor.check_complaint_handling(Batch(None), outbox, provider(), "2026-10")  # type: ignore[arg-type]
     [raised] = outbox.events
     assert isinstance(raised, ConcernRaised)
     assert raised.rule == HANDLING_RULE and raised.theme == "late acknowledgements"
@@ -148,7 +149,7 @@ async def test_the_handler_raises_then_resolves_a_handling_concern(
 
     # Later acknowledgements all on time: the share falls below 20% and the concern resolves.
     fake.held += acknowledged(late=0, on_time=10)
-    await monitor.check_complaint_handling(None, outbox, provider(), "2026-10")  # type: ignore[arg-type]
+    await monitor.check_complaint_handling(Batch(None), outbox, provider(), "2026-10")  # type: ignore[arg-type]
     resolved = outbox.events[1:]
     assert [type(e) for e in resolved] == [ConcernResolved]
     assert isinstance(resolved[0], ConcernResolved)
