@@ -70,7 +70,10 @@ async def test_a_realistic_year_of_meetings(year_settings: Settings,
     db = year_db
     timed = year_of_concerns(date.today(), days=400)
     concern_ids = {t.event.concern_id for t in timed}
-    assert len(timed) > 200 and len(concern_ids) > 90
+    # The generated year depends on today's date (intake refuses future days): over the
+    # next months it gives 187-242 events on 75-99 concerns; a year thinner than this
+    # would not test the meeting capacity.
+    assert len(timed) > 150 and len(concern_ids) > 60, (len(timed), len(concern_ids))
     first = min(t.at for t in timed)
     year = await live_year(year_settings, timed, mode="paced",
                            check=one_open_meeting_per_provider(concern_ids))
