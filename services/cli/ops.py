@@ -87,16 +87,19 @@ def dlq_list(as_json: JsonOption = False) -> None:
 
 
 def _describe(msg: aio_pika.abc.AbstractIncomingMessage) -> dict[str, Any]:
-    deaths: Any = (msg.headers or {}).get("x-death") or []
-    first: dict[str, Any] = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
+    """What ``shared.dead_letters.describe`` says of a message, with its body (the CLI is for
+    operators, whose role may see quarantined and dead-lettered submissions)."""
+    from shared.dead_letters import describe  # here: the CLI's start-up stays light
+
+    told = describe(msg.message_id, msg.routing_key, dict(msg.headers or {}))
     body = msg.body.decode("utf-8", errors="replace")
     return {
-        "message_id": msg.message_id,
-        "routing_key": (first.get("routing-keys") or [msg.routing_key])[0],
-        "queue": first.get("queue"),
-        "dead_lettered_because": first.get("reason"),
-        "times": first.get("count"),
-        "dead_lettered_at": first.get("time"),
+        "message_id": told["message_id"],
+        "routing_key": told["routing_key"],
+        "queue": told["queue"],
+        "dead_lettered_because": told["reason"],
+        "times": told["times"],
+        "dead_lettered_at": told["dead_lettered_at"],
         "body": body if len(body) <= 2000 else body[:2000] + "...",
     }
 
