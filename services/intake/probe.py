@@ -33,14 +33,10 @@ _CASE_EXTRAS = re.findall(r"(?i)[a-z]", "".join(map(chr, range(0x80, 0x10000))))
 _MOST = 100
 # After a probe's hit, the characters its pattern is run on before the next probe scan: a
 # scan costs a Python call, so hits closer than this are one stretch.
-_STRETCH = 2000
+_STRETCH = 1000
 # How far before its pattern's match a probe's may start (the characters it consumes before
 # it: a word boundary and a postcode's area).
 _BEFORE = 8
-# The most characters a pattern looks at from where a match attempt starts (its longest
-# match, an e-mail address of 64 + 9 x 63 characters and their separators, and what its
-# lookaheads read): a stretch's last attempt is made on the text up to this far past it.
-REACH = 1000
 
 
 def _char(code: int) -> str:
@@ -110,13 +106,18 @@ def _source(pattern: parser.SubPattern, ignorecase: bool) -> str:
 class Probe:
     pattern: re.Pattern[str]
     probe: Any  # (re2's compiled pattern: the package has no type hints)
+    # The most characters the pattern looks at from where a match attempt starts (its
+    # longest match and what its lookaheads read past it): a stretch's last attempt is made
+    # on the text up to this far past the stretch.
+    reach: int
 
 
-def probe(pattern: re.Pattern[str], *, before: str = "", start: str = "",
+def probe(pattern: re.Pattern[str], *, reach: int, before: str = "", start: str = "",
           after: str = "") -> Probe:
-    """The probe of ``pattern``: the characters ``before`` its match start (one of them, or
-    the start of the text) and ``after`` its end (one of them, or the end) are RE2 classes,
-    to say what its lookarounds say about a word boundary; ``start`` is consumed before the
+    """The probe of ``pattern``, which looks at most ``reach`` characters on from where a
+    match attempt starts: the characters ``before`` its match start (one of them, or the
+    start of the text) and ``after`` its end (one of them, or the end) are RE2 classes, to
+    say what its lookarounds say about a word boundary; ``start`` is consumed before the
     pattern itself (a postcode's area, which its pattern looks behind for)."""
     body = _source(parser.parse(pattern.pattern, pattern.flags),
                    bool(pattern.flags & re.IGNORECASE))
@@ -124,7 +125,7 @@ def probe(pattern: re.Pattern[str], *, before: str = "", start: str = "",
         f"(?:{after}|$)" if after else "")
     options = re2.Options()
     options.max_mem = 64 << 20
-    return Probe(pattern, re2.compile(source, options))
+    return Probe(pattern, re2.compile(source, options), reach)
 
 
 def live(probe: Probe, text: str) -> Iterator[tuple[int, int]]:
@@ -139,7 +140,7 @@ def live(probe: Probe, text: str) -> Iterator[tuple[int, int]]:
         # starts between ``start + _BEFORE`` and ``first``.
         first = hit.start() if ascii else start + len(data[at:hit.start()].decode())
         end = first + _STRETCH + _BEFORE
-        if stretch is not None and first <= stretch[1] + REACH:  # (the pattern reads on
+        if stretch is not None and first <= stretch[1] + probe.reach:  # (the pattern reads on
             # past a stretch's end anyway: as far again joins them)
             stretch = (stretch[0], end)
         else:
@@ -164,7 +165,7 @@ def finditer(probe: Probe, text: str,
     collector walk it again and again.)"""
     found: list[tuple[Any, ...]] = []
     for start, end in live(probe, text):
-        found += map(get, probe.pattern.finditer(text, start, min(len(text), end + REACH)))
+        found += map(get, probe.pattern.finditer(text, start, min(len(text), end + probe.reach)))
         # (Any from the stretch's end on is not a match: the text was cut short for it, and
         # a lookahead at the cut may have passed where the text goes on.)
         while found and found[-1][0] >= end:

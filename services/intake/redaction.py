@@ -208,21 +208,28 @@ _POSTCODE_RE = re.compile(
     r"[A-Za-z0-9]?\s{0,3}[0-9][ABD-HJLNP-UW-Zabd-hjlnp-uw-z]{2}(?![\w])")
 _GIR_RE = re.compile(r"[Gg](?<!\w[Gg])[Ii][Rr]\s{0,3}0[Aa][Aa]\b")
 # Their probes (``probe.py``): where each could match, found in linear time by RE2 with what
-# its lookarounds say of the characters around a match (not a letter, digit or underscore).
+# its lookarounds say of the characters around a match (not a letter, digit or underscore),
+# and how far each looks on from where it starts: at most 120 characters for a number or a
+# date (ten digits with 12-blank gaps is 118, a cue and a date about 60), and 750 for an
+# e-mail address (64 + 9 x 63 characters, and the separators between them).
+_NEAR, _FAR = 200, 1000
 _WORD_EDGE = r"[^\w]"
-_DOB = probe(_DOB_RE, before=_WORD_EDGE, after="[^0-9]")
-_DOB_CI = probe(_DOB_CI_RE, before=_WORD_EDGE, after="[^0-9]")
-_YEAR_THEN_AGE = probe(_YEAR_THEN_AGE_RE, before="[^0-9]")
-_EMAIL = probe(_EMAIL_RE, before=r"[^A-Za-z0-9._%+\-'_]", after=r"[^A-Za-z0-9\-]")
-_EMAIL_CI = probe(_EMAIL_CI_RE, before=r"[^A-Za-z0-9._%+\-'_]", after=r"[^A-Za-z0-9\-]")
-_TEN_DIGITS = probe(_TEN_DIGITS_RE, before=_WORD_EDGE, after=_WORD_EDGE)
-_INTERNATIONAL_PHONE = probe(_INTERNATIONAL_PHONE_RE, before=r"[^\w+]", after=_WORD_EDGE)
-_PHONE = probe(_PHONE_RE, before=r"[^\w+]", after=_WORD_EDGE)
-_POSTCODE = probe(_POSTCODE_RE, before=_WORD_EDGE, after=_WORD_EDGE, start=(
+_DOB = probe(_DOB_RE, reach=_NEAR, before=_WORD_EDGE, after="[^0-9]")
+_DOB_CI = probe(_DOB_CI_RE, reach=_NEAR, before=_WORD_EDGE, after="[^0-9]")
+_YEAR_THEN_AGE = probe(_YEAR_THEN_AGE_RE, reach=_NEAR, before="[^0-9]")
+_EMAIL = probe(_EMAIL_RE, reach=_FAR, before=r"[^A-Za-z0-9._%+\-'_]",
+               after=r"[^A-Za-z0-9\-]")
+_EMAIL_CI = probe(_EMAIL_CI_RE, reach=_FAR, before=r"[^A-Za-z0-9._%+\-'_]",
+                  after=r"[^A-Za-z0-9\-]")
+_TEN_DIGITS = probe(_TEN_DIGITS_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE)
+_INTERNATIONAL_PHONE = probe(_INTERNATIONAL_PHONE_RE, reach=_NEAR, before=r"[^\w+]",
+                             after=_WORD_EDGE)
+_PHONE = probe(_PHONE_RE, reach=_NEAR, before=r"[^\w+]", after=_WORD_EDGE)
+_POSTCODE = probe(_POSTCODE_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE, start=(
     rf"(?:[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
     rf"[{_letters({a[1] for a in _AREAS if len(a) == 2})}]"
     rf"|[{_letters({a for a in _AREAS if len(a) == 1})}])"))
-_GIR = probe(_GIR_RE, before=_WORD_EDGE, after=_WORD_EDGE)
+_GIR = probe(_GIR_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE)
 _NOT_DIGITS = str.maketrans("", "", " \t\r\n\f\v-./()")
 _WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 
