@@ -131,7 +131,9 @@ def probe(pattern: re.Pattern[str], *, reach: int, before: str = "", start: str 
 def live(probe: Probe, text: str) -> Iterator[tuple[int, int]]:
     """The stretches of ``text`` (start, end) outside which the probe's pattern starts no
     match, in order and apart: one RE2 scan, with a Python step per stretch only."""
-    data = text.encode()
+    # (A lone surrogate, which JSON may carry, is one "?": a character none of the probes'
+    # classes is missing where its pattern's may match one.)
+    data = text.encode(errors="replace")
     ascii = len(data) == len(text)
     at = start = 0  # (the byte the next scan starts at, and the character it is)
     stretch: tuple[int, int] | None = None
@@ -148,7 +150,7 @@ def live(probe: Probe, text: str) -> Iterator[tuple[int, int]]:
                 yield stretch
             stretch = (first, end)
         start = first + _STRETCH
-        at = start if ascii else hit.start() + len(text[first:start].encode())
+        at = start if ascii else hit.start() + len(text[first:start].encode(errors="replace"))
     if stretch is not None:
         yield stretch
 

@@ -30,9 +30,10 @@ DATA = ["born on 3rd of september 1954", "DOB: 12/03/1938", "Date of Birth 1938-
         "a" * 64 + " [at] " + " [dot] ".join(["b" * 63] * 9)]  # (the longest e-mail: 693)
 # Characters that RE2 and Python's re read differently: Unicode spaces (Python's \s, not
 # RE2's), letters that match an ASCII one ignoring case in Python (İ, ı, K, ſ), a letter
-# that is a word character in Python only.
+# that is a word character in Python only, and a lone surrogate (JSON may carry one: it is
+# no UTF-8).
 ODD = ["\u2028", "\u3000", "\u00a0", "\x1c", "\x85", "\u0130", "\u0131", "\u212a", "\u017f",
-       "\u00e9", "_"]
+       "\u00e9", "_", "\ud800"]
 
 
 def _spans(probe: Probe, text: str) -> list[tuple[int, int]]:
@@ -85,3 +86,10 @@ def test_matches_in_random_mixes_are_those_of_a_whole_scan(name: str, pieces: li
 def test_a_probe_finds_nothing_in_near_misses(name: str, unit: str) -> None:
     text = unit * (100_000 // len(unit))
     assert list(live(PROBES[name], text)) == []
+
+
+def test_text_with_lone_surrogates_is_redacted() -> None:
+    """A lone surrogate is no UTF-8 (RE2 reads UTF-8): the probes read it as "?", and the
+    data around it is found."""
+    result = redaction.redact("NHS 943 476 5919 \ud800 ring 07700 900461\udfff")
+    assert result.text == "NHS [NHS NUMBER] \ud800 ring [PHONE]\udfff"
