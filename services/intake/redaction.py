@@ -315,11 +315,6 @@ def _spans(probe: Probe, text: str) -> list[tuple[int, int]]:
     return finditer(probe, text)  # (each match's span)
 
 
-def _count(found: Counter[str], label: str, n: int) -> None:
-    if n:
-        found[label] += n
-
-
 # The weighted sum of an NHS number's digits by groups (the first three, the next three and
 # the last four, the check digit weighing 1): a dictionary lookup each rather than nine
 # multiplications (dense runs of digits are a redaction's worst case). The check digit is
