@@ -15,20 +15,21 @@ slashes or hyphens; ``0044`` is ``+44``; e-mail addresses may be written ``[at]`
 exactly as it came; one in which something is found is returned in its normalised form,
 redacted.
 
-Every pattern runs in linear time: each repetition is bounded, and a pattern that could
-start inside a run it has already scanned (an e-mail's local part) only starts at the
-beginning of the run. Patterns that cannot match are skipped by cheap tests first (no digit:
-no number, date or postcode; no ``@`` nor ``at``: no e-mail), and no step runs Python
-code per character (windows split at long gaps found by one C scan; folding replaces each
-distinct character at once). The walks over digits are atomic (each step is a digit, or one
-separator then a digit: there is only ever one way to take it, so giving steps back could
-not make a match, and the engine is not left to try), and a cheap test rejects most
-candidates before the costly part of a pattern (a letter before a postcode's digit; a "44"
-or a "0" in the window). ``tools/bench.py`` (``python -m tools.bench --redaction-only``)
-measures it on normal and adversarial text, ``tests/unit/test_intake_redaction.py`` checks
-that its time grows linearly on each shape, and
-``tests/unit/test_intake_redaction_adversarial.py`` checks its output on large adversarial
-text.
+Redaction runs in linear time. Each pattern is found first by its probe (``probe.py``): a
+form of it for RE2, an engine whose time is linear in the text whatever the text, that
+matches wherever the pattern could; the Python pattern (which RE2 could not run: it looks
+behind and ahead) is then run on the stretches around the probe's hits alone, so a text of
+near misses costs one RE2 scan a pattern. Where data is dense, each pattern is bounded (each
+repetition is, and a pattern that could start inside a run it has already scanned, an
+e-mail's local part, only starts at the beginning of the run), and no step runs Python code
+per character (folding replaces each distinct character at once; a match's Python step is
+what is kept of it, and NHS numbers' check digits are summed by C code). The walks over
+digits are atomic (each step is a digit, or one separator then a digit: there is only ever
+one way to take it, so giving steps back could not make a match, and the engine is not
+left to try). ``tools/bench.py`` (``python -m tools.bench --redaction-only``) measures it on
+normal and adversarial text, ``tests/unit/test_intake_redaction.py`` checks that its time
+grows linearly on each shape, and ``tests/unit/test_intake_redaction_adversarial.py`` checks
+its output on large adversarial text.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import compress
 from operator import add, itemgetter
+
+from services.intake.probe import Probe, finditer, probe
 
 NHS_NUMBER = "[NHS NUMBER]"
 PHONE = "[PHONE]"
@@ -74,27 +77,32 @@ def normalise(text: str) -> str:
     dashes and digits folded to ASCII. ASCII text is returned as it is."""
     if text.isascii():
         return text
-    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))
-    return _fold(text) if not text.isascii() else text
+    text = _each(unicodedata.normalize("NFKC", text), _INVISIBLE_RE, lambda _: "",
+                 lambda t: _INVISIBLE_RE.sub("", t))
+    return _each(text, _FOLDABLE_RE, lambda c: _fold_table()[ord(c)],
+                 lambda t: t.translate(_fold_table())) if not text.isascii() else text
 
 
-# Folding replaces each distinct character to fold all at once (str.replace is C and keeps
-# every index, since each is one character for one); past this many distinct ones, one
-# translate of the whole text is cheaper. Never a Python step per character or per run.
-_FOLD_ONE_BY_ONE = 16
+# Removing and folding replace each distinct character to replace all at once (str.replace
+# is C); past this many distinct ones, one pass over the whole text is cheaper. Never a
+# Python step per character or per run.
+_ONE_BY_ONE = 16
 # A character that :func:`_fold_table` folds: a dash, or a decimal digit that is not ASCII.
 _FOLDABLE_RE = re.compile(rf"[^\x00-\x7f](?<=[{_DASHES}\d])")
 
 
-def _fold(text: str) -> str:
-    table = _fold_table()
+def _each(text: str, found: re.Pattern[str], by: Callable[[str], str],
+          whole: Callable[[str], str]) -> str:
+    """``text`` with each character ``found`` replaced ``by`` its replacement, or ``whole``
+    once many distinct ones are found. (Each replacement is one character or none, so the
+    text before the last one found is the same.)"""
     at = 0
-    for _ in range(_FOLD_ONE_BY_ONE):
-        m = _FOLDABLE_RE.search(text, at)
+    for _ in range(_ONE_BY_ONE):
+        m = found.search(text, at)
         if m is None:
             return text
-        text, at = text.replace(m.group(), table[ord(m.group())]), m.start()
-    return text.translate(table)
+        text, at = text.replace(m.group(), by(m.group())), m.start()
+    return whole(text)
 
 
 # -- patterns ------------------------------------------------------------------------------------
@@ -153,7 +161,6 @@ _EMAIL_RE = re.compile(
     rf"(?![A-Za-z0-9\-])",
 )
 _EMAIL_CI_RE = re.compile(_EMAIL_RE.pattern, re.IGNORECASE)
-_EMAIL_ANCHOR_RE = re.compile(r"@|[\[({<]\s?at\s?[\])}>]|\sat\s")
 # Between the digits of a number: a space or a wide gap (up to 12 blanks or line breaks),
 # or one dot, slash or hyphen with a space either side at most.
 _NUMBER_SEP = r"(?:\s{1,12}|[ \t]?[\-./][ \t]?)"
@@ -166,7 +173,6 @@ _PHONE_SEP = r"(?:[ \t]{1,3}|[ \t]?[\-./][ \t]?)"
 # candidate that fails at its end fails at once rather than giving back each step.)
 _TEN_DIGITS_RE = re.compile(
     rf"[0-9](?<![\w][0-9])(?>(?:[0-9]|{_NUMBER_SEP}[0-9]){{9}})(?![\w])")
-_TEN_DIGITS_SPLIT_RE = re.compile(f"({_TEN_DIGITS_RE.pattern})")  # (split keeps each match)
 # +44 (or 0044) numbers: 9 or 10 national digits, optionally "(0)". Found before NHS
 # numbers: about 1 in 11 of them would pass the Modulus 11 check. (Nine digits, then a
 # tenth tried before none: the greedy ``{9,10}``, with the walk atomic.)
@@ -201,7 +207,29 @@ _POSTCODE_RE = re.compile(
     rf"|(?<=(?<!\w)(?P<one>[{_letters({a for a in _AREAS if len(a) == 1})}])[0-9]))"
     r"[A-Za-z0-9]?\s{0,3}[0-9][ABD-HJLNP-UW-Zabd-hjlnp-uw-z]{2}(?![\w])")
 _GIR_RE = re.compile(r"[Gg](?<!\w[Gg])[Ii][Rr]\s{0,3}0[Aa][Aa]\b")
-_DIGIT_RE = re.compile(r"[0-9]")
+# Their probes (``probe.py``): where each could match, found in linear time by RE2 with what
+# its lookarounds say of the characters around a match (not a letter, digit or underscore),
+# and how far each looks on from where it starts: at most 120 characters for a number or a
+# date (ten digits with 12-blank gaps is 118, a cue and a date about 60), and 750 for an
+# e-mail address (64 + 9 x 63 characters, and the separators between them).
+_NEAR, _FAR = 200, 1000
+_WORD_EDGE = r"[^\w]"
+_DOB = probe(_DOB_RE, reach=_NEAR, before=_WORD_EDGE, after="[^0-9]")
+_DOB_CI = probe(_DOB_CI_RE, reach=_NEAR, before=_WORD_EDGE, after="[^0-9]")
+_YEAR_THEN_AGE = probe(_YEAR_THEN_AGE_RE, reach=_NEAR, before="[^0-9]")
+_EMAIL = probe(_EMAIL_RE, reach=_FAR, before=r"[^A-Za-z0-9._%+\-'_]",
+               after=r"[^A-Za-z0-9\-]")
+_EMAIL_CI = probe(_EMAIL_CI_RE, reach=_FAR, before=r"[^A-Za-z0-9._%+\-'_]",
+                  after=r"[^A-Za-z0-9\-]")
+_TEN_DIGITS = probe(_TEN_DIGITS_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE)
+_INTERNATIONAL_PHONE = probe(_INTERNATIONAL_PHONE_RE, reach=_NEAR, before=r"[^\w+]",
+                             after=_WORD_EDGE)
+_PHONE = probe(_PHONE_RE, reach=_NEAR, before=r"[^\w+]", after=_WORD_EDGE)
+_POSTCODE = probe(_POSTCODE_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE, start=(
+    rf"(?:[{_letters({a[0] for a in _AREAS if len(a) == 2})}]"
+    rf"[{_letters({a[1] for a in _AREAS if len(a) == 2})}]"
+    rf"|[{_letters({a for a in _AREAS if len(a) == 1})}])"))
+_GIR = probe(_GIR_RE, reach=_NEAR, before=_WORD_EDGE, after=_WORD_EDGE)
 _NOT_DIGITS = str.maketrans("", "", " \t\r\n\f\v-./()")
 _WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 
@@ -275,81 +303,16 @@ def _redact(text: str, found: Counter[str]) -> str:
     # Order matters: dates of birth and emails first (they contain digits), then +44 phone
     # numbers, then NHS numbers (valid check digit only), then national phone numbers, then
     # postcodes.
-    clusters = _digit_clusters(text)
-    if clusters:
-        text = _near_digits(text, clusters, lambda t: _dates_of_birth_by_age(
-            _dates_of_birth_by_cue(t, found), found))
+    text = _dates_of_birth_by_age(_dates_of_birth_by_cue(text, found), found)
     text = _emails(text, found)
-    if clusters:
-        if found:  # (every replacement is counted: nothing counted, nothing moved)
-            clusters = _digit_clusters(text)
-        text = _near_digits(text, clusters, lambda t: _numbers(t, found))
-    return text
-
-
-def _numbers(text: str, found: Counter[str]) -> str:
-    # (A +44 number holds "44", and a national one a 0: a cheap search skips each pattern
-    # where it cannot match.)
-    if "44" in text:
-        text, n = _INTERNATIONAL_PHONE_RE.subn(PHONE, text)
-        _count(found, PHONE, n)
+    text = _replace(text, _spans(_INTERNATIONAL_PHONE, text), PHONE, found)
     text = _nhs_numbers(text, found)
-    if "0" in text:
-        text, n = _PHONE_RE.subn(PHONE, text)
-        _count(found, PHONE, n)
+    text = _replace(text, _spans(_PHONE, text), PHONE, found)
     return _postcodes(text, found)
 
 
-# Every pattern but the e-mail's holds a digit, and reaches at most this far before its
-# first digit (a cue and a month name: "date of birth is 3rd of September 1954") and after
-# its last one (an age after a date: "1938 (86 years old)"); digits further apart than both
-# are in separate windows.
-_BEFORE_DIGITS, _AFTER_DIGITS = 80, 150
-# A digit followed by more non-digits than a window reaches across: where windows split.
-# (Found from the digit, so each run of non-digits is scanned once, by C code: no per-digit
-# Python step, and no repetition the engine has to keep backtracking state for.)
-_GAP_RE = re.compile(rf"[0-9][^0-9]{{{_BEFORE_DIGITS + _AFTER_DIGITS + 1},}}+")
-_LAST_DIGIT_RE = re.compile(r"[0-9][^0-9]*+\Z")
-
-
-def _digit_clusters(text: str) -> list[tuple[int, int]]:
-    """The clusters of digits in ``text`` no further apart than both reaches, as (first
-    digit, after the last digit): from a digit after a gap (or the first) to the digit
-    before the next gap (or the last)."""
-    first = _DIGIT_RE.search(text)
-    if first is None:
-        return []
-    clusters: list[tuple[int, int]] = []
-    start = first.start()
-    for gap in _GAP_RE.finditer(text, start):
-        clusters.append((start, gap.start() + 1))
-        start = gap.end()
-    if start < len(text):
-        last = _LAST_DIGIT_RE.search(text, max(start, len(text) - _BEFORE_DIGITS
-                                               - _AFTER_DIGITS - 1))
-        clusters.append((start, last.start() + 1 if last else start + 1))
-    return clusters
-
-
-def _near_digits(text: str, clusters: list[tuple[int, int]],
-                 redact_window: Callable[[str], str]) -> str:
-    """``redact_window`` applied to the windows of ``text`` around its digits only (the
-    ``clusters`` of :func:`_digit_clusters`): a long text with few numbers is not scanned
-    whole by every pattern. A window starts at least ``_BEFORE_DIGITS`` characters of
-    non-digits before a digit, so no pattern is cut."""
-    parts: list[str] = []
-    done = 0
-    for first_digit, end_digit in clusters:
-        start = max(done, first_digit - _BEFORE_DIGITS)
-        end = min(len(text), end_digit + _AFTER_DIGITS)
-        parts += [text[done:start], redact_window(text[start:end])]
-        done = end
-    return "".join([*parts, text[done:]])
-
-
-def _count(found: Counter[str], label: str, n: int) -> None:
-    if n:
-        found[label] += n
+def _spans(probe: Probe, text: str) -> list[tuple[int, int]]:
+    return finditer(probe, text)  # (each match's span)
 
 
 # The weighted sum of an NHS number's digits by groups (the first three, the next three and
@@ -366,29 +329,23 @@ _MULTIPLE_OF_11 = tuple(total % 11 == 0 for total in range(9 * 55 + 1))
 
 
 def _nhs_numbers(text: str, found: Counter[str]) -> str:
-    """Ten digits with a valid check digit. The candidates are split out by C code (no match
-    object, no callback per candidate: dense runs of digits make one every few characters)
-    and checked all at once by C code too (``map``), a Python step only for each found."""
-    parts = _TEN_DIGITS_SPLIT_RE.split(text)
-    if len(parts) == 1:
+    """Ten digits with a valid check digit. The candidates are checked all at once by C code
+    (``map``: dense runs of digits make one every few characters), a Python step only for
+    each found."""
+    spans = _spans(_TEN_DIGITS, text)
+    if not spans:
         return text
     # Ten digits once the ASCII separators are gone: any other separator (a Unicode space)
     # is still there and makes it longer. (One translate of all the candidates, joined by a
     # character none holds: a translate each would cost a Python call per candidate.)
-    digits = "|".join(parts[1::2]).translate(_NOT_DIGITS).split("|")
+    digits = "|".join([text[start:end] for start, end in spans]).translate(
+        _NOT_DIGITS).split("|")
     ten = list(map((10).__eq__, map(len, digits)))
     digits = list(compress(digits, ten))
     first, second, last = (list(map(sums.__getitem__, map(group, digits)))
                            for sums, group in zip(_GROUP_SUMS, _GROUPS, strict=True))
     valid = map(_MULTIPLE_OF_11.__getitem__, map(add, map(add, first, second), last))
-    n = 0
-    for i in compress(compress(range(1, len(parts), 2), ten), valid):
-        parts[i] = NHS_NUMBER
-        n += 1
-    if not n:
-        return text
-    found[NHS_NUMBER] += n
-    return "".join(parts)
+    return _replace(text, list(compress(compress(spans, ten), valid)), NHS_NUMBER, found)
 
 
 def _lower(text: str) -> str | None:
@@ -410,43 +367,19 @@ def _replace(text: str, spans: list[tuple[int, int]], label: str, found: Counter
 
 def _dates_of_birth_by_cue(text: str, found: Counter[str]) -> str:
     lower = _lower(text)
-    if lower is None:  # (a character whose lower case is longer: match case-insensitively)
-        text, n = _DOB_CI_RE.subn(rf"\g<cue>{DATE_OF_BIRTH}", text)
-        _count(found, DATE_OF_BIRTH, n)
-        return text
-    return _replace(text, [m.span("date") for m in _DOB_RE.finditer(lower)], DATE_OF_BIRTH,
-                    found)
+    # (A character whose lower case is longer: match case-insensitively.)
+    spans = (finditer(_DOB, lower, _date_span) if lower is not None
+             else finditer(_DOB_CI, text, _date_span))
+    return _replace(text, [(start, end) for _, start, end in spans], DATE_OF_BIRTH, found)
 
 
-# Windows around anchors pay off while anchors are sparse; past about one per this many
-# characters they cover the text anyway, and one scan of the whole text is cheaper.
-_CHARS_PER_ANCHOR = 2000
+def _date_span(m: re.Match[str]) -> tuple[int, int, int]:
+    return m.start(), m.start("date"), m.end()
 
 
 def _emails(text: str, found: Counter[str]) -> str:
-    """E-mail addresses, looked for only around an ``@`` or an ``at``: the windows around
-    them are matched, not the whole text (unless anchors are dense)."""
     lower = _lower(text)
-    if lower is None:
-        text, n = _EMAIL_CI_RE.subn(EMAIL, text)
-        _count(found, EMAIL, n)
-        return text
-    spans: list[tuple[int, int]] = []
-    window_start = window_end = -1
-    budget = len(lower) // _CHARS_PER_ANCHOR + 8
-    for anchor in _EMAIL_ANCHOR_RE.finditer(lower):
-        budget -= 1
-        if budget < 0:  # dense: match the rest of the text at once
-            spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start)]
-            return _replace(text, spans, EMAIL, found)
-        start, end = max(0, anchor.start() - 70), anchor.end() + 700
-        if start > window_end:
-            if window_end >= 0:
-                spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start, window_end)]
-            window_start = max(start, spans[-1][1] if spans else 0)
-        window_end = end
-    if window_end >= 0:
-        spans += [m.span() for m in _EMAIL_RE.finditer(lower, window_start, window_end)]
+    spans = _spans(_EMAIL, lower) if lower is not None else _spans(_EMAIL_CI, text)
     return _replace(text, spans, EMAIL, found)
 
 
@@ -454,27 +387,35 @@ def _postcodes(text: str, found: Counter[str]) -> str:
     """Postcodes, found from their digits (the outward code's district and the inward
     code), with the area's one or two letters checked before them."""
     spans = []
-    for m in _POSTCODE_RE.finditer(text):
-        area = m["two"] or m["one"]
+    for start, end, area in finditer(_POSTCODE, text, _span_and_area):
         if area.upper() in _AREAS:
-            spans.append((m.start() - len(area), m.end()))
-    spans += [m.span() for m in _GIR_RE.finditer(text)]
+            spans.append((start - len(area), end))
+    spans += _spans(_GIR, text)
     return _replace(text, sorted(spans), POSTCODE, found)
+
+
+def _span_and_area(m: re.Match[str]) -> tuple[int, int, str]:
+    return m.start(), m.end(), m["two"] or m["one"]
 
 
 def _dates_of_birth_by_age(text: str, found: Counter[str]) -> str:
     parts: list[str] = []
     done = 0
-    for m in _YEAR_THEN_AGE_RE.finditer(text):
-        year = int(text[m.start():m.start() + 4])
-        if m.group("iso"):  # 1938-03-12: the date starts with its year
-            start, end = m.start(), m.end("iso")
+    for year_start, iso_end, aged in finditer(_YEAR_THEN_AGE, text, _year_and_age):
+        year = int(text[year_start:year_start + 4])
+        if iso_end >= 0:  # 1938-03-12: the date starts with its year
+            start, end = year_start, iso_end
         else:
-            date = _DATE_AT_END_RE.search(text, max(done, m.start() - 30), m.start() + 4)
+            date = _DATE_AT_END_RE.search(text, max(done, year_start - 30), year_start + 4)
             start, end = (date.start(), date.end()) if date else (-1, -1)
-        age = int(m.group("aged") or m.group("age"))
+        age = int(aged)
         if start >= done and age <= 120 and 1990 <= year + age <= 2100:
             found[DATE_OF_BIRTH] += 1
             parts += [text[done:start], DATE_OF_BIRTH]
             done = end
     return "".join([*parts, text[done:]]) if parts else text
+
+
+def _year_and_age(m: re.Match[str]) -> tuple[int, int, str]:
+    """Where the year starts, where an ISO date it starts ends (-1: none), and the age."""
+    return m.start(), m.end("iso"), m["aged"] or m["age"]
