@@ -21,6 +21,7 @@ from services.notification.messages import group_subject, parse_event
 from services.notification.routing import RoutingConfig, event_labels
 from services.notification.silences import Silence, muting
 from shared.clock import Clock
+from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,18 @@ class GroupFlusher:
     async def run(self) -> None:
         """Check the timers every ``notification_group_poll_interval`` seconds."""
         interval = self.runtime.settings.notification_group_poll_interval
-        backoff = interval
+        retry = Backoff(first=2 * max(interval, 0.5), cap=30.0)
+        failures = 0
         while True:
+            delay = interval
             try:
                 while await self.flush_due() >= self.batch_size:
                     pass
-                backoff = interval
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("group flusher failed; retrying in %.1fs", backoff)
-                backoff = min(max(backoff, 0.5) * 2, 30.0)
-            await asyncio.sleep(backoff)
+                failures += 1
+                delay = retry.seconds(failures)
+                log.exception("group flusher failed; retrying in %.1fs", delay)
+            await asyncio.sleep(delay)
