@@ -79,13 +79,20 @@ async def schedule(conn: asyncpg.Connection, schema: str, *, name: str, due_at: 
         name, due_at, dict(payload or {}), subject, dedupe_key))
 
 
-async def ensure(conn: asyncpg.Connection, schema: str, name: str, first_due: datetime) -> bool:
+async def ensure(conn: asyncpg.Connection, schema: str, name: str, first_due: datetime, *,
+                 not_after: datetime | None = None) -> bool:
     """Put the recurring job ``name`` in place, first due at ``first_due``; a job already in
-    place keeps its due time. True when it was added now."""
-    return bool(await conn.fetchval(
+    place keeps its due time (with ``not_after``: unless it is later than that, so a shorter
+    interval takes effect at once). True when it was added now."""
+    added = bool(await conn.fetchval(
         f"INSERT INTO {_table(schema)} (name, due_at, dedupe_key, recurring)"
         " VALUES ($1, $2, $1, true) ON CONFLICT (dedupe_key) DO NOTHING RETURNING true",
         name, first_due))
+    if not added and not_after is not None:
+        await conn.execute(
+            f"UPDATE {_table(schema)} SET due_at = $2 WHERE dedupe_key = $1 AND recurring"
+            " AND done_at IS NULL AND due_at > $2", name, not_after)
+    return added
 
 
 async def cancel(conn: asyncpg.Connection, schema: str, dedupe_keys: list[str], now: datetime,
