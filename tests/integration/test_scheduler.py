@@ -215,3 +215,87 @@ async def test_cancelled_jobs_do_not_run_and_pending_lists_the_rest(
 
     assert await Scheduler(schema, lambda: db, {"work": work}, Clock(T0)).run_due() == []
     assert calls == []
+
+
+async def test_ensure_brings_a_recurring_job_forward_when_its_interval_shortens(
+        db: asyncpg.Pool, schema: str) -> None:
+    async with db.acquire() as conn:
+        assert await scheduler.ensure(conn, schema, "purge", T0 + timedelta(minutes=10))
+        assert not await scheduler.ensure(conn, schema, "purge", T0)
+        due = await conn.fetchval(f'SELECT due_at FROM "{schema}".jobs')
+        assert due == T0 + timedelta(minutes=10), "a job in place keeps its due time"
+        await scheduler.ensure(conn, schema, "purge", T0, not_after=T0 + timedelta(seconds=1))
+        assert await conn.fetchval(f'SELECT due_at FROM "{schema}".jobs') == \
+            T0 + timedelta(seconds=1)
+        await scheduler.ensure(conn, schema, "purge", T0, not_after=T0 + timedelta(hours=1))
+        assert await conn.fetchval(f'SELECT due_at FROM "{schema}".jobs') == \
+            T0 + timedelta(seconds=1), "never pushed later"
+
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+async def _upgrade(db: asyncpg.Pool, service: str, old: int, tmp_path: Path,
+                   before: str, *args: object) -> str:
+    """Migrate a fresh schema to the service's migrations up to ``old``, run ``before``,
+    then migrate to the latest; returns the schema's name."""
+    name = f"upgrade_{uuid.uuid4().hex[:8]}"
+    files = sorted((SERVICES / service / "migrations").glob("*.sql"))
+    for f in files:
+        if int(f.name[:3]) <= old:
+            (tmp_path / f.name).write_text(f.read_text())
+    async with db.acquire() as conn:
+        await migrate(conn, name, tmp_path)
+        await conn.execute(f'SET search_path TO "{name}", public')
+        await conn.execute(before, *args)
+        await conn.execute("RESET search_path")
+        for f in files:
+            (tmp_path / f.name).write_text(f.read_text())
+        applied = await migrate(conn, name, tmp_path)
+    assert [a for a in applied if int(a[:3]) > old], "the upgrade's migrations ran"
+    return name
+
+
+async def test_escalations_schedule_rows_move_to_the_shared_jobs_table(
+        db: asyncpg.Pool, tmp_path: Path) -> None:
+    concern = uuid.uuid4()
+    name = await _upgrade(
+        db, "escalation", 4, tmp_path,
+        "INSERT INTO schedule (due_at, kind, payload, concern_id, dedupe_key, done_at, outcome,"
+        " attempts, last_error) VALUES ($1, 'action_due_soon', '{\"action_id\": \"a\"}', $2,"
+        " 'action_due_soon:a', NULL, NULL, 2, 'boom'), ($1, 'ladder_review', '{}', $2, NULL,"
+        " $1, 'done', 1, NULL)", T0, concern)
+    try:
+        jobs = await db.fetch(f'SELECT * FROM "{name}".jobs ORDER BY id')
+        assert [(j["name"], j["subject"], j["dedupe_key"], j["done_at"], j["attempts"],
+                 j["last_error"], j["payload"]) for j in jobs] == [
+            ("action_due_soon", str(concern), "action_due_soon:a", None, 2, "boom",
+             {"action_id": "a"}),
+            ("ladder_review", str(concern), None, T0, 1, None, {})]
+        view = await db.fetch(f'SELECT kind, concern_id, outcome FROM "{name}".schedule'
+                              " ORDER BY id")
+        assert [tuple(v) for v in view] == [("action_due_soon", concern, None),
+                                            ("ladder_review", concern, "done")]
+        async with db.acquire() as conn:
+            assert await scheduler.schedule(conn, name, name="revisit_due", due_at=T0)
+        assert await db.fetchval(f'SELECT max(id) FROM "{name}".jobs') == 3, "ids go on"
+    finally:
+        await db.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+async def test_the_monitors_schedule_rows_become_recurring_jobs(
+        db: asyncpg.Pool, tmp_path: Path) -> None:
+    name = await _upgrade(
+        db, "quality_monitor", 6, tmp_path,
+        "INSERT INTO schedule (job, due_at, last_run_at, last_result) VALUES"
+        " ('month_close', $1, $1, '{\"month\": \"2031-02\"}')", T0)
+    try:
+        row = await db.fetchrow(f'SELECT * FROM "{name}".jobs')
+        assert (row["name"], row["dedupe_key"], row["recurring"], row["due_at"],
+                row["last_result"], row["done_at"]) == (
+            "month_close", "month_close", True, T0, {"month": "2031-02"}, None)
+        await db.execute(f"UPDATE \"{name}\".schedule SET due_at = $1"
+                         " WHERE job = 'month_close'", T0 + timedelta(days=1))
+        assert await db.fetchval(f'SELECT due_at FROM "{name}".jobs') == T0 + timedelta(days=1)
+    finally:
+        await db.execute(f'DROP SCHEMA "{name}" CASCADE')
