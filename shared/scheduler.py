@@ -37,8 +37,8 @@ import asyncpg
 from shared.clock import Clock
 from shared.retry import Backoff, is_transient, retry_transient
 
-__all__ = ["Again", "Job", "Scheduler", "cancel", "cancel_subject", "ensure", "pending",
-           "schedule"]
+__all__ = ["Again", "Job", "Scheduler", "cancel", "cancel_subject", "ensure", "every",
+           "pending", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +216,25 @@ class Scheduler:
     async def run(self) -> None:
         """The background loop: run the due jobs every ``interval`` seconds; a failing run
         (the database down) is retried with ``loop_retry``'s backoff."""
-        failures = 0
-        while True:
-            try:
-                await self.run_due()
-                failures = 0
-                await asyncio.sleep(self.interval)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                delay = self.loop_retry.seconds(failures)
-                log.exception("%s schedule run failed; retrying in %.0fs", self.schema, delay)
-                await asyncio.sleep(delay)
+        await every(self.interval, self.run_due, retry=self.loop_retry,
+                    name=f"{self.schema} schedule run")
+
+
+async def every(interval: float, work: Callable[[], Awaitable[object]], *, retry: Backoff,
+                name: str) -> None:
+    """Call ``work`` every ``interval`` seconds for the life of the process (the one polling
+    loop of time-driven work); after a failure (the database down), wait ``retry``'s backoff
+    instead. Cancellation stops the loop."""
+    failures = 0
+    while True:
+        try:
+            await work()
+            failures = 0
+            delay = interval
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            delay = retry.seconds(failures)
+            log.exception("%s failed; retrying in %.1fs", name, delay)
+        await asyncio.sleep(delay)
