@@ -221,10 +221,11 @@ class Scheduler:
 
 
 async def every(interval: float, work: Callable[[], Awaitable[object]], *, retry: Backoff,
-                name: str) -> None:
+                name: str,
+                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """Call ``work`` every ``interval`` seconds for the life of the process (the one polling
     loop of time-driven work); after a failure (the database down), wait ``retry``'s backoff
-    instead. Cancellation stops the loop."""
+    instead. Cancellation stops the loop. (``sleep``: for tests.)"""
     failures = 0
     while True:
         try:
@@ -237,4 +238,4 @@ async def every(interval: float, work: Callable[[], Awaitable[object]], *, retry
             failures += 1
             delay = retry.seconds(failures)
             log.exception("%s failed; retrying in %.1fs", name, delay)
-        await asyncio.sleep(delay)
+        await sleep(delay)
