@@ -11,8 +11,9 @@ Serves: the review of possible serious risks over HTTP (``http.py``).
 Each handler loads what the rule needs from the monitor's own tables, calls the pure rule
 (``rules``, ``clusters``, ``measure_verdicts`` over ``spc`` and ``funnel``, ``handling``,
 ``lifecycle``), stores the result and publishes through the outbox. Time-driven work (a
-month's close, the daily review) runs from the durable ``schedule`` table, claimed with
-``FOR UPDATE SKIP LOCKED``, on the injectable clock.
+month's close, the daily review, the reports) is recurring jobs of the shared durable
+scheduler (``shared.scheduler``, ``monitor.jobs``), claimed with ``FOR UPDATE SKIP LOCKED``,
+on the injectable clock.
 """
 
 from __future__ import annotations
