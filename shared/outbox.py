@@ -25,6 +25,7 @@ from asyncpg.transaction import Transaction
 
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.events import Event
+from shared.retry import Backoff
 from shared.wakeup import drain_on_notify
 
 if TYPE_CHECKING:  # FastAPI stays out of every `carewatch` command that writes an outbox row
@@ -38,6 +39,10 @@ URGENT_POLL = 0.02
 # A row the broker has refused this many times is parked: it is no longer retried until an
 # operator looks at it (`carewatch outbox status`, `carewatch outbox retry`).
 PARK_AFTER = 8
+# A row the broker refused: 1 s, 2 s, 4 s ... 256 s before its next attempt.
+REFUSED_RETRY = Backoff(first=1.0, cap=256.0)
+# A channel closed by a neighbour's refusal: 0.25 s, 0.5 s, 1 s to reopen.
+REOPEN_RETRY = Backoff(first=0.25, cap=1.0)
 # How long a batch may spend publishing its failed rows one by one (seconds).
 ALONE_BUDGET = 5.0
 # Readiness fails when due rows have waited this long without the relay publishing, parking
@@ -340,7 +345,7 @@ class OutboxRelay:
             for row, error in failed:
                 attempts = row["attempts"] + 1
                 parked = attempts >= PARK_AFTER
-                delay = min(300.0, 2.0 ** min(row["attempts"], 8))
+                delay = REFUSED_RETRY.seconds(attempts)
                 await conn.execute(
                     f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1,'
                     " last_error = $2, next_attempt_at = CASE WHEN $4 THEN 'infinity'"
@@ -409,7 +414,7 @@ class OutboxRelay:
             except aiormq.exceptions.ChannelInvalidStateError:
                 if attempt == tries - 1:
                     raise
-                await asyncio.sleep(0.25 * (attempt + 1))
+                await asyncio.sleep(REOPEN_RETRY.seconds(attempt + 1))
 
     async def _run(self) -> None:
         await drain_on_notify(self._pool, notify_channel(self._schema), self._send_next,

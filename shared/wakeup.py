@@ -8,7 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from shared.retry import Backoff
+
 log = logging.getLogger(__name__)
+
+# A failing drain (the database or broker restarting): half a second doubling to ten.
+DRAIN_RETRY = Backoff(first=0.5, cap=10.0)
 
 
 async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], Awaitable[int]],
@@ -18,7 +23,7 @@ async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], 
     with backoff (the database or broker may be restarting); cancellation stops the loop."""
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
-    backoff = 0.5
+    failures = 0
 
     def on_notify(*_: object) -> None:
         wake.set()
@@ -45,7 +50,7 @@ async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], 
                 wake.clear()
                 if await drain() >= batch_size:
                     continue
-                backoff = 0.5
+                failures = 0
                 try:
                     await asyncio.wait_for(wake.wait(), poll_interval)
                 except TimeoutError:
@@ -53,9 +58,10 @@ async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], 
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s failed; retrying in %.1fs", name, backoff)
+                failures += 1
+                delay = DRAIN_RETRY.seconds(failures)
+                log.exception("%s failed; retrying in %.1fs", name, delay)
                 await release()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(delay)
     finally:
         await release()

@@ -321,7 +321,7 @@ def add_gauges(runtime: ServiceRuntime, clock: Clock) -> None:
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE done_at IS NULL AND due_at <= $1) AS due,"
             " count(*) FILTER (WHERE done_at IS NULL AND due_at > $1) AS later,"
-            " count(*) FILTER (WHERE outcome = 'failed') AS failed FROM escalation.schedule",
+            " count(*) FILTER (WHERE outcome = 'failed') AS failed FROM escalation.jobs",
             clock())
         for state in ("due", "later", "failed"):
             jobs_gauge.labels(NAME, state).set(row[state])

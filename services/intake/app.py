@@ -10,10 +10,11 @@ Stores: schema ``intake`` (providers, feeds, feedback, quarantine, receipts).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from faststream.rabbit import Channel, RabbitMessage
@@ -21,8 +22,11 @@ from faststream.rabbit import Channel, RabbitMessage
 from services.intake import api, operations, store
 from services.intake.admission import AdmissionBatcher, Admissions, Incoming
 from services.intake.validation import MAX_BODY_BYTES
+from shared import scheduler
+from shared.clock import Clock, utc_now
 from shared.logs import log_context
 from shared.ratelimit import RateLimiter
+from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.submissions import URGENT_KINDS
@@ -82,30 +86,47 @@ def build(settings: Settings) -> ServiceRuntime:
 
 
 PURGE_BATCH = 500
+PURGE_JOB = "retention_purge"
 
 
-async def purge_quarantine_loop(runtime: ServiceRuntime) -> None:
+def retention_purge(runtime: ServiceRuntime, clock: Clock = utc_now) -> scheduler.Scheduler:
     """Delete quarantined bodies, and the public's contact details, past their retention,
-    every ``quarantine_purge_interval`` seconds, in batches (every replica may run it: the
-    rows are claimed with SKIP LOCKED)."""
+    every ``quarantine_purge_interval`` seconds, in batches: a recurring job of the shared
+    scheduler (``intake.jobs``), run by one replica at a time (the rows are claimed with
+    SKIP LOCKED too); a failed purge is tried again an interval later."""
     settings = runtime.settings
+    interval = settings.quarantine_purge_interval
+    every = timedelta(seconds=interval)
     purges = ((store.purge_quarantine, settings.quarantine_retention_days, "quarantined bodies"),
               (store.purge_public_contacts, settings.public_contact_retention_days,
                "public contact details"))
-    while True:
-        try:
-            for purge, days, what in purges:
-                async with runtime.pool.acquire() as conn:
-                    total = batch = await purge(conn, days, PURGE_BATCH)
-                    while batch == PURGE_BATCH:
-                        batch = await purge(conn, days, PURGE_BATCH)
-                        total += batch
-                if total:
-                    log.info("%s older than %d days deleted: %d", what, days, total)
-        except Exception:
-            log.warning("quarantine purge failed; tried again in %.0f s",
-                        settings.quarantine_purge_interval, exc_info=True)
-        await asyncio.sleep(settings.quarantine_purge_interval)
+
+    async def purge_all(claim: asyncpg.Connection, row: asyncpg.Record,
+                        now: datetime) -> scheduler.Again:
+        deleted: dict[str, Any] = {}
+        for purge, days, what in purges:
+            async with runtime.pool.acquire() as conn:  # each batch commits on its own
+                total = batch = await purge(conn, days, PURGE_BATCH)
+                while batch == PURGE_BATCH:
+                    batch = await purge(conn, days, PURGE_BATCH)
+                    total += batch
+            if total:
+                log.info("%s older than %d days deleted: %d", what, days, total)
+            deleted[what] = total
+        return scheduler.Again(now + every, deleted)
+
+    async def ensure(conn: asyncpg.Connection, now: datetime) -> None:
+        await scheduler.ensure(conn, store.SCHEMA, PURGE_JOB, now, not_after=now + every)
+
+    return scheduler.Scheduler(store.SCHEMA, lambda: runtime.pool, {PURGE_JOB: purge_all},
+                               clock, interval=interval, retry=Backoff(first=interval,
+                                                                       cap=interval),
+                               before_run=ensure)
+
+
+async def purge_quarantine_loop(runtime: ServiceRuntime) -> None:
+    """The retention purge for the life of the process."""
+    await retention_purge(runtime).run()
 
 
 def _consume(runtime: ServiceRuntime, sub: Subscription, batcher: AdmissionBatcher,

@@ -37,10 +37,13 @@ from services.intake import store
 from services.intake.bulk import Checkpoint, Record, records
 from services.intake.validation import submission_id
 from shared.db import create_pool
+from shared.retry import Backoff
 from shared.settings import Settings
 from shared.topology import Topology
 
 OUTCOMES = ("accepted", "duplicate", "rejected")
+# A failed HTTP batch: 0.5 s, 1 s, 2 s ... at most 5 s before it is sent again.
+HTTP_RETRY = Backoff(first=0.5, cap=5.0)
 
 
 class LoadError(Exception):
@@ -192,7 +195,7 @@ class HttpSender:
                                     f" {response.text[:300]}")
                 error = f"HTTP {response.status_code}"
             if attempt < self._attempts:
-                await asyncio.sleep(min(2 ** attempt * 0.25, 5))
+                await asyncio.sleep(HTTP_RETRY.seconds(attempt))
         raise LoadError(f"intake's HTTP API failed {self._attempts} times: {error}")
 
 

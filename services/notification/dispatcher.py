@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Mapping
 
 import asyncpg
@@ -22,15 +21,17 @@ import asyncpg
 from services.notification import store
 from services.notification.channels import Channel, DeliveryError, Outgoing
 from shared.events import NotificationFailed
+from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
 from shared.wakeup import drain_on_notify
 
 log = logging.getLogger(__name__)
 
 
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog's formula)."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+def send_retry(base: float, cap: float) -> Backoff:
+    """A failed send's retry: exponential backoff with full jitter (AWS architecture blog's
+    formula), so recipients of one outage are not all retried at once."""
+    return Backoff(first=base, cap=cap, full_jitter=True)
 
 
 class Dispatcher:
@@ -109,8 +110,8 @@ class Dispatcher:
             log.error("notification %s to %s failed for good after %d attempts: %s",
                       row["notification_id"], row["recipient"], attempt, error)
         else:
-            delay = backoff_delay(attempt, settings.notification_backoff_base,
-                                  settings.notification_backoff_cap)
+            delay = send_retry(settings.notification_backoff_base,
+                               settings.notification_backoff_cap).seconds(attempt)
             await store.mark(conn, row["notification_id"], status="pending", attempt=attempt,
                              outcome="retry", detail=str(error),
                              retry_in=delay)

@@ -7,7 +7,6 @@ comes from an injectable clock, so tests drive it instead of sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import datetime
@@ -21,7 +20,9 @@ from services.notification.messages import group_subject, parse_event
 from services.notification.routing import RoutingConfig, event_labels
 from services.notification.silences import Silence, muting
 from shared.clock import Clock
+from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
+from shared.scheduler import every
 
 log = logging.getLogger(__name__)
 _FLUSH_NAMESPACE = uuid.UUID("6f1c2a58-5f37-4c1e-9d6a-8c0f3e1b2a47")
@@ -105,15 +106,10 @@ class GroupFlusher:
     async def run(self) -> None:
         """Check the timers every ``notification_group_poll_interval`` seconds."""
         interval = self.runtime.settings.notification_group_poll_interval
-        backoff = interval
-        while True:
-            try:
-                while await self.flush_due() >= self.batch_size:
-                    pass
-                backoff = interval
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("group flusher failed; retrying in %.1fs", backoff)
-                backoff = min(max(backoff, 0.5) * 2, 30.0)
-            await asyncio.sleep(backoff)
+
+        async def flush_all_due() -> None:
+            while await self.flush_due() >= self.batch_size:
+                pass
+
+        await every(interval, flush_all_due, name="group flusher",
+                    retry=Backoff(first=2 * max(interval, 0.5), cap=30.0))

@@ -11,13 +11,13 @@ Serves: the review of possible serious risks over HTTP (``http.py``).
 Each handler loads what the rule needs from the monitor's own tables, calls the pure rule
 (``rules``, ``clusters``, ``measure_verdicts`` over ``spc`` and ``funnel``, ``handling``,
 ``lifecycle``), stores the result and publishes through the outbox. Time-driven work (a
-month's close, the daily review) runs from the durable ``schedule`` table, claimed with
-``FOR UPDATE SKIP LOCKED``, on the injectable clock.
+month's close, the daily review, the reports) is recurring jobs of the shared durable
+scheduler (``shared.scheduler``, ``monitor.jobs``), claimed with ``FOR UPDATE SKIP LOCKED``,
+on the injectable clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
@@ -75,7 +75,11 @@ from shared.events import (
 )
 from shared.groupcommit import Batch
 from shared.outbox import Outbox
+from shared.retry import Backoff
 from shared.runtime import BatchEventHandler, ServiceRuntime, subscriptions_of
+from shared.scheduler import Again, Scheduler
+from shared.scheduler import Job as SchedulerJob
+from shared.scheduler import ensure as ensure_job
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
 
@@ -430,53 +434,57 @@ class Monitor:
                 await self.resolve_concern(conn, outbox, row, verdict.resolution)
 
     # -- the schedule ---------------------------------------------------------------------
+    def scheduler(self, pool: Callable[[], asyncpg.Pool]) -> Scheduler:
+        """The reviews as recurring jobs of the shared durable scheduler (``monitor.jobs``):
+        each runs once across replicas when due and says when it is next due."""
+        sched = self.rules.schedule
+        jobs: dict[str, SchedulerJob] = {
+            MONTH_CLOSE: lambda conn, row, now: self._month_close_job(pool(), now),
+            DAILY_REVIEW: lambda conn, row, now: self._daily_review_job(pool(), now),
+            MONTHLY_REPORTS: lambda conn, row, now: self.scheduled_reports(
+                pool(), MONTHLY_REPORTS, now),
+            QUARTERLY_REPORTS: lambda conn, row, now: self.scheduled_reports(
+                pool(), QUARTERLY_REPORTS, now),
+        }
+        return Scheduler(store.SCHEMA, pool, jobs, self.clock, interval=sched.poll_seconds,
+                         retry=Backoff(first=sched.poll_seconds, cap=3600.0),
+                         before_run=self._ensure_jobs)
+
     async def run_due_jobs(self, pool: asyncpg.Pool) -> list[str]:
         """Run every review that is due by the clock, each once across replicas."""
-        now = self.clock()
-        sched = self.rules.schedule
-        async with pool.acquire() as conn:
-            await store.ensure_job(conn, MONTH_CLOSE, month_close_at(
-                last_closed_month(now, sched.month_close_days), sched.month_close_days))
-            await store.ensure_job(conn, DAILY_REVIEW, now)
-            if self.reports is not None and self.reports.settings.schedule:
-                at = self.reports.settings.run_at
-                # First due at the end of the current month and quarter: a fresh install
-                # does not make last month's reports retroactively.
-                await store.ensure_job(conn, MONTHLY_REPORTS, periods.due_at(
-                    periods.last_month_before(now).next(), at))
-                await store.ensure_job(conn, QUARTERLY_REPORTS, periods.due_at(
-                    periods.last_quarter_before(now).next(), at))
-        ran: list[str] = []
-        while True:
-            async with pool.acquire() as conn, conn.transaction():
-                job = await store.claim_due_job(conn, now)
-                if job is None:
-                    return ran
-                name = job["job"]
-                if name == MONTH_CLOSE:
-                    month = last_closed_month(now, sched.month_close_days)
-                    result = await self.close_month(pool, month)
-                    due = month_close_at(shift_month(month, 1), sched.month_close_days)
-                elif name == DAILY_REVIEW:
-                    async with pool.acquire() as work, work.transaction():
-                        result = {"clusters_resolved": await self.review_clusters(
-                            work, self._outbox(work))}
-                    due = next_daily_review(now, sched.daily_review_at)
-                elif name in (MONTHLY_REPORTS, QUARTERLY_REPORTS) and self.reports is not None:
-                    result, due = await self.scheduled_reports(pool, name, now)
-                else:
-                    log.warning("unknown scheduled job %r: left alone", name)
-                    result, due = {"error": "unknown job"}, now + timedelta(days=365)
-                await store.reschedule(conn, name, due, now, result)
-                log.info("ran %s at %s: %s; next at %s", name, now.isoformat(), result,
-                         due.isoformat())
-                ran.append(name)
+        return await self.scheduler(lambda: pool).run_due(self.clock())
 
-    async def scheduled_reports(self, pool: asyncpg.Pool, job: str,
-                                now: datetime) -> tuple[dict[str, Any], datetime]:
+    async def _ensure_jobs(self, conn: asyncpg.Connection, now: datetime) -> None:
+        sched = self.rules.schedule
+        await ensure_job(conn, store.SCHEMA, MONTH_CLOSE, month_close_at(
+            last_closed_month(now, sched.month_close_days), sched.month_close_days))
+        await ensure_job(conn, store.SCHEMA, DAILY_REVIEW, now)
+        if self.reports is not None and self.reports.settings.schedule:
+            at = self.reports.settings.run_at
+            # First due at the end of the current month and quarter: a fresh install
+            # does not make last month's reports retroactively.
+            await ensure_job(conn, store.SCHEMA, MONTHLY_REPORTS, periods.due_at(
+                periods.last_month_before(now).next(), at))
+            await ensure_job(conn, store.SCHEMA, QUARTERLY_REPORTS, periods.due_at(
+                periods.last_quarter_before(now).next(), at))
+
+    async def _month_close_job(self, pool: asyncpg.Pool, now: datetime) -> Again:
+        sched = self.rules.schedule
+        month = last_closed_month(now, sched.month_close_days)
+        result = await self.close_month(pool, month)
+        return Again(month_close_at(shift_month(month, 1), sched.month_close_days), result)
+
+    async def _daily_review_job(self, pool: asyncpg.Pool, now: datetime) -> Again:
+        async with pool.acquire() as work, work.transaction():
+            result = {"clusters_resolved": await self.review_clusters(work, self._outbox(work))}
+        return Again(next_daily_review(now, self.rules.schedule.daily_review_at), result)
+
+    async def scheduled_reports(self, pool: asyncpg.Pool, job: str, now: datetime) -> Again:
         """The reports of the month (CQRM packs) or quarter (Q&P, "you said, we did") that
         has just ended; and when the next are due (its first working day)."""
-        assert self.reports is not None
+        if self.reports is None:
+            log.warning("scheduled job %r without reports configured: left alone", job)
+            return Again(now + timedelta(days=365), {"error": "unknown job"})
         at = self.reports.settings.run_at
         if job == MONTHLY_REPORTS:
             p = periods.last_month_before(now)
@@ -486,18 +494,12 @@ class Monitor:
             p = periods.last_quarter_before(now)
             result = await self.reports.quarterly(pool, p)
             following = p.next()
-        return {"period": p.label, **result}, periods.due_at(following, at)
+        return Again(periods.due_at(following, at), {"period": p.label, **result})
 
     async def schedule_loop(self, pool: Callable[[], asyncpg.Pool]) -> None:
-        """Poll the schedule for the life of the process (errors are logged and retried)."""
-        while True:
-            try:
-                await self.run_due_jobs(pool())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("quality-monitor schedule run failed; retrying")
-            await asyncio.sleep(self.rules.schedule.poll_seconds)
+        """Run the due reviews every ``poll_seconds`` for the life of the process (errors
+        are logged and retried with backoff)."""
+        await self.scheduler(pool).run()
 
     # -- helpers ------------------------------------------------------------------------------
     def today(self) -> date:

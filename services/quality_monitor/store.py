@@ -488,25 +488,6 @@ async def list_improvements(conn: asyncpg.Connection, ods_code: str | None = Non
         " ORDER BY recorded_at DESC, ods_code, metric LIMIT $2", ods_code, limit)
 
 
-# -- the schedule ------------------------------------------------------------------------------
-async def ensure_job(conn: asyncpg.Connection, job: str, due_at: datetime) -> None:
-    await conn.execute("INSERT INTO monitor.schedule (job, due_at) VALUES ($1, $2)"
-                       " ON CONFLICT (job) DO NOTHING", job, due_at)
-
-
-async def claim_due_job(conn: asyncpg.Connection, now: datetime) -> asyncpg.Record | None:
-    """One due job, locked for this transaction; replicas skip it (FOR UPDATE SKIP LOCKED)."""
-    return await conn.fetchrow(
-        "SELECT * FROM monitor.schedule WHERE due_at <= $1 ORDER BY due_at"
-        " LIMIT 1 FOR UPDATE SKIP LOCKED", now)
-
-
-async def reschedule(conn: asyncpg.Connection, job: str, due_at: datetime, ran_at: datetime,
-                     result: dict[str, Any]) -> None:
-    await conn.execute("UPDATE monitor.schedule SET due_at = $2, last_run_at = $3,"
-                       " last_result = $4 WHERE job = $1", job, due_at, ran_at, result)
-
-
 # -- rebases ------------------------------------------------------------------------------------
 MONITOR_ACTOR = "quality-monitor"
 
