@@ -540,10 +540,13 @@ class AmqpPublisher:
             if not share:
                 continue
             channel = self._channels.get(urgent)
-            if channel is None:
-                raise RuntimeError("the outbox publisher is not connected")
-            raw = await channel.get_underlay_channel()
-            for (n, _), future in zip(share, await self._write_batch(raw, share), strict=True):
+            try:
+                if channel is None:
+                    raise RuntimeError("the outbox publisher is not connected")
+                written = await self._write_batch(await channel.get_underlay_channel(), share)
+            except Exception as exc:  # this channel's share fails; the other's is out
+                written = [_failed(exc) for _ in share]
+            for (n, _), future in zip(share, written, strict=True):
                 futures[n] = future
                 if self._metrics is not None:
                     future.add_done_callback(partial(self._count, batch[n][1]))
