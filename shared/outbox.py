@@ -15,13 +15,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
 import asyncpg
+from aiormq.abc import ChannelFrame
 from asyncpg.transaction import Transaction
+from pamqp import commands as spec
+from pamqp.header import ContentHeader
 
 from shared.envelope import CONTENT_TYPE, Envelope
 from shared.events import Event
@@ -86,31 +90,35 @@ class Outbox:
         envelope = event.envelope(self._source, submission_id or self.submission_id)
         exchange, routing_key = (self._exchange, event.routing_key()) if reply_to is None \
             else ("", reply_to)
+        # The row and, for the transaction's first event, the NOTIFY in one round trip.
         await self._conn.execute(
-            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
-            " mandatory, correlation_id, priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            f'WITH ins AS (INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key,'
+            " body, mandatory, correlation_id, priority)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7))"
+            " SELECT pg_notify($8, '') WHERE $9",
             envelope.id, exchange, routing_key, envelope.to_bytes(), reply_to is None,
-            correlation_id, priority(event))
-        await self._added([envelope])
+            correlation_id, priority(event), notify_channel(self._schema), not self.added)
+        self.added.append(envelope)
         return envelope
 
     async def add_many(self, events: Sequence[tuple[Event, uuid.UUID | None]]) -> list[Envelope]:
-        """Publish several events (each with its submission id) in one round trip."""
+        """Publish several events (each with its submission id) in one statement (with the
+        NOTIFY, for the transaction's first events)."""
+        if not events:
+            return []
         envelopes = [event.envelope(self._source, sid or self.submission_id)
                      for event, sid in events]
-        await self._conn.executemany(
-            f'INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key, body,'
-            " priority) VALUES ($1, $2, $3, $4, $5)",
-            [(e.id, self._exchange, event.routing_key(), e.to_bytes(), priority(event))
-             for e, (event, _) in zip(envelopes, events, strict=True)])
-        await self._added(envelopes)
-        return envelopes
-
-    async def _added(self, envelopes: list[Envelope]) -> None:
-        if envelopes and not self.added:
-            # Delivered at commit only, so the relay never wakes for a rolled-back event.
-            await self._conn.execute("SELECT pg_notify($1, '')", notify_channel(self._schema))
+        await self._conn.execute(
+            f'WITH ins AS (INSERT INTO "{self._schema}".outbox (event_id, exchange,'
+            " routing_key, body, priority) SELECT e, $1, r, b, p FROM unnest($2::uuid[],"
+            " $3::text[], $4::bytea[], $5::smallint[]) AS t(e, r, b, p))"
+            " SELECT pg_notify($6, '') WHERE $7",
+            self._exchange, [e.id for e in envelopes],
+            [event.routing_key() for event, _ in events], [e.to_bytes() for e in envelopes],
+            [priority(event) for event, _ in events], notify_channel(self._schema),
+            not self.added)
         self.added.extend(envelopes)
+        return envelopes
 
 
 def priority(event: Event) -> int:
@@ -122,6 +130,17 @@ class Publish(Protocol):
     def __call__(self, exchange: str, routing_key: str, body: bytes, event_id: str, *,
                  mandatory: bool = True, correlation_id: str | None = None,
                  urgent: bool = False) -> Awaitable[object]: ...
+
+
+def _failed(error: BaseException) -> asyncio.Future[object]:
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
+
+
+# One event to publish: exchange, routing key, body, event id, mandatory, correlation id,
+# urgent.
+Outgoing = tuple[str, str, bytes, str, bool, "str | None", bool]
 
 
 @dataclass
@@ -296,17 +315,30 @@ class OutboxRelay:
             await self._finish(conn, transaction, commit=False)
             return None
         # Many confirms in flight at once: one awaited confirm at a time would cap the relay
-        # well below the system's throughput (BENCHMARKS.md). The publishes start in row
+        # well below the system's throughput (BENCHMARKS.md). The publishes go in row
         # order, so the broker receives the events in that order (urgent-lane events first;
         # only feedback.accepted has them, and its order across pieces of feedback does not
-        # matter).
-        sent = [asyncio.ensure_future(self._publish(
-                    r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
-                    # Urgent rows go on the urgent channel in any slot (a routine slot
-                    # takes them first when it is free).
-                    mandatory=r["mandatory"], correlation_id=r["correlation_id"],
-                    urgent=r["priority"] > 0))
-                for r in rows]
+        # matter). Urgent rows go on the urgent channel in any slot (a routine slot takes
+        # them first when it is free).
+        batch = getattr(self._publish, "publish_batch", None)
+        sent: Sequence[Awaitable[object]]
+        if batch is not None:
+            # The whole batch's frames in one socket write per channel, confirms in flight.
+            try:
+                sent = await batch([(r["exchange"], r["routing_key"], r["body"],
+                                     str(r["event_id"]), r["mandatory"], r["correlation_id"],
+                                     r["priority"] > 0) for r in rows])
+            except asyncio.CancelledError:
+                await self._finish(conn, transaction, commit=False)
+                raise
+            except Exception as exc:  # settled as each row's failure (retried one by one)
+                sent = [_failed(exc) for _ in rows]
+        else:
+            sent = [asyncio.ensure_future(self._publish(
+                        r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
+                        mandatory=r["mandatory"], correlation_id=r["correlation_id"],
+                        urgent=r["priority"] > 0))
+                    for r in rows]
         return _Claim(conn, transaction, rows, sent)
 
     async def _settle(self, claim: _Claim, *, measure_backlog: bool = True) -> int:
@@ -422,6 +454,15 @@ class OutboxRelay:
                               name=f"outbox relay for {self._schema}")
 
 
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+
+
+def _forget_message_id(ids: dict[str, int], message_id: str, tag: int,
+                       _: asyncio.Future[object]) -> None:
+    if ids.get(message_id) == tag:
+        del ids[message_id]
+
+
 class AmqpPublisher:
     """The relay's ``Publish`` over a connection of its own, with plain aio-pika: persistent,
     mandatory, confirmed, ``message_id`` = event id; returned messages raise.
@@ -487,6 +528,89 @@ class AmqpPublisher:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def publish_batch(self, batch: Sequence[Outgoing]) -> list[asyncio.Future[object]]:
+        """Publish a batch of events with the frames of each channel's share built together
+        and written to the socket at once; returns each event's confirmation, in order (the
+        broker's ack; a nack, a return or a closed channel as its exception).
+
+        aio-pika and aiormq publish one message per call: a lock, a write, a drain and a
+        task per event, which cost more than the AMQP work itself for a relay batch of
+        hundreds. This registers each confirmation as ``aiormq.Channel.basic_publish``
+        does (delivery tag, message id for returns) under the channel's lock, so acks
+        (single or multiple), nacks, returns and a channel's close settle them the same."""
+        futures: list[asyncio.Future[object] | None] = [None] * len(batch)
+        for urgent in (True, False):
+            share = [(n, m) for n, m in enumerate(batch) if m[6] is urgent]
+            if not share:
+                continue
+            channel = self._channels.get(urgent)
+            try:
+                if channel is None:
+                    raise RuntimeError("the outbox publisher is not connected")
+                written = await self._write_batch(await channel.get_underlay_channel(), share)
+            except Exception as exc:  # this channel's share fails; the other's is out
+                written = [_failed(exc) for _ in share]
+            for (n, _), future in zip(share, written, strict=True):
+                futures[n] = future
+                if self._metrics is not None:
+                    future.add_done_callback(partial(self._count, batch[n][1]))
+        return [f for f in futures if f is not None]
+
+    async def _write_batch(self, raw: aiormq.abc.AbstractChannel,
+                           share: list[tuple[int, Outgoing]]) -> list[asyncio.Future[object]]:
+        channel: Any = raw  # aiormq.Channel: its publish state is not in the abstract class
+        if not channel.publisher_confirms:
+            raise RuntimeError("the outbox publisher's channel has no confirms")
+        user_id = unquote(self._user_id)
+        async with channel.lock:
+            first_tag = channel.delivery_tag
+            frames: list[Any] = []
+            futures: list[asyncio.Future[object]] = []
+            written = False
+            try:
+                for _, (exchange, routing_key, body, event_id, mandatory, correlation_id,
+                        _) in share:
+                    channel.delivery_tag += 1
+                    tag = channel.delivery_tag
+                    confirmation = channel.create_future()
+                    channel.confirmations[tag] = confirmation
+                    channel.message_id_delivery_tag[event_id] = tag
+                    confirmation.add_done_callback(partial(
+                        _forget_message_id, channel.message_id_delivery_tag, event_id, tag))
+                    futures.append(confirmation)
+                    frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
+                                                     mandatory=mandatory))
+                    frames.append(ContentHeader(properties=spec.Basic.Properties(
+                        app_id=self._app_id, content_type=CONTENT_TYPE,
+                        correlation_id=correlation_id, delivery_mode=PERSISTENT, headers={},
+                        message_id=event_id, priority=0, user_id=user_id),
+                        body_size=len(body)))
+                    frames.extend(channel._split_body(body))
+                drain = channel.create_future()
+                payload = ChannelFrame.marshall(frames=frames, channel_number=channel.number,
+                                                drain_future=drain)
+                if channel.write_queue.full():
+                    await channel.write_queue.put(payload)
+                else:
+                    channel.write_queue.put_nowait(payload)
+                written = True
+            except BaseException:
+                if not written:
+                    # The broker never saw these delivery tags: the channel reuses them.
+                    channel.delivery_tag = first_tag
+                    for tag in range(first_tag + 1, first_tag + len(futures) + 1):
+                        channel.confirmations.pop(tag, None)
+                    for future in futures:
+                        future.cancel()
+                raise
+            await drain
+        return futures
+
+    def _count(self, routing_key: str, confirmation: asyncio.Future[object]) -> None:
+        if self._metrics is not None and not confirmation.cancelled() \
+                and confirmation.exception() is None:
+            self._metrics.published.labels(self._service, routing_key).inc()
 
     def _message(self, body: bytes, event_id: str, correlation_id: str | None) -> aio_pika.Message:
         return aio_pika.Message(body, message_id=event_id, content_type=CONTENT_TYPE,

@@ -3,6 +3,7 @@ schedule of its reviews. SQL only: the rules are in the pure modules."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -38,12 +39,15 @@ async def record_feedback(batch: Batch, fb: FeedbackAccepted) -> None:
 
 
 async def _insert_feedback(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    await conn.executemany(
+    # One statement for the batch's rows, in one order for every batch, so that concurrent
+    # batches never deadlock.
+    rows = sorted(rows, key=lambda r: r[0])
+    await conn.execute(
         "INSERT INTO monitor.feedback (feedback_id, submission_id, ods_code, site_code, kind,"
-        " theme, occurred_on, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " theme, occurred_on, content) SELECT * FROM unnest($1::uuid[], $2::uuid[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[]::jsonb[])"
         " ON CONFLICT DO NOTHING",
-        # One order for every batch, so that concurrent batches never deadlock.
-        sorted(rows, key=lambda r: r[0]))
+        *([r[i] for r in rows] for i in range(7)), [json.dumps(r[7]) for r in rows])
 
 
 async def raise_or_update(conn: asyncpg.Connection, *, fingerprint: str, provider: ProviderRef,
@@ -223,9 +227,17 @@ async def lock(conn: asyncpg.Connection, *keys: str) -> None:
     items (one provider's cluster, one provider's FFT series, one funnel) is serialised, so
     concurrent handlers and replicas count the same items: two GP alerts handled at once
     still see each other. Keys are narrow, so unrelated work never waits."""
-    for key in keys:
+    if not keys:
+        return
+    if len(keys) == 1:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                           f"monitor:{key}")
+                           f"monitor:{keys[0]}")
+        return
+    # One round trip: the function is volatile, so it runs row by row after the ORDER BY.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+        " FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+        [f"monitor:{key}" for key in keys])
 
 
 # -- providers -----------------------------------------------------------------------------

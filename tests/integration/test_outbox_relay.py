@@ -275,3 +275,38 @@ async def test_a_relay_that_cannot_publish_is_reported_stalled(
         == [0, 0]
     from shared.outbox import STALL_AFTER
     assert relay.stalled(time.monotonic() + STALL_AFTER + 1)
+
+
+async def test_a_batch_goes_in_one_write_per_channel_and_each_row_is_settled_alone(
+        settings: Settings, publisher: AmqpPublisher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``publish_batch`` writes a channel's share of the batch at once, urgent rows on the
+    urgent channel; each row still gets its own confirmation: a row the broker returns
+    (mandatory, no queue) fails alone, its neighbours are acked."""
+    # aiormq.Channel: its write queue and message ids are not in the abstract class.
+    routine: Any = await publisher._channels[False].get_underlay_channel()
+    urgent: Any = await publisher._channels[True].get_underlay_channel()
+    writes: list[int] = []
+    put_nowait = routine.write_queue.put_nowait
+
+    def counting(frame: Any) -> None:
+        channel = int.from_bytes(frame.payload[1:3], "big")  # the first frame's channel
+        if channel:  # not a heartbeat
+            writes.append(channel)
+        put_nowait(frame)
+
+    monkeypatch.setattr(routine.write_queue, "put_nowait", counting)
+    events = f"{settings.namespace}.events"
+    queue = f"{settings.namespace}.no-such-queue-{uuid.uuid4().hex[:8]}"
+    batch = [(events, "nobody.listens.v1", b"{}", str(uuid.uuid4()), True, None, False)
+             for _ in range(5)]
+    batch.insert(2, ("", queue, b"{}", str(uuid.uuid4()), True, None, False))
+    batch.insert(0, (events, "feedback.accepted.v1.complaint", b"{}", str(uuid.uuid4()),
+                     True, None, True))
+    results = await asyncio.wait_for(asyncio.gather(
+        *await publisher.publish_batch(batch), return_exceptions=True), 10)
+    assert sorted(writes) == sorted([routine.number, urgent.number]), \
+        "one write for the routine share, one for the urgent row"
+    returned = [n for n, r in enumerate(results) if isinstance(r, BaseException)]
+    assert returned == [3], results
+    assert isinstance(results[3], aio_pika.exceptions.PublishError)
+    assert not routine.message_id_delivery_tag and not urgent.message_id_delivery_tag
