@@ -442,9 +442,9 @@ class Analyser:
         sentence = original[sent.start_char:sent.end_char].strip()
         if not sentence:
             return []
-        opinion = self.model.opinion(sentence)
-        if opinion.score < self.model.threshold:
+        if self.model.score(sentence) < self.model.threshold:
             return []
+        opinion = self.model.opinion(sentence)
         if len(sentence) > MAX_SENTENCE_EVIDENCE:
             sentence = sentence[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
         terms = ", ".join(f"'{term}'" for term in opinion.terms)
