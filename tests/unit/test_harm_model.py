@@ -44,7 +44,7 @@ def test_a_sentence_the_rules_pass_over_is_raised_for_review_with_its_evidence()
     assert m.tier == POSSIBLE, "the model alone never makes a serious concern"
     assert m.category in CATEGORIES
     assert m.sentence == MISSED_BY_THE_RULES
-    assert m.phrase.startswith(MODEL_CONTEXT) and "canal" in m.phrase
+    assert m.phrase.startswith(MODEL_CONTEXT) and "wander" in m.phrase  # the words that weighed
     assert m.context.startswith(f"{MODEL_CONTEXT}, score 0.")
     score = float(m.context.split("score ")[1].split()[0])
     assert score >= harm_model().threshold
