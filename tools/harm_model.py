@@ -8,9 +8,11 @@ figures the team reports) and not on ``dev_pass13.jsonl``, written before the mo
 and kept out to measure it on text it never saw. Deterministic: the same files give the same
 weights (lbfgs from zeros; the weights rounded to 5 decimals).
 
-- harm or not: TF-IDF over ``model.features`` (words, word pairs, character 2- to 4-grams of
-  each word; sublinear term frequency, features of at least two sentences) and a logistic
-  regression (C=10) of serious-or-possible against none;
+- harm or not: count x IDF over ``model.features`` (words, word pairs, character 2- to
+  4-grams of each word; features of at least two sentences), divided by the square root of
+  the sentence's count of them (a sum over its words, which makes scoring a lookup per word:
+  as good as L2-normalised TF-IDF in cross-validation by pass, AUC 0.959 against 0.955), and a
+  logistic regression (C=3) of serious-or-possible against none;
 - the category: a logistic regression over the words present (each in at least two harm
   sentences) of the serious and possible sentences, one weight per category.
 
@@ -37,7 +39,7 @@ TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.json
             "dev_ordinary.jsonl"]
 HELD_OUT = ["test.jsonl", "dev_pass13.jsonl"]
 THRESHOLD = 0.7
-C_HARM = 10.0
+C_HARM = 3.0
 C_CATEGORY = 3.0
 MIN_DF = 2
 DIGITS = 5
@@ -68,8 +70,8 @@ def build(names: list[str] = TRAINING) -> dict[str, Any]:
     c_i: list[int] = []
     vals: list[float] = []
     for i, c in enumerate(counts):
-        row = {vocab[f]: (1 + np.log(k)) * idf[vocab[f]] for f, k in c.items() if f in vocab}
-        norm = np.sqrt(sum(v * v for v in row.values())) or 1.0
+        row = {vocab[f]: k * idf[vocab[f]] for f, k in c.items() if f in vocab}
+        norm = np.sqrt(sum(k for f, k in c.items() if f in vocab)) or 1.0
         for j, v in sorted(row.items()):
             r_i.append(i)
             c_i.append(j)
@@ -94,7 +96,7 @@ def build(names: list[str] = TRAINING) -> dict[str, Any]:
     def rnd(v: float) -> float:
         return round(float(v), DIGITS)
 
-    return {
+    spec = {
         "about": "built by python -m tools.harm_model; see services/quality_monitor/harm/model.py",
         "trained_on": [{"file": name, "sha256": hashlib.sha256(
             (CORPUS / name).read_bytes()).hexdigest()} for name in names],
@@ -107,6 +109,16 @@ def build(names: list[str] = TRAINING) -> dict[str, Any]:
         "category_words": {w: [rnd(category.coef_[k][j]) for k in order]
                            for w, j in wvocab.items()},
     }
+    # the services' scorer (plain Python over the rounded weights) gives scikit-learn's
+    # probabilities
+    from services.quality_monitor.harm.model import HarmModel
+
+    runtime = HarmModel(spec)
+    fitted = harm.predict_proba(x)[:, 1]
+    worst = max(abs(runtime.score(r["text"]) - p) for r, p in zip(data, fitted, strict=True))
+    if worst > 1e-3:
+        raise SystemExit(f"the scorer of model.py is not the fitted model: {worst}")
+    return spec
 
 
 def dumps(spec: dict[str, Any]) -> str:
