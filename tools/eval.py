@@ -5,6 +5,7 @@
                                     # the later passes dev_pass*.jsonl:
                                     # the ones rules are tuned on)
     python -m tools.eval --corpus tests/unit/harm_corpus.jsonl   # any JSONL of the same form
+    python -m tools.eval --rules-only   # without the model's second opinion (harm/model.py)
 
 Prints precision, recall and F1 by tier and by category, then every miss and false alarm.
 
@@ -76,6 +77,9 @@ class Report:
     serious: Score = field(default_factory=Score)
     any_tier: Score = field(default_factory=Score)
     serious_caught: Score = field(default_factory=Score)
+    # sentences whose strongest mention is possible (the quality team's review queue): a true
+    # one is labelled serious or possible; recall is not counted
+    possible_only: Score = field(default_factory=Score)
     categories: dict[str, Score] = field(default_factory=dict)
     other_categories: int = 0
     misses: list[str] = field(default_factory=list)
@@ -104,9 +108,11 @@ def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
             "context": "affirmed" if row["harm"] else "unlabelled"}
 
 
-def evaluate(rows: list[dict[str, Any]]) -> Report:
-    from services.quality_monitor.harm.pipeline import POSSIBLE, SERIOUS, mentions
+def evaluate(rows: list[dict[str, Any]], rules_only: bool = False) -> Report:
+    from services.quality_monitor.harm.pipeline import POSSIBLE, SERIOUS, Analyser, mentions
 
+    if rules_only:
+        mentions = Analyser(model=False).mentions
     report = Report(rows=len(rows))
     for raw in rows:
         row = normalise_row(raw)
@@ -142,6 +148,12 @@ def evaluate(rows: list[dict[str, Any]]) -> Report:
             report.any_tier.fp += 1
             if SERIOUS not in tiers:
                 report.false_alarms.append(f"possible ({said}): {where}")
+        # the possible tier alone
+        if found and SERIOUS not in tiers:
+            if label in (SERIOUS, POSSIBLE):
+                report.possible_only.tp += 1
+            else:
+                report.possible_only.fp += 1
         # by category
         if label in (SERIOUS, POSSIBLE) and category:
             score = report.categories.setdefault(category, Score())
@@ -169,6 +181,10 @@ def print_report(report: Report, name: str, paths: list[Path], out: Any = sys.st
     print(f"  {'serious caught at either tier':<28} recall {report.serious_caught.recall:6.3f}"
           f"   (found {report.serious_caught.tp} of"
           f" {report.serious_caught.tp + report.serious_caught.fn})", file=out)
+    print(f"  {'possible tier (for review)':<28} precision {report.possible_only.precision:6.3f}"
+          f"   (raised {report.possible_only.tp + report.possible_only.fp}:"
+          f" {report.possible_only.tp} labelled serious or possible,"
+          f" {report.possible_only.fp} none)", file=out)
     print("by category (any tier):", file=out)
     for category in sorted(report.categories):
         print(report.categories[category].line(category), file=out)
@@ -192,12 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--dev", action="store_true",
                        help="the development sentences (dev.jsonl, dev_extra.jsonl, dev_pass*.jsonl)")
     which.add_argument("--corpus", type=Path, help="another JSONL corpus")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="the rules alone, without the model's second opinion")
     args = parser.parse_args(argv)
     paths = ([args.corpus] if args.corpus else [DEV_SET, DEV_EXTRA, *dev_passes()] if args.dev
              else [TEST_SET])
     name = "another corpus" if args.corpus else ("the development sentences" if args.dev
                                                 else "the test set")
-    print_report(evaluate([row for path in paths for row in load(path)]), name, paths)
+    if args.rules_only:
+        name += " (rules alone)"
+    print_report(evaluate([row for path in paths for row in load(path)], args.rules_only),
+                 name, paths)
     return 0
 
 

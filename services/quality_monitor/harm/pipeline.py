@@ -3,8 +3,10 @@
 spaCy's blank English tokenizer and rule-based sentencizer, medspaCy's target matcher (the
 concepts of ``concepts.yaml``) and ConText (the assertions of ``context.yaml``): a harm is
 kept when it is asserted of the patient, and dropped when it is denied, hypothetical or
-feared, prevented, historical, someone else's, an idiom or a topic. Nothing is downloaded:
-no statistical model is used. The pipeline is built once per process (``analyser()``).
+feared, prevented, historical, someone else's, an idiom or a topic. A statistical second
+opinion (``model.py``: TF-IDF and a logistic regression, weights committed in ``model.json``)
+reads each sentence the rules assert nothing of, and raises it at the possible tier when it
+reads like harm. Nothing is downloaded. The pipeline is built once per process (``analyser()``).
 
 Each mention carries what a clinician needs to check it: the phrase, the category, the
 assertion context and the sentence (the text it reads has already been redacted by intake).
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from services.quality_monitor.harm.model import MODEL_CONTEXT
 
 HERE = Path(__file__).parent
 CONCEPTS_FILE = HERE / "concepts.yaml"
@@ -277,8 +281,13 @@ class Analyser:
     GROUP = "medspacy_spans"
 
     def __init__(self, concepts_file: Path = CONCEPTS_FILE,
-                 context_file: Path = CONTEXT_FILE) -> None:
+                 context_file: Path = CONTEXT_FILE, model: bool = True) -> None:
         import spacy
+
+        from services.quality_monitor.harm.model import harm_model
+
+        # the second opinion on the sentences the rules pass over (model=False: rules alone)
+        self.model = harm_model() if model else None
 
         # every target rule is a phrase: medspaCy's token Matcher stays empty (spaCy W036)
         warnings.filterwarnings("ignore", message=r"\[W036\]")
@@ -413,9 +422,35 @@ class Analyser:
         by_sentence: dict[int, list[Any]] = {}
         for span in spans:
             by_sentence.setdefault(span.sent.start, []).append(span)
-        for sentence_spans in by_sentence.values():
-            found.extend(_judge_sentence(text, sentence_spans))
+        asserted: set[int] = set()
+        for start, sentence_spans in by_sentence.items():
+            judged = _judge_sentence(text, sentence_spans)
+            if judged:
+                asserted.add(start)
+            found.extend(judged)
+        if self.model is not None:
+            for sent in doc.sents:
+                if sent.start not in asserted:
+                    found.extend(self._second_opinion(text, sent))
         return _dedupe(found)
+
+    def _second_opinion(self, original: str, sent: Any) -> list[Mention]:
+        """A sentence the rules assert nothing of, raised at the possible tier when the model
+        reads it as harm: the words that weighed most, the category it finds likeliest,
+        its score."""
+        assert self.model is not None
+        sentence = original[sent.start_char:sent.end_char].strip()
+        if not sentence:
+            return []
+        if self.model.score(sentence) < self.model.threshold:
+            return []
+        opinion = self.model.opinion(sentence)
+        if len(sentence) > MAX_SENTENCE_EVIDENCE:
+            sentence = sentence[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
+        terms = ", ".join(f"'{term}'" for term in opinion.terms)
+        return [Mention(f"{MODEL_CONTEXT} ({terms})" if terms else MODEL_CONTEXT,
+                        opinion.category, f"{MODEL_CONTEXT}, score {opinion.score:.2f}"
+                        " (no rule matched)", sentence, POSSIBLE)]
 
 
 CHUNK_CHARS = 800
