@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,76 +255,3 @@ class Admissions:
 
 def _parse_all(items: Sequence[Incoming]) -> list[Parsed | list[RejectionReason]]:
     return [parse(i.body, i.content_type, i.size) for i in items]
-
-
-Admit = Callable[[Sequence[Incoming]], Awaitable[list[Admission]]]
-
-
-class AdmissionBatcher:
-    """Admits single submissions arriving together (a consumer runs up to its prefetch count
-    of handlers at once) as one batch: while a batch commits, the submissions arriving
-    meanwhile gather into the next one, so batches grow with the load and a lone submission
-    is never kept waiting. If a batch fails, each of its submissions is admitted alone, so
-    one bad submission cannot fail the others.
-
-    The runtime's ``shared.groupcommit.GroupCommit`` shares a transaction between handlers
-    that each run their own statements; this hands the whole batch to ``admit_many``, whose
-    statements are set-based (one per table for the batch), which is what lets intake keep
-    up with a bulk load."""
-
-    def __init__(self, admit_many: Admit, *, max_size: int = 250, committers: int = 2) -> None:
-        self._admit_many = admit_many
-        self._max_size = max_size
-        self._committers = committers
-        self._active = 0
-        self._waiting: list[tuple[Incoming, asyncio.Future[Admission]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def admit(self, item: Incoming) -> Admission:
-        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._active < self._committers:
-            self._active += 1
-            task = asyncio.create_task(self._drain(), name="intake-admission-batch")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the handlers already scheduled join this batch
-            while self._waiting:
-                batch = self._waiting[:self._max_size]
-                del self._waiting[:self._max_size]
-                await self._commit(batch)
-        finally:
-            self._active -= 1
-
-    async def _commit(self, batch: list[tuple[Incoming, asyncio.Future[Admission]]]) -> None:
-        try:
-            results = await self._admit_many([item for item, _ in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
-                return
-            log.warning("a batch of %d submissions failed (%r); admitting each alone",
-                        len(batch), exc)
-            for item, future in batch:
-                try:
-                    [result] = await self._admit_many([item])
-                except Exception as one:
-                    _settle(future, one)
-                else:
-                    _settle(future, result)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result)
-
-
-def _settle(future: asyncio.Future[Admission], result: Admission | BaseException) -> None:
-    if future.done():  # the waiting handler was cancelled (shutdown)
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
