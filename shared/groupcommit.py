@@ -1,12 +1,20 @@
 """Group commit: many in-flight messages share one transaction.
 
-Each message's work is a function of a connection that does all of that message's writes
-(inbox row, state, outbox). Concurrent handlers hand their work to ``GroupCommit.run``; a
-single worker runs whatever is queued (up to ``max_batch``) in one transaction and commits
-once, which amortises the commit's WAL flush across the batch. If anything in a batch fails,
-the batch is rolled back and each item re-runs in a transaction of its own, so one bad
-message never takes the others down with it. A handler returns (and its message is acked)
-only after its own work is committed.
+``Batcher`` is the one batcher of carewatch: concurrent callers hand it an item each
+(``Batcher.run``); whatever has gathered (up to ``max_batch``) goes to its ``commit`` function
+as one batch, while the items arriving meanwhile gather into the next one, so batches grow
+with the load and a lone item is never kept waiting. If a batch fails, each of its items is
+committed alone, so one bad message never takes the others down with it. A caller returns
+(and its message is acked) only after its own item is committed.
+
+Two kinds of ``commit`` run on it:
+
+- ``GroupCommit``: each message's work is a function of a connection that does all of that
+  message's writes (inbox row, state, outbox); the works of a batch run one after another in
+  one transaction that commits once, which amortises the commit's WAL flush across the batch
+  (quality-monitor, escalation, notification, workspace).
+- a set-based handler that takes the whole batch and writes it with one statement per table
+  (intake's ``Admissions.admit_many``, see ``services/intake/app.py``).
 
 With an inbox table, each item may carry its event id: the batch records every id in one
 statement at the start of the transaction, and tells each item's work whether its event is
@@ -27,18 +35,105 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item
+R = TypeVar("R")  # its result
 # An item's work: its batch, and whether its event is new (always True without an id).
 Work = Callable[["Batch", bool], Awaitable[Any]]
 InboxKey = tuple[uuid.UUID, str]  # (event id, event type)
-Item = tuple[Work, "asyncio.Future[Any]", InboxKey | None]
 # Writes the rows deferred to one table, in one round trip.
 WriteRows = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[None]]
+
+
+class Batcher(Generic[I, R]):
+    """Commits the items handed to ``run`` concurrently in batches of up to ``max_batch``:
+    ``commit(items)`` returns one result per item, in order. Up to ``committers`` batches
+    commit at once (a second one gathers and runs while the first waits on the database)."""
+
+    def __init__(self, commit: Callable[[list[I]], Awaitable[list[R]]], max_batch: int = 100,
+                 *, committers: int = 1, name: str = "group-commit") -> None:
+        self._commit_items = commit
+        self.max_batch = max_batch
+        self._committers = committers
+        self._name = name
+        self._active = 0
+        self._waiting: list[tuple[I, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.items = 0
+
+    async def run(self, item: I) -> R:
+        """Commit ``item`` with the others handed in meanwhile; its result once committed
+        (or what its commit raised)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self.max_batch <= 1:
+            await self._commit([(item, future)])
+            return future.result()
+        self._waiting.append((item, future))
+        if self._active < self._committers:
+            self._active += 1
+            task = asyncio.create_task(self._drain(), name=self._name)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def stop(self) -> None:
+        """Cancel the batches under way (their transactions roll back); whoever waits on an
+        item not committed gets an error."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            _settle(future, RuntimeError("group commit stopped"))
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the callers already scheduled join this batch
+            while self._waiting:
+                batch = self._waiting[:self.max_batch]
+                del self._waiting[:self.max_batch]
+                live = [entry for entry in batch if not entry[1].cancelled()]
+                if live:
+                    await self._commit(live)
+        finally:
+            self._active -= 1
+
+    async def _commit(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._commit_items([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                _settle(future, RuntimeError("group commit stopped"))
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            log.debug("batch of %d failed (%r); committing its items one by one", len(batch),
+                      exc)
+            for entry in batch:
+                await self._commit([entry])
+            return
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[R], result: R | BaseException) -> None:
+    if future.done():  # the waiting caller was cancelled (shutdown)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 class Batch:
@@ -80,15 +175,27 @@ class Batch:
 
 
 class GroupCommit:
+    """Runs each message's work in a transaction shared with the other works of its batch
+    (on the ``Batcher``), recording their event ids in ``inbox_table`` first."""
+
     def __init__(self, pool_getter: Callable[[], asyncpg.Pool], max_batch: int = 100, *,
                  inbox_table: str | None = None) -> None:
         self._pool = pool_getter
-        self.max_batch = max_batch
         self._inbox_table = inbox_table
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.items = 0
+        self._batcher: Batcher[tuple[Work, InboxKey | None], Any] = Batcher(
+            self._commit, max_batch)
+
+    @property
+    def max_batch(self) -> int:
+        return self._batcher.max_batch
+
+    @property
+    def batches(self) -> int:
+        return self._batcher.batches
+
+    @property
+    def items(self) -> int:
+        return self._batcher.items
 
     async def run(self, work: Callable[[Batch, bool], Awaitable[T]], *,
                   inbox: InboxKey | None = None) -> T:
@@ -96,41 +203,16 @@ class GroupCommit:
         committed (or raises what ``work`` raised). With ``inbox`` (needs ``inbox_table``),
         the event id is recorded in the same transaction and ``work`` learns whether the
         event is new."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        if self.max_batch <= 1:
-            await self._commit([(work, future, inbox)])
-            return future.result()
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._loop(), name="group-commit")
-        self._queue.put_nowait((work, future, inbox))
-        return await future
+        return cast(T, await self._batcher.run((work, inbox)))
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
-        while not self._queue.empty():
-            _, future, _ = self._queue.get_nowait()
-            if not future.done():
-                future.set_exception(RuntimeError("group commit stopped"))
+        await self._batcher.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            live = [item for item in batch if not item[1].cancelled()]
-            if live:
-                await self._commit(live)
-
-    async def _firsts(self, conn: asyncpg.Connection, batch: list[Item]) -> list[bool]:
+    async def _firsts(self, conn: asyncpg.Connection,
+                      batch: list[tuple[Work, InboxKey | None]]) -> list[bool]:
         """Record the batch's event ids in the inbox in one statement; for each item, whether
         its event is new (an id delivered twice in one batch is new for its first item only)."""
-        keys = [inbox for _, _, inbox in batch if inbox is not None]
+        keys = [inbox for _, inbox in batch if inbox is not None]
         new: set[uuid.UUID] = set()
         if keys:
             if self._inbox_table is None:
@@ -141,47 +223,27 @@ class GroupCommit:
                 " RETURNING event_id", [k[0] for k in keys], [k[1] for k in keys])
             new = {r[0] for r in rows}
         firsts = []
-        for _, _, inbox in batch:
+        for _, inbox in batch:
             first = inbox is None or inbox[0] in new
             if first and inbox is not None:
                 new.discard(inbox[0])
             firsts.append(first)
         return firsts
 
-    async def _commit(self, batch: list[Item]) -> None:
-        try:
-            async with self._pool().acquire() as conn:
-                shared = Batch(conn, deferring=True)
-                async with conn.transaction():
-                    firsts = await self._firsts(conn, batch)
-                    results = []
-                    for (work, _, _), first in zip(batch, firsts, strict=True):
-                        results.append(await work(shared, first))
-                        # An item whose writes are all deferred never waits on the
-                        # database: give the loop a turn between items, as a write
-                        # would, so that the other lane's batch is not kept waiting.
-                        # (Every millisecond instead was not enough: in
-                        # test_lanes.py the serious complaint's concern was then
-                        # seen after 230-520 routine items, not 4.)
-                        await asyncio.sleep(0)
-                    await shared.flush()
-        except asyncio.CancelledError:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(RuntimeError("group commit stopped"))
-            raise
-        except Exception as exc:
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
-                return
-            log.debug("batch of %d failed (%r); re-running its items one by one", len(batch),
-                      exc)
-            for item in batch:
-                await self._commit([item])
-            return
-        self.batches += 1
-        self.items += len(batch)
-        for (_, future, _), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+    async def _commit(self, batch: list[tuple[Work, InboxKey | None]]) -> list[Any]:
+        async with self._pool().acquire() as conn:
+            shared = Batch(conn, deferring=True)
+            async with conn.transaction():
+                firsts = await self._firsts(conn, batch)
+                results = []
+                for (work, _), first in zip(batch, firsts, strict=True):
+                    results.append(await work(shared, first))
+                    # An item whose writes are all deferred never waits on the
+                    # database: give the loop a turn between items, as a write
+                    # would, so that the other lane's batch is not kept waiting.
+                    # (Every millisecond instead was not enough: in
+                    # test_lanes.py the serious complaint's concern was then
+                    # seen after 230-520 routine items, not 4.)
+                    await asyncio.sleep(0)
+                await shared.flush()
+        return results

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -87,19 +87,32 @@ class Outbox:
         With ``reply_to``, send it instead to that queue only, through the default exchange
         and without the mandatory flag: a publisher's reply queue may be gone by then, and a
         returned reply must not hold up the relay."""
-        envelope = event.envelope(self._source, submission_id or self.submission_id)
-        exchange, routing_key = (self._exchange, event.routing_key()) if reply_to is None \
-            else ("", reply_to)
+        row = self.row(event, submission_id=submission_id, reply_to=reply_to,
+                       correlation_id=correlation_id)
         # The row and, for the transaction's first event, the NOTIFY in one round trip.
         await self._conn.execute(
             f'WITH ins AS (INSERT INTO "{self._schema}".outbox (event_id, exchange, routing_key,'
             " body, mandatory, correlation_id, priority)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7))"
             " SELECT pg_notify($8, '') WHERE $9",
-            envelope.id, exchange, routing_key, envelope.to_bytes(), reply_to is None,
-            correlation_id, priority(event), notify_channel(self._schema), not self.added)
-        self.added.append(envelope)
-        return envelope
+            *row[1:], notify_channel(self._schema), not self.added)
+        self.added.append(row.envelope)
+        return row.envelope
+
+    def row(self, event: Event, *, submission_id: uuid.UUID | None = None,
+            reply_to: str | None = None, correlation_id: str | None = None) -> OutboxRow:
+        """The outbox row that ``add`` would write, for a caller that writes its rows within
+        a statement of its own (then ``written``)."""
+        envelope = event.envelope(self._source, submission_id or self.submission_id)
+        exchange, routing_key = (self._exchange, event.routing_key()) if reply_to is None \
+            else ("", reply_to)
+        return OutboxRow(envelope, envelope.id, exchange, routing_key, envelope.to_bytes(),
+                         reply_to is None, correlation_id, priority(event))
+
+    def written(self, envelopes: Sequence[Envelope]) -> None:
+        """Rows from ``row`` that the caller's statement wrote, with ``pg_notify`` of
+        ``notify_channel`` when it wrote any."""
+        self.added.extend(envelopes)
 
     async def add_many(self, events: Sequence[tuple[Event, uuid.UUID | None]]) -> list[Envelope]:
         """Publish several events (each with its submission id) in one statement (with the
@@ -119,6 +132,17 @@ class Outbox:
             not self.added)
         self.added.extend(envelopes)
         return envelopes
+
+
+class OutboxRow(NamedTuple):
+    envelope: Envelope
+    event_id: uuid.UUID
+    exchange: str
+    routing_key: str
+    body: bytes
+    mandatory: bool
+    correlation_id: str | None
+    priority: int
 
 
 def priority(event: Event) -> int:

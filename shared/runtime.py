@@ -41,6 +41,7 @@ from shared.topology import Subscription, Topology, sender_refusal
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+M = TypeVar("M")  # a message as a handler takes it
 EventHandler = Callable[[asyncpg.Connection, E, Outbox], Awaitable[None]]
 # A handler that takes its group commit's batch (to defer writes, see shared/groupcommit.py).
 BatchEventHandler = Callable[[Batch, E, Outbox], Awaitable[None]]
@@ -177,6 +178,33 @@ class ServiceRuntime:
             no_reply=True,
         )(consume)
 
+    def on_messages(self, sub: Subscription, decode: Callable[[RabbitMessage], M],
+                    handle: Callable[[M], Awaitable[str]], *, title: str, description: str,
+                    context: Callable[[M], dict[str, Any]] = lambda _: {},
+                    channel: Channel | None = None) -> None:
+        """Consume ``sub``'s queue of messages that are not carewatch events (a provider
+        feed's submissions): each message is decoded, handled (``handle`` returns the outcome
+        counted) and settled like an event (``settle``), within its ``context`` in the logs.
+        A framework reply is never sent."""
+        self.add_subscription(sub)
+
+        async def consume() -> None:
+            # The message comes from the context (see _subscribe).
+            message: RabbitMessage = self.broker.context.get_local("message")
+            decoded = decode(message)
+            await self.settle(message, sub, lambda: handle(decoded),
+                              f"{self.name} failed on message {message.message_id}",
+                              **context(decoded))
+
+        consume.__name__ = f"on_{sub.queue.replace('.', '_').replace('-', '_')}"
+        self.broker.subscriber(
+            self.topology.rabbit_queue(sub),
+            self.topology.rabbit_exchange(sub.exchange),
+            channel=channel, title=title, description=description,
+            # Replies (if any) go through the outbox; no empty framework reply.
+            no_reply=True,
+        )(consume)
+
     def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A coroutine run for the life of the process (schedules, dispatchers)."""
         self._background.append(loop)
@@ -220,26 +248,37 @@ class ServiceRuntime:
             self.metrics.messages.labels(self.name, sub.queue, "rejected").inc()
             await self.acks.reject(message.raw_message)
             raise RejectMessage() from exc
+        async def work(batch: Batch, first: bool) -> str:
+            # The inbox row (event id) is written by the group commit, for the whole
+            # batch in one statement, in this same transaction.
+            if first:
+                await handler(batch, event,
+                              self.outbox(batch.conn, envelope.submissionid, envelope))
+            return "handled" if first else "duplicate"
+
+        await self.settle(
+            message, sub,
+            lambda: retry_transient(lambda: commits.run(work, inbox=(envelope.id, envelope.type))),
+            f"handler for {envelope.type} failed on event {envelope.id}"
+            f" (submission {envelope.submissionid})",
+            event_id=envelope.id, event_type=envelope.type, submission_id=envelope.submissionid)
+
+    async def settle(self, message: RabbitMessage, sub: Subscription,
+                     handle: Callable[[], Awaitable[str]], failure: str,
+                     **context: Any) -> None:
+        """The one way a delivery is handled and settled, whatever it carries: routine work
+        waits for room (``room_for_work``); ``handle`` runs (within ``context`` for the logs)
+        and says the outcome counted; then the delivery is acked, or on failure recorded
+        (``failure`` logged) and nacked (requeued, and dead-lettered past the delivery
+        limit)."""
         if not sub.lane:  # the urgent lane is small: it never waits
             await self.room_for_work()
-        with self.measure(sub) as outcome, log_context(
-                event_id=envelope.id, event_type=envelope.type,
-                submission_id=envelope.submissionid):
-            async def work(batch: Batch, first: bool) -> None:
-                # The inbox row (event id) is written by the group commit, for the whole
-                # batch in one statement, in this same transaction.
-                outcome["outcome"] = "handled" if first else "duplicate"
-                if first:
-                    await handler(batch, event,
-                                  self.outbox(batch.conn, envelope.submissionid, envelope))
-
+        with self.measure(sub) as outcome, log_context(**context):
             try:
-                await retry_transient(
-                    lambda: commits.run(work, inbox=(envelope.id, envelope.type)))
+                outcome["outcome"] = await handle()
             except Exception as exc:
                 await self.record_failure(message, sub, repr(exc))
-                log.exception("handler for %s failed on event %s (submission %s)",
-                              envelope.type, envelope.id, envelope.submissionid)
+                log.exception("%s", failure)
                 await self.acks.nack(message.raw_message)
                 raise
         await self.acks.ack(message.raw_message)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ from services.intake.classification import (
 )
 from services.intake.validation import Parsed, parse, submission_id
 from shared.events import FeedbackAccepted, FeedbackRejected, ProviderRef, RejectionReason
-from shared.outbox import Outbox
+from shared.outbox import Outbox, OutboxRow
 from shared.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Admissions:
         self._namespace = namespace
         self._keep_body_bytes = keep_body_bytes
         self._urgent_limiter = urgent_limiter
+        self._registry = store.RegistryCache()
 
     async def admit(self, item: Incoming) -> Admission:
         [admission] = await self.admit_many([item])
@@ -125,11 +126,11 @@ class Admissions:
 
     async def _admit(self, conn: asyncpg.Connection, items: Sequence[Incoming],
                      parsed: list[Parsed | list[RejectionReason]]) -> list[Admission]:
+        # Two round trips for a batch: what was received before (and the registry's
+        # version), then every write in one statement (store.admit_batch).
         sids = [i.submission_id for i in items]
-        earlier = await store.receipts(conn, set(sids))
-        wanted = [p.submission for p in parsed if isinstance(p, Parsed)]
-        registry = await store.registry_for(
-            conn, {i.feed_user for i in items if i.feed_user}, {s.ods_code for s in wanted})
+        earlier, version = await store.receipts_and_registry_version(conn, set(sids))
+        registry = await self._registry.at(conn, version)
 
         results: list[Admission | None] = [None] * len(items)
         first_in_batch, replays = first_copies(sids, earlier)
@@ -146,56 +147,63 @@ class Admissions:
                 to_quarantine.append((n, self._quarantine_row(item, sids[n], verdict.reasons),
                                       verdict.valid))
 
+        # Each submission's event is written if it is stored (or quarantined) now; its
+        # receipt says what became of it.
         outbox = self._outbox(conn)
-        duplicates: Counter[tuple[str, str]] = Counter()
-        stored = await store.insert_feedback(conn, [row for _, row, _ in to_store])
-        accepted_events: list[tuple[FeedbackAccepted, uuid.UUID | None]] = []
+        rows: list[tuple[str, uuid.UUID, OutboxRow]] = []
         receipts: list[store.Receipt] = []
-        for n, row, provider in to_store:
-            key = (row.ods_code, row.provider_record_id)
-            if row.submission_id in stored:
-                result = Admission(row.submission_id, ACCEPTED, feedback_id=row.feedback_id)
-                accepted_events.append((FeedbackAccepted(
-                    feedback_id=row.feedback_id, submission_id=row.submission_id,
-                    provider=provider, kind=row.kind, provider_record_id=row.provider_record_id,
-                    occurred_on=row.occurred_on, theme=row.theme,
-                    site_code=row.content.get("site_code"), content=row.content),
-                    row.submission_id))
-            else:
-                result = Admission(row.submission_id, DUPLICATE)
-                if not items[n].redelivered:
-                    duplicates[key] += 1
-            results[n] = result
-            receipts.append(store.Receipt(row.submission_id, row.feed_user, result.outcome,
-                                          result.feedback_id, *key))
-        await outbox.add_many(accepted_events)
-
-        kept = await store.quarantine(conn, [row for _, row, _ in to_quarantine])
-        rejected_events: list[tuple[FeedbackRejected, uuid.UUID | None]] = []
+        for _, row, provider in to_store:
+            rows.append((store.STORED, row.submission_id, outbox.row(FeedbackAccepted(
+                feedback_id=row.feedback_id, submission_id=row.submission_id,
+                provider=provider, kind=row.kind, provider_record_id=row.provider_record_id,
+                occurred_on=row.occurred_on, theme=row.theme,
+                site_code=row.content.get("site_code"), content=row.content),
+                submission_id=row.submission_id)))
+            receipts.append(store.Receipt(row.submission_id, row.feed_user, DUPLICATE, None,
+                                          row.ods_code, row.provider_record_id))
         for n, q, valid in to_quarantine:
-            results[n] = Admission(q.submission_id, REJECTED, q.reasons)
             ods, kind, record = ((valid.submission.ods_code, valid.submission.kind,
                                   valid.submission.record_id) if valid else (None, None, None))
             event = FeedbackRejected(
                 submission_id=q.submission_id, feed_user=q.feed_user, ods_code=ods, kind=kind,
                 provider_record_id=record, reasons=q.reasons)
-            if q.submission_id in kept:
-                rejected_events.append((event, q.submission_id))
-                log.info("submission %s from %s rejected: %s", q.submission_id,
-                         q.feed_user, _describe(q.reasons))
-            await self._reply(outbox, items[n], event)
+            rows.append((store.KEPT, q.submission_id,
+                         outbox.row(event, submission_id=q.submission_id)))
+            queue = self._reply_queue(items[n])
+            if queue:
+                rows.append((store.ALWAYS, q.submission_id, outbox.row(
+                    event, submission_id=q.submission_id, reply_to=queue,
+                    correlation_id=items[n].correlation_id or items[n].message_id)))
             receipts.append(store.Receipt(q.submission_id, q.feed_user, REJECTED, None,
                                           ods, record))
-        await outbox.add_many(rejected_events)
+        stored, kept = await store.admit_batch(
+            conn, [row for _, row, _ in to_store], [q for _, q, _ in to_quarantine], rows,
+            receipts)
+        outbox.written([o.envelope for gate, sid, o in rows
+                        if gate == store.ALWAYS or sid in (stored if gate == store.STORED
+                                                           else kept)])
+
+        duplicates: Counter[tuple[str, str]] = Counter()
+        for n, row, _ in to_store:
+            if row.submission_id in stored:
+                results[n] = Admission(row.submission_id, ACCEPTED, feedback_id=row.feedback_id)
+            else:
+                results[n] = Admission(row.submission_id, DUPLICATE)
+                if not items[n].redelivered:
+                    duplicates[(row.ods_code, row.provider_record_id)] += 1
+        for n, q, _ in to_quarantine:
+            results[n] = Admission(q.submission_id, REJECTED, q.reasons)
+            if q.submission_id in kept:
+                log.info("submission %s from %s rejected: %s", q.submission_id,
+                         q.feed_user, _describe(q.reasons))
 
         for n in replays:
-            results[n] = await self._replay(conn, outbox, items[n], sids[n], earlier,
+            results[n] = await self._replay(outbox, items[n], sids[n], earlier,
                                             results, first_in_batch, duplicates)
         await store.count_duplicates(conn, dict(duplicates))
-        await store.insert_receipts(conn, receipts)
         return [r for r in results if r is not None]
 
-    async def _replay(self, conn: asyncpg.Connection, outbox: Outbox, item: Incoming,
+    async def _replay(self, outbox: Outbox, item: Incoming,
                       sid: uuid.UUID, earlier: dict[uuid.UUID, asyncpg.Record],
                       results: list[Admission | None], first_in_batch: dict[uuid.UUID, int],
                       duplicates: Counter[tuple[str, str]]) -> Admission:
@@ -245,9 +253,14 @@ class Admissions:
             reasons=reasons, reply_to=item.reply_to, correlation_id=item.correlation_id,
             resubmission_of=item.resubmission_of)
 
-    async def _reply(self, outbox: Outbox, item: Incoming, event: FeedbackRejected) -> None:
-        queue = None if item.redelivered else \
+    def _reply_queue(self, item: Incoming) -> str | None:
+        """Where a rejection is sent back: the publisher's reply queue, if it may have one
+        (and not again for a message the broker redelivers)."""
+        return None if item.redelivered else \
             reply_queue(item.reply_to, item.feed_user, self._namespace)
+
+    async def _reply(self, outbox: Outbox, item: Incoming, event: FeedbackRejected) -> None:
+        queue = self._reply_queue(item)
         if queue:
             await outbox.add(event, submission_id=event.submission_id, reply_to=queue,
                              correlation_id=item.correlation_id or item.message_id)
@@ -255,76 +268,3 @@ class Admissions:
 
 def _parse_all(items: Sequence[Incoming]) -> list[Parsed | list[RejectionReason]]:
     return [parse(i.body, i.content_type, i.size) for i in items]
-
-
-Admit = Callable[[Sequence[Incoming]], Awaitable[list[Admission]]]
-
-
-class AdmissionBatcher:
-    """Admits single submissions arriving together (a consumer runs up to its prefetch count
-    of handlers at once) as one batch: while a batch commits, the submissions arriving
-    meanwhile gather into the next one, so batches grow with the load and a lone submission
-    is never kept waiting. If a batch fails, each of its submissions is admitted alone, so
-    one bad submission cannot fail the others.
-
-    The runtime's ``shared.groupcommit.GroupCommit`` shares a transaction between handlers
-    that each run their own statements; this hands the whole batch to ``admit_many``, whose
-    statements are set-based (one per table for the batch), which is what lets intake keep
-    up with a bulk load."""
-
-    def __init__(self, admit_many: Admit, *, max_size: int = 250, committers: int = 2) -> None:
-        self._admit_many = admit_many
-        self._max_size = max_size
-        self._committers = committers
-        self._active = 0
-        self._waiting: list[tuple[Incoming, asyncio.Future[Admission]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def admit(self, item: Incoming) -> Admission:
-        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._active < self._committers:
-            self._active += 1
-            task = asyncio.create_task(self._drain(), name="intake-admission-batch")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the handlers already scheduled join this batch
-            while self._waiting:
-                batch = self._waiting[:self._max_size]
-                del self._waiting[:self._max_size]
-                await self._commit(batch)
-        finally:
-            self._active -= 1
-
-    async def _commit(self, batch: list[tuple[Incoming, asyncio.Future[Admission]]]) -> None:
-        try:
-            results = await self._admit_many([item for item, _ in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
-                return
-            log.warning("a batch of %d submissions failed (%r); admitting each alone",
-                        len(batch), exc)
-            for item, future in batch:
-                try:
-                    [result] = await self._admit_many([item])
-                except Exception as one:
-                    _settle(future, one)
-                else:
-                    _settle(future, result)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result)
-
-
-def _settle(future: asyncio.Future[Admission], result: Admission | BaseException) -> None:
-    if future.done():  # the waiting handler was cancelled (shutdown)
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

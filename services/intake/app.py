@@ -20,11 +20,11 @@ import asyncpg
 from faststream.rabbit import Channel, RabbitMessage
 
 from services.intake import api, operations, store
-from services.intake.admission import AdmissionBatcher, Admissions, Incoming
+from services.intake.admission import Admission, Admissions, Incoming
 from services.intake.validation import MAX_BODY_BYTES
 from shared import scheduler
 from shared.clock import Clock, utc_now
-from shared.logs import log_context
+from shared.groupcommit import Batcher
 from shared.ratelimit import RateLimiter
 from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
@@ -52,16 +52,19 @@ def admissions_for(runtime: ServiceRuntime) -> Admissions:
 def build(settings: Settings) -> ServiceRuntime:
     runtime = ServiceRuntime(NAME, store.SCHEMA, settings, Path(__file__).parent / "migrations")
     admissions = admissions_for(runtime)
-    # Messages handled at the same time are admitted as one batch, in one transaction;
-    # with a prefetch of several batches, the next one gathers while one commits.
+    # intake's handler table: a provider feed's submissions, on two lanes. The kinds that
+    # report risk have a queue, a consumer and batches of their own, so a serious complaint
+    # is never admitted behind a bulk load of FFT responses. Messages handled at the same
+    # time are admitted as one batch, in one transaction (shared/groupcommit.py's Batcher,
+    # two batches at once); with a prefetch of several batches, the next one gathers while
+    # one commits.
     batch_size = settings.commit_batch_size
     urgent, routine = runtime.topology.submission_lanes(URGENT_KINDS)
-    # The kinds that report risk have a queue, a consumer and batches of their own, so a
-    # serious complaint is never admitted behind a bulk load of FFT responses.
-    _consume(runtime, urgent, AdmissionBatcher(admissions.admit_many, max_size=batch_size),
-             Channel(prefetch_count=settings.prefetch_count))
-    _consume(runtime, routine, AdmissionBatcher(admissions.admit_many, max_size=batch_size),
-             Channel(prefetch_count=max(settings.prefetch_count, 4 * batch_size)))
+    for sub, prefetch in ((urgent, settings.prefetch_count),
+                          (routine, max(settings.prefetch_count, 4 * batch_size))):
+        _consume(runtime, sub, Batcher(admissions.admit_many, batch_size, committers=2,
+                                       name="intake-admission-batch"),
+                 Channel(prefetch_count=prefetch))
 
     api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics,
                 RateLimiter(settings.feed_rate_per_second, settings.feed_rate_burst,
@@ -129,44 +132,31 @@ async def purge_quarantine_loop(runtime: ServiceRuntime) -> None:
     await retention_purge(runtime).run()
 
 
-def _consume(runtime: ServiceRuntime, sub: Subscription, batcher: AdmissionBatcher,
-             channel: Channel) -> None:
-    runtime.add_subscription(sub)
+def incoming(message: RabbitMessage) -> Incoming:
+    """A submission as the broker delivered it, authenticated by the broker-validated
+    ``user_id``."""
+    raw = message.raw_message
+    return Incoming(
+        body=message.body, feed_user=raw.user_id, message_id=raw.message_id or None,
+        routing_key=raw.routing_key, content_type=raw.content_type or None,
+        redelivered=bool(raw.redelivered), reply_to=raw.reply_to or None,
+        correlation_id=raw.correlation_id or None)
+
+
+def _consume(runtime: ServiceRuntime, sub: Subscription,
+             admissions: Batcher[Incoming, Admission], channel: Channel) -> None:
     keys = ", ".join(f"`{k}`" for k in sub.routing_keys)
 
-    @runtime.broker.subscriber(
-        runtime.topology.rabbit_queue(sub),
-        runtime.topology.rabbit_exchange(sub.exchange),
-        channel=channel,
-        # Rejections go back to reply_to through the outbox; no empty framework reply.
-        no_reply=True,
+    async def admit(item: Incoming) -> str:
+        return (await admissions.run(item)).outcome
+
+    runtime.on_messages(
+        sub, incoming, admit, channel=channel,
+        context=lambda item: {"submission_id": item.submission_id,
+                              "feed_user": item.feed_user, "message_id": item.message_id},
         title=f"intake:submission{'.' + sub.lane if sub.lane else ''}",
         description=(f"A provider feed's submission of a kind that reports risk ({keys}): "
                      if sub.lane else "A provider feed's submission of any other kind: ")
         + "one JSON object whose `kind` selects the schema. Authenticated by the AMQP"
           " `user_id` property.",
     )
-    async def on_submission() -> None:
-        # The message is taken from the context, not injected as a parameter: FastStream
-        # resolves an injected message in a worker thread, a hop per message. (The running
-        # application may give the broker its own context: look it up on each call.)
-        message: RabbitMessage = runtime.broker.context.get_local("message")
-        raw = message.raw_message
-        item = Incoming(
-            body=message.body, feed_user=raw.user_id, message_id=raw.message_id or None,
-            routing_key=raw.routing_key, content_type=raw.content_type or None,
-            redelivered=bool(raw.redelivered), reply_to=raw.reply_to or None,
-            correlation_id=raw.correlation_id or None)
-        if not sub.lane:  # the urgent lane is small: it never waits for the outbox
-            await runtime.room_for_work()
-        with runtime.measure(sub) as outcome, log_context(
-                submission_id=item.submission_id, feed_user=item.feed_user,
-                message_id=item.message_id):
-            try:
-                outcome["outcome"] = (await batcher.admit(item)).outcome
-            except Exception as exc:
-                await runtime.record_failure(message, sub, repr(exc))
-                log.exception("intake failed on message %s", raw.message_id)
-                await runtime.acks.nack(raw)
-                raise
-        await runtime.acks.ack(raw)

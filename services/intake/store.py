@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from shared.events import FULL_EMAIL_CHECK, ProviderRef, RejectionReason
+from shared.outbox import OutboxRow, notify_channel
 
 SCHEMA = "intake"
 SAMPLE_PROVIDERS = Path(__file__).resolve().parents[2] / "data" / "providers.csv"
@@ -135,6 +137,50 @@ async def registry_for(conn: asyncpg.Connection, feed_users: Collection[str],
         public_feeds=frozenset(r["feed_user"] for r in feeds if r["public_door"]))
 
 
+async def registry(conn: asyncpg.Connection) -> Registry:
+    """The whole registry: every provider, and what every active feed may submit for."""
+    providers = await conn.fetch(
+        "SELECT ods_code, name, provider_type, quality_contact_email, icb_code, icb_name"
+        " FROM intake.providers")
+    feeds = await conn.fetch(
+        "SELECT f.feed_user, f.public_door, fp.ods_code FROM intake.feeds f"
+        " LEFT JOIN intake.feed_providers fp ON fp.feed_user = f.feed_user"
+        " WHERE f.revoked_at IS NULL")
+    return Registry(
+        providers={r["ods_code"]: ProviderRef(**dict(r)) for r in providers},
+        active_feeds=frozenset(r["feed_user"] for r in feeds),
+        grants=frozenset((r["feed_user"], r["ods_code"]) for r in feeds if r["ods_code"]),
+        public_feeds=frozenset(r["feed_user"] for r in feeds if r["public_door"]))
+
+
+class RegistryCache:
+    """The registry kept in memory, reloaded when ``registry_version`` has moved (migration
+    006: every change to providers, feeds or grants bumps it in its own transaction)."""
+
+    def __init__(self) -> None:
+        self._version: int | None = None
+        self._registry = Registry()
+
+    async def at(self, conn: asyncpg.Connection, version: int) -> Registry:
+        """The registry as of ``version`` (read in this transaction) or later."""
+        if version != self._version:
+            self._registry = await registry(conn)
+            self._version = version
+        return self._registry
+
+
+async def receipts_and_registry_version(
+        conn: asyncpg.Connection, submission_ids: Collection[uuid.UUID],
+) -> tuple[dict[uuid.UUID, asyncpg.Record], int]:
+    """``receipts`` and the registry's version, in one round trip."""
+    rows = await conn.fetch(
+        "SELECT v.version AS registry_version, r.*, q.reasons FROM intake.registry_version v"
+        " LEFT JOIN (intake.receipts r LEFT JOIN intake.quarantine q USING (submission_id))"
+        "  ON r.submission_id = ANY($1::uuid[])", list(submission_ids))
+    return ({r["submission_id"]: r for r in rows if r["submission_id"] is not None},
+            rows[0]["registry_version"])
+
+
 @dataclass(frozen=True)
 class FeedbackRow:
     feedback_id: uuid.UUID
@@ -236,6 +282,110 @@ async def insert_receipts(conn: asyncpg.Connection, receipts: Sequence[Receipt])
             " ON CONFLICT DO NOTHING",
             [(r.submission_id, r.feed_user, r.outcome, r.feedback_id, r.ods_code,
               r.provider_record_id) for r in sorted(receipts, key=lambda r: r.submission_id)])
+
+
+STORED, KEPT, ALWAYS = "stored", "kept", "always"  # when a batch's outbox row is written
+
+
+async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
+                      quarantined: Sequence[QuarantineRow],
+                      outbox: Sequence[tuple[str, uuid.UUID, OutboxRow]],
+                      receipts: Sequence[Receipt]) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Write a batch's admissions in one statement: the accepted feedback (and the public's
+    contact details), the quarantined submissions, the outbox rows, the receipts, and the
+    relay's wake-up. Returns the submission ids stored now and those quarantined now (the
+    others were before: duplicates, replays).
+
+    Each outbox row is written when its submission is stored now (``STORED``), quarantined
+    now (``KEPT``), or ``ALWAYS`` (a reply). A receipt of a submission to store says
+    ``accepted`` with its feedback id when stored now, and its own outcome (``duplicate``)
+    otherwise. Rows go in one order per table, so that concurrent batches never deadlock."""
+    feedback = sorted(feedback, key=lambda r: (r.ods_code, r.provider_record_id))
+    contacts = [r for r in feedback if r.withheld.get("contact")]
+    quarantined = sorted(quarantined, key=lambda r: r.submission_id)
+    receipts = sorted(receipts, key=lambda r: r.submission_id)
+    row = await conn.fetchrow(
+        "WITH fb AS ("
+        " INSERT INTO intake.feedback (feedback_id, submission_id, ods_code, provider_record_id,"
+        "  kind, version, occurred_on, theme, content, redactions, feed_user)"
+        " SELECT f.feedback_id, f.submission_id, f.ods_code, f.provider_record_id, f.kind,"
+        "  f.version, f.occurred_on, f.theme, f.content::jsonb, f.redactions::jsonb, f.feed_user"
+        " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[],"
+        "  $7::date[], $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY"
+        "  AS f(feedback_id, submission_id, ods_code, provider_record_id, kind, version,"
+        "  occurred_on, theme, content, redactions, feed_user, n)"
+        " ORDER BY f.n ON CONFLICT DO NOTHING RETURNING submission_id, feedback_id),"
+        " pc AS ("
+        " INSERT INTO intake.public_contacts (feedback_id, ods_code, reference, contact_by,"
+        "  contact)"
+        " SELECT c.feedback_id, c.ods_code, c.reference, c.contact_by, c.contact::jsonb"
+        " FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[],"
+        "  $17::text[]) AS c(submission_id, feedback_id, ods_code, reference, contact_by,"
+        "  contact) JOIN fb USING (submission_id) ON CONFLICT DO NOTHING),"
+        " q AS ("
+        " INSERT INTO intake.quarantine (submission_id, feed_user, routing_key, message_id,"
+        "  content_type, body, body_size, reasons, reply_to, correlation_id, resubmission_of)"
+        " SELECT q.submission_id, q.feed_user, q.routing_key, q.message_id, q.content_type,"
+        "  q.body, q.body_size, q.reasons::jsonb, q.reply_to, q.correlation_id, q.resubmission_of"
+        " FROM unnest($18::uuid[], $19::text[], $20::text[], $21::text[], $22::text[],"
+        "  $23::bytea[], $24::int[], $25::text[], $26::text[], $27::text[], $28::uuid[])"
+        "  WITH ORDINALITY AS q(submission_id, feed_user, routing_key, message_id,"
+        "  content_type, body, body_size, reasons, reply_to, correlation_id, resubmission_of, n)"
+        " ORDER BY q.n ON CONFLICT DO NOTHING RETURNING submission_id),"
+        " ob AS ("
+        " INSERT INTO intake.outbox (event_id, exchange, routing_key, body, mandatory,"
+        "  correlation_id, priority)"
+        " SELECT o.event_id, o.exchange, o.routing_key, o.body, o.mandatory, o.correlation_id,"
+        "  o.priority"
+        " FROM unnest($29::text[], $30::uuid[], $31::uuid[], $32::text[], $33::text[],"
+        "  $34::bytea[], $35::bool[], $36::text[], $37::smallint[]) WITH ORDINALITY"
+        "  AS o(gate, submission_id, event_id, exchange, routing_key, body, mandatory,"
+        "  correlation_id, priority, n)"
+        " WHERE o.gate = 'always'"
+        "  OR (o.gate = 'stored' AND o.submission_id IN (SELECT submission_id FROM fb))"
+        "  OR (o.gate = 'kept' AND o.submission_id IN (SELECT submission_id FROM q))"
+        " ORDER BY o.n RETURNING 1),"
+        " rc AS ("
+        " INSERT INTO intake.receipts (submission_id, feed_user, outcome, feedback_id, ods_code,"
+        "  provider_record_id)"
+        " SELECT r.submission_id, r.feed_user,"
+        "  CASE WHEN fb.submission_id IS NULL THEN r.outcome ELSE 'accepted' END,"
+        "  fb.feedback_id, r.ods_code, r.provider_record_id"
+        " FROM unnest($38::uuid[], $39::text[], $40::text[], $41::text[], $42::text[])"
+        "  WITH ORDINALITY AS r(submission_id, feed_user, outcome, ods_code,"
+        "  provider_record_id, n)"
+        " LEFT JOIN fb USING (submission_id) ORDER BY r.n ON CONFLICT DO NOTHING)"
+        " SELECT (SELECT array_agg(submission_id) FROM fb) AS stored,"
+        "  (SELECT array_agg(submission_id) FROM q) AS kept,"
+        "  (SELECT pg_notify($43, '') FROM (SELECT 1 FROM ob LIMIT 1) any_row) AS woken",
+        [r.feedback_id for r in feedback], [r.submission_id for r in feedback],
+        [r.ods_code for r in feedback], [r.provider_record_id for r in feedback],
+        [r.kind for r in feedback], [r.version for r in feedback],
+        [r.occurred_on for r in feedback], [r.theme for r in feedback],
+        [json.dumps(r.content) for r in feedback], [json.dumps(r.redactions) for r in feedback],
+        [r.feed_user for r in feedback],
+        [r.submission_id for r in contacts], [r.feedback_id for r in contacts],
+        [r.ods_code for r in contacts], [r.provider_record_id for r in contacts],
+        [str(r.content.get("contact_by", "")) for r in contacts],
+        [json.dumps(r.withheld["contact"]) for r in contacts],
+        [r.submission_id for r in quarantined], [r.feed_user for r in quarantined],
+        [r.routing_key for r in quarantined], [r.message_id for r in quarantined],
+        [r.content_type for r in quarantined], [r.body for r in quarantined],
+        [r.body_size for r in quarantined],
+        [json.dumps([x.model_dump() for x in r.reasons]) for r in quarantined],
+        [r.reply_to for r in quarantined], [r.correlation_id for r in quarantined],
+        [r.resubmission_of for r in quarantined],
+        [gate for gate, _, _ in outbox], [sid for _, sid, _ in outbox],
+        [o.event_id for _, _, o in outbox], [o.exchange for _, _, o in outbox],
+        [o.routing_key for _, _, o in outbox], [o.body for _, _, o in outbox],
+        [o.mandatory for _, _, o in outbox], [o.correlation_id for _, _, o in outbox],
+        [o.priority for _, _, o in outbox],
+        [r.submission_id for r in receipts], [r.feed_user for r in receipts],
+        [r.outcome for r in receipts], [r.ods_code for r in receipts],
+        [r.provider_record_id for r in receipts],
+        notify_channel(SCHEMA))
+    assert row is not None
+    return set(row["stored"] or ()), set(row["kept"] or ())
 
 
 async def receipts(conn: asyncpg.Connection,

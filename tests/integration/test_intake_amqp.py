@@ -343,3 +343,32 @@ async def test_provider_a_cannot_submit_as_provider_b(stack: Stack, feed_users: 
     assert await stack.pool.fetchval(
         "SELECT count(*) FROM intake.receipts WHERE feed_user = $1", user_b) == 0
 
+
+
+# -- the registry, kept in memory -----------------------------------------------------------------
+async def test_a_change_to_the_registry_counts_from_the_next_submission(stack: Stack) -> None:
+    """intake keeps the providers and the feeds' grants in memory (issue 21), reloading them
+    when the registry's version has moved: a provider registered, or a grant withdrawn, while
+    intake runs counts at once."""
+    ods = f"Q{uuid.uuid4().hex[:6].upper()}"
+
+    async def outcome(ods_code: str) -> asyncpg.Record:
+        body = fresh(example_message("compliment")["body"], ods_code=ods_code)
+        mid = await stack.publish(body)
+        return await stack.receipt("guest", mid, body_bytes(body))
+
+    # The registry is in memory now, without the new provider.
+    assert (await outcome("RJ1"))["outcome"] == "accepted"
+    first = await outcome(ods)
+    assert [(r["loc"], r["type"]) for r in first["reasons"]] == [("ods_code",
+                                                                  "unknown_provider")]
+    await stack.pool.execute(
+        "INSERT INTO intake.providers (ods_code, name, provider_type, quality_contact_email)"
+        " VALUES ($1, 'New provider', 'acute', 'quality@new.example')", ods)
+    await stack.pool.execute(
+        "INSERT INTO intake.feed_providers (feed_user, ods_code) VALUES ('guest', $1)", ods)
+    assert (await outcome(ods))["outcome"] == "accepted"
+    await stack.pool.execute(
+        "DELETE FROM intake.feed_providers WHERE feed_user = 'guest' AND ods_code = $1", ods)
+    withdrawn = await outcome(ods)
+    assert [(r["loc"], r["type"]) for r in withdrawn["reasons"]] == [("ods_code", "forbidden")]

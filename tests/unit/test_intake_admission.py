@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from services.intake import store
-from services.intake.admission import Admission, AdmissionBatcher, Incoming
+from services.intake.admission import Admission, Incoming
 from services.intake.api import MAX_BATCH_ITEMS, read_body, split_batch, status_for
 from services.intake.classification import authorise, reply_queue, reply_refusal
 from services.intake.credentials import api_key_hash, key_matches, new_api_key
 from services.intake.validation import content_type_problem, submission_id
 from shared.events import ProviderRef, RejectionReason
+from shared.groupcommit import Batcher
 
 RJ1 = ProviderRef(ods_code="RJ1", name="Guy's", provider_type="acute",
                   quality_contact_email="q@rj1.example")
@@ -190,8 +191,8 @@ def incoming(n: int) -> Incoming:
 
 async def test_concurrent_submissions_share_transactions() -> None:
     fake = FakeAdmissions()
-    group = AdmissionBatcher(fake.admit_many, max_size=50, committers=2)
-    results = await asyncio.gather(*(group.admit(incoming(n)) for n in range(200)))
+    group = Batcher(fake.admit_many, max_batch=50, committers=2)
+    results = await asyncio.gather(*(group.run(incoming(n)) for n in range(200)))
     assert [r.submission_id for r in results] == [incoming(n).submission_id for n in range(200)]
     assert sum(len(g) for g in fake.groups) == 200
     assert len(fake.groups) <= 6  # 200 in groups of at most 50, not 200 commits
@@ -200,16 +201,16 @@ async def test_concurrent_submissions_share_transactions() -> None:
 
 async def test_a_lone_submission_is_committed_at_once() -> None:
     fake = FakeAdmissions(delay=0)
-    group = AdmissionBatcher(fake.admit_many)
-    result = await asyncio.wait_for(group.admit(incoming(1)), 1)
+    group = Batcher(fake.admit_many)
+    result = await asyncio.wait_for(group.run(incoming(1)), 1)
     assert result.outcome == "accepted"
     assert fake.groups == [[b"1"]]
 
 
 async def test_a_failing_group_is_retried_one_by_one_so_only_the_bad_one_fails() -> None:
     fake = FakeAdmissions(fail_on={b"3"})
-    group = AdmissionBatcher(fake.admit_many, max_size=10, committers=1)
-    results = await asyncio.gather(*(group.admit(incoming(n)) for n in range(6)),
+    group = Batcher(fake.admit_many, max_batch=10, committers=1)
+    results = await asyncio.gather(*(group.run(incoming(n)) for n in range(6)),
                                    return_exceptions=True)
     assert [isinstance(r, RuntimeError) for r in results] == [False, False, False, True, False,
                                                               False]
