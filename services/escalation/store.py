@@ -171,6 +171,11 @@ async def lock_attendees(conn: asyncpg.Connection, attendees: list[str]) -> None
         await conn.execute("SELECT pg_advisory_xact_lock($1)", zlib.crc32(key.encode()) - 2**31)
 
 
+async def lock_key(conn: asyncpg.Connection, key: str) -> None:
+    """A transaction-scoped advisory lock on ``key`` (the key space of ``lock_attendees``)."""
+    await lock_attendees(conn, [key])
+
+
 async def busy_intervals(conn: asyncpg.Connection, attendees: list[str], since: datetime,
                          except_meeting: uuid.UUID | None = None) -> list[Interval]:
     rows = await conn.fetch(

@@ -11,7 +11,6 @@ schedule a few weeks before it is due.
 from __future__ import annotations
 
 import uuid
-import zlib
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
@@ -45,8 +44,7 @@ class Visits:
         ods, theme = concern.provider.ods_code, concern.theme
         # One replica at a time counts a provider and theme, so two concerns handled at once
         # still see each other (the second to count sees the first committed).
-        await conn.execute("SELECT pg_advisory_xact_lock($1)",
-                           zlib.crc32(f"visit:{ods}:{theme}".encode()) - 2**31)
+        await store.lock_key(conn, f"visit:{ods}:{theme}")
         severities = [s.value for s in Severity if s.rank >= rule.severity.rank]
         raised = await store.serious_concerns_raised(
             conn, ods, theme, severities, now - timedelta(days=rule.within_days))

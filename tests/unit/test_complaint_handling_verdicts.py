@@ -21,9 +21,10 @@ from services.quality_monitor.handling import (
     handling_window,
 )
 from services.quality_monitor.rules import fingerprint
-from shared.events import ConcernRaised, ConcernResolved, Event, Severity
+from shared.events import ConcernRaised, ConcernResolved, Severity
 from shared.groupcommit import Batch
 from tests.unit.builders import provider
+from tests.unit.fakes import FakeOutbox
 
 MONTHS = ["2026-08", "2026-09", "2026-10"]
 AS_OF = date(2026, 11, 20)
@@ -122,14 +123,6 @@ class FakeStore:
         return ConcernResolved(**raised.model_dump(include={
             "concern_id", "fingerprint", "provider", "rule", "theme", "severity"}),
             resolution=resolution, resolved_at=at)
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def add(self, event: Event, **_: Any) -> None:
-        self.events.append(event)
 
 
 async def test_the_handler_raises_then_resolves_a_handling_concern(

@@ -6,15 +6,10 @@ against PostgreSQL in tests/integration/test_escalation*.py and test_meetings*.p
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
-from services.escalation import app as escalation_app
-from services.escalation import store as real_store
 from services.escalation.app import Escalation
 from services.escalation.policy import load_policy
 from shared.events import (
@@ -27,6 +22,8 @@ from shared.events import (
 )
 from shared.settings import Settings
 from tests.unit.builders import provider
+from tests.unit.fake_escalation_store import FakeEscalationStore, install
+from tests.unit.fakes import FakeOutbox, FakeSchedule
 
 NOW = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)  # a Wednesday
 
@@ -45,135 +42,21 @@ def concern(severity: Severity, concern_id: uuid.UUID | None = None,
         raised_at=NOW)
 
 
-@dataclass
-class FakeStore:
-    """The queries of the handlers under test, over dicts; ``concern_from_row`` is the real
-    (pure) one."""
-
-    concerns: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
-    evidence: dict[uuid.UUID, list[Evidence]] = field(default_factory=dict)
-    cqrm: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
-    watch: dict[uuid.UUID, str] = field(default_factory=dict)
-    meetings: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
-    agenda: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # concern -> meeting
-    audit_log: list[dict[str, Any]] = field(default_factory=list)
-
-    concern_from_row = staticmethod(real_store.concern_from_row)
-
-    async def claim_concern(self, conn: object, c: ConcernRaised, action: str,
-                            status: str = "open") -> tuple[dict[str, Any], bool]:
-        created = c.concern_id not in self.concerns
-        if created:
-            self.concerns[c.concern_id] = {
-                "concern_id": c.concern_id, "fingerprint": c.fingerprint,
-                "provider": c.provider.model_dump(mode="json"), "rule": c.rule,
-                "theme": c.theme, "severity": c.severity.value, "reason": c.reason,
-                "figures": c.figures, "action": action, "status": status,
-                "raised_at": c.raised_at, "updated_at": c.raised_at, "evidence_count": 0}
-        return dict(self.concerns[c.concern_id]), created
-
-    async def add_evidence(self, conn: object, concern_id: uuid.UUID,
-                           items: list[Evidence]) -> list[Evidence]:
-        held = self.evidence.setdefault(concern_id, [])
-        known = {e.feedback_id for e in held}
-        added = []
-        for item in items:
-            if item.feedback_id not in known:
-                known.add(item.feedback_id)
-                added.append(item)
-        held.extend(added)
-        self.concerns[concern_id]["evidence_count"] = len(held)
-        return added
-
-    async def save_concern(self, conn: object, c: ConcernRaised, action: str) -> None:
-        self.concerns[c.concern_id] |= {"severity": c.severity.value, "reason": c.reason,
-                                        "action": action}
-
-    async def latest_evidence(self, conn: object, concern_ids: list[uuid.UUID],
-                              limit: int) -> dict[uuid.UUID, list[Evidence]]:
-        return {cid: self.evidence.get(cid, [])[-limit:] for cid in concern_ids}
-
-    async def set_concern_status(self, conn: object, concern_id: uuid.UUID, status: str,
-                                 at: datetime) -> None:
-        self.concerns[concern_id]["status"] = status
-
-    async def cqrm_item(self, conn: object, concern_id: uuid.UUID) -> dict[str, Any] | None:
-        return self.cqrm.get(concern_id)
-
-    async def put_cqrm_item(self, conn: object, c: ConcernRaised, item: str,
-                            cqrm_at: datetime) -> None:
-        self.cqrm[c.concern_id] = {"item": item, "cqrm_at": cqrm_at, "status": "open"}
-
-    async def set_cqrm_status(self, conn: object, concern_id: uuid.UUID, status: str) -> bool:
-        item = self.cqrm.get(concern_id)
-        if item is None or item["status"] != "open":
-            return False
-        item["status"] = status
-        return True
-
-    async def put_watch_item(self, conn: object, c: ConcernRaised, item: str) -> None:
-        self.watch[c.concern_id] = item
-
-    async def meeting_for_concern(self, conn: object,
-                                  concern_id: uuid.UUID) -> dict[str, Any] | None:
-        meeting_id = self.agenda.get(concern_id)
-        return self.meetings.get(meeting_id) if meeting_id else None
-
-    async def lock_provider_and_meeting(self, conn: object,
-                                        meeting_id: uuid.UUID) -> dict[str, Any] | None:
-        return self.meetings.get(meeting_id)
-
-    async def set_rsvp(self, conn: object, meeting_id: uuid.UUID, email: str,
-                       reply: dict[str, Any]) -> None:
-        self.meetings[meeting_id]["rsvp"][email.lower()] = reply
-
-    async def meeting_concern_ids(self, conn: object, meeting_id: uuid.UUID) -> list[uuid.UUID]:
-        return [c for c, m in self.agenda.items() if m == meeting_id]
-
-    async def audit(self, conn: object, **entry: Any) -> None:
-        self.audit_log.append(entry)
-
-
-class FakeSchedule:
-    def __init__(self) -> None:
-        self.cancelled: list[uuid.UUID] = []
-
-    async def cancel_for_concern(self, conn: object, concern_id: uuid.UUID, now: datetime,
-                                 why: str) -> int:
-        self.cancelled.append(concern_id)
-        return 2
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self.cause = SimpleNamespace(id=uuid.uuid4())
-        self.added: list[Any] = []
-
-    async def add(self, event: Any, **_: Any) -> Any:
-        envelope = SimpleNamespace(id=uuid.uuid4(), event=event)
-        self.added.append(envelope)
-        return envelope
+@pytest.fixture
+def jobs() -> FakeSchedule:
+    return FakeSchedule()
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
-    store = FakeStore()
-    monkeypatch.setattr(escalation_app, "store", store)
-    return store
-
-
-@pytest.fixture
-def jobs(monkeypatch: pytest.MonkeyPatch) -> FakeSchedule:
-    schedule = FakeSchedule()
-    monkeypatch.setattr(escalation_app, "schedule", schedule)
-    return schedule
+def fake(monkeypatch: pytest.MonkeyPatch, jobs: FakeSchedule) -> FakeEscalationStore:
+    return install(monkeypatch, schedule=jobs)
 
 
 def escalation(now: datetime = NOW) -> Escalation:
     return Escalation(Settings(), load_policy(), clock=lambda: now)
 
 
-async def test_a_moderate_concern_goes_on_the_provider_s_next_cqrm(fake: FakeStore) -> None:
+async def test_a_moderate_concern_goes_on_the_provider_s_next_cqrm(fake: FakeEscalationStore) -> None:
     raised = concern(Severity.MODERATE)
     outbox = FakeOutbox()
     await escalation().on_concern_raised(object(), raised, outbox)  # type: ignore[arg-type]
@@ -183,12 +66,12 @@ async def test_a_moderate_concern_goes_on_the_provider_s_next_cqrm(fake: FakeSto
                                    " (moderate): 3 GP alerts in 30 days [1 piece(s)")
     assert not fake.watch and not outbox.added
     [entry] = fake.audit_log
-    assert entry["action"] == "concern raised" and entry["event_id"] == outbox.cause.id
+    assert entry["action"] == "concern raised" and entry["event_id"] == outbox.handled.id
     assert entry["detail"]["action"] == "cqrm_agenda"
     assert entry["detail"]["cqrm_at"] == item["cqrm_at"].isoformat()
 
 
-async def test_a_low_concern_goes_on_the_watch_list(fake: FakeStore) -> None:
+async def test_a_low_concern_goes_on_the_watch_list(fake: FakeEscalationStore) -> None:
     raised = concern(Severity.LOW)
     await escalation().on_concern_raised(object(), raised, FakeOutbox())  # type: ignore[arg-type]
     assert fake.watch[raised.concern_id].endswith("[1 piece(s) of evidence]")
@@ -197,7 +80,7 @@ async def test_a_low_concern_goes_on_the_watch_list(fake: FakeStore) -> None:
 
 
 async def test_an_update_adds_only_new_evidence_and_keeps_the_cqrm_date(
-        fake: FakeStore) -> None:
+        fake: FakeEscalationStore) -> None:
     first = concern(Severity.MODERATE)
     await escalation().on_concern_raised(object(), first, FakeOutbox())  # type: ignore[arg-type]
     cqrm_at = fake.cqrm[first.concern_id]["cqrm_at"]
@@ -214,7 +97,7 @@ async def test_an_update_adds_only_new_evidence_and_keeps_the_cqrm_date(
 
 
 async def test_a_concern_already_resolved_is_noted_and_nothing_is_done(
-        fake: FakeStore) -> None:
+        fake: FakeEscalationStore) -> None:
     raised = concern(Severity.MODERATE)
     await escalation().on_concern_raised(object(), raised, FakeOutbox())  # type: ignore[arg-type]
     fake.concerns[raised.concern_id]["status"] = "resolved"
@@ -226,9 +109,14 @@ async def test_a_concern_already_resolved_is_noted_and_nothing_is_done(
 
 
 async def test_a_resolution_withdraws_the_cqrm_item_and_cancels_the_concern_s_jobs(
-        fake: FakeStore, jobs: FakeSchedule) -> None:
+        fake: FakeEscalationStore, jobs: FakeSchedule) -> None:
     raised = concern(Severity.MODERATE)
     await escalation().on_concern_raised(object(), raised, FakeOutbox())  # type: ignore[arg-type]
+    for concern_id, kind in ((raised.concern_id, "action_due_soon"),
+                             (raised.concern_id, "action_overdue"),
+                             (uuid.uuid4(), "action_overdue")):  # another concern's
+        await jobs.schedule(object(), kind=kind, due_at=NOW + timedelta(days=5), payload={},
+                            concern_id=concern_id)
     resolved = ConcernResolved(
         concern_id=raised.concern_id, fingerprint=raised.fingerprint,
         provider=raised.provider, rule=raised.rule, theme=raised.theme,
@@ -239,7 +127,7 @@ async def test_a_resolution_withdraws_the_cqrm_item_and_cancels_the_concern_s_jo
         object(), resolved, outbox)  # type: ignore[arg-type]
     assert fake.concerns[raised.concern_id]["status"] == "resolved"
     assert fake.cqrm[raised.concern_id]["status"] == "withdrawn"
-    assert jobs.cancelled == [raised.concern_id]
+    assert [j["concern_id"] for j in jobs.pending()] == [jobs.jobs[3]["concern_id"]]
     entry = fake.audit_log[-1]
     assert entry["action"] == "concern resolved" and entry["detail"]["was"] == "open"
     assert entry["detail"]["jobs_cancelled"] == 2 and "meeting_cancelled" not in entry["detail"]
@@ -247,7 +135,7 @@ async def test_a_resolution_withdraws_the_cqrm_item_and_cancels_the_concern_s_jo
 
 
 async def test_a_reply_is_kept_per_attendee_and_audited_on_each_concern_of_the_meeting(
-        fake: FakeStore) -> None:
+        fake: FakeEscalationStore) -> None:
     meeting_id, concerns = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
     fake.meetings[meeting_id] = {
         "meeting_id": meeting_id, "ods_code": "RJ1", "status": "scheduled",
@@ -266,7 +154,7 @@ async def test_a_reply_is_kept_per_attendee_and_audited_on_each_concern_of_the_m
     assert not outbox.added  # an acceptance proposes nothing
 
 
-async def test_a_reply_to_an_unknown_meeting_changes_nothing(fake: FakeStore) -> None:
+async def test_a_reply_to_an_unknown_meeting_changes_nothing(fake: FakeEscalationStore) -> None:
     reply = MeetingReplied(meeting_id=uuid.uuid4(), attendee="ian@icb.example",
                            partstat="declined", sequence=0, received_at=NOW)
     await escalation().on_meeting_reply(object(), reply, FakeOutbox())  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from services.quality_monitor.series import ALL_SETTINGS, METRICS
 from shared.events import Evidence, ProviderRef
 from shared.groupcommit import Batch
 from tests.unit.builders import provider
+from tests.unit.fakes import FakeOutbox
 
 RULES = MonitorRules()
 NEGATIVE = METRICS["fft_negative"]
@@ -206,14 +207,6 @@ class FakeStore:
     async def funnel_history(self, conn: object, ods_code: str,
                              setting: str) -> list[tuple[str, str]]:
         return self.histories.get(ods_code, [])
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    async def add(self, event: Any, **_: Any) -> None:
-        self.events.append(event)
 
 
 NOW = datetime(2027, 1, 20, 9, 0, tzinfo=UTC)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from shared.events import (
 )
 from shared.settings import Settings
 from tests.unit.builders import meeting, provider
+from tests.unit.fakes import FakeOutbox
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SETTINGS = Settings(quality_team_email="team@icb.example", quality_lead_email="lead@icb.example",
@@ -90,17 +90,6 @@ class FakeStore:
         return {key: a["status"] for (g, key), a in self.alerts.items() if g in ids}
 
 
-class FakeOutbox:
-    """An outbox for one consumed event: its cause, and nothing published by these handlers."""
-
-    def __init__(self) -> None:
-        self.cause = SimpleNamespace(id=uuid.uuid4())
-        self.events: list[Any] = []
-
-    async def add(self, event: Any, **_: Any) -> None:
-        self.events.append(event)
-
-
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
     store = FakeStore()
@@ -131,7 +120,7 @@ async def test_a_meeting_invites_the_quality_team_and_every_attendee_at_once(
     told = {(n["recipient"], n["route"]) for n in fake.notifications}
     assert told == {("team@icb.example", "meetings"), ("q@provider.example", "meetings"),
                     ("ian@icb.example", "meetings")}
-    assert {n["source_event_id"] for n in fake.notifications} == {outbox.cause.id}
+    assert {n["source_event_id"] for n in fake.notifications} == {outbox.handled.id}
     assert all(n["event_type"] == "meeting.scheduled.v1" and n["silence_id"] is None
                for n in fake.notifications)
     assert not fake.groups and not outbox.events

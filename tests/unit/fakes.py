@@ -1,0 +1,92 @@
+"""Fakes shared by the handler unit tests (cosmicpython's service-layer tests): an outbox, a
+clock and a durable schedule in memory. Each service's fake store stays with its tests (or
+in ``fake_escalation_store``): it answers that service's queries over dicts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.envelope import Envelope
+from shared.events import Event
+
+SOURCE = "unit-test"
+
+
+class FakeOutbox:
+    """What one transaction would publish, without a database: ``add`` keeps the event and
+    returns its envelope (a real one for an event, as ``shared.outbox.Outbox.add`` does).
+    ``handled`` is the envelope of the event being handled (sent ``at``; its ``id`` and
+    ``time`` are what handlers read) and ``cause`` is it, or None for work no event caused
+    (``caused=False``)."""
+
+    def __init__(self, *, at: datetime | None = None, caused: bool = True) -> None:
+        self.handled = Envelope(source=SOURCE, type="unit.cause.v1", data={},
+                                time=at or datetime.now(UTC))
+        self.cause: Envelope | None = self.handled if caused else None
+        self.added: list[Envelope] = []
+        self.events: list[Any] = []
+
+    async def add(self, event: Any, **_: Any) -> Envelope:
+        envelope = event.envelope(SOURCE) if isinstance(event, Event) else Envelope(
+            source=SOURCE, type="unit.value.v1", data={"value": str(event)})
+        self.added.append(envelope)
+        self.events.append(event)
+        return envelope
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        """The events added of this type (subclasses included)."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class FakeClock:
+    """A clock that stands still until told: ``clock()`` is ``now``; ``advance`` moves it."""
+
+    def __init__(self, now: datetime = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@dataclass
+class FakeSchedule:
+    """The durable schedule (``services.escalation.schedule``'s functions) over a dict of
+    jobs by id: a ``dedupe_key`` adds a job once; cancelling marks pending jobs done."""
+
+    jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    async def schedule(self, conn: object, *, kind: str, due_at: datetime,
+                       payload: dict[str, Any], concern_id: uuid.UUID | None = None,
+                       dedupe_key: str | None = None) -> bool:
+        if dedupe_key is not None and any(j["dedupe_key"] == dedupe_key
+                                           for j in self.jobs.values()):
+            return False
+        job_id = len(self.jobs) + 1
+        self.jobs[job_id] = {"id": job_id, "kind": kind, "due_at": due_at, "payload": payload,
+                             "concern_id": concern_id, "dedupe_key": dedupe_key,
+                             "done": None}
+        return True
+
+    async def cancel_for_concern(self, conn: object, concern_id: uuid.UUID, now: datetime,
+                                 why: str) -> int:
+        return self._cancel([j for j in self.pending() if j["concern_id"] == concern_id], why)
+
+    async def cancel(self, conn: object, dedupe_keys: list[str], now: datetime,
+                     why: str) -> int:
+        return self._cancel([j for j in self.pending() if j["dedupe_key"] in dedupe_keys], why)
+
+    def _cancel(self, jobs: list[dict[str, Any]], why: str) -> int:
+        for job in jobs:
+            job["done"] = why
+        return len(jobs)
+
+    def pending(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [j for j in self.jobs.values()
+                if j["done"] is None and (kind is None or j["kind"] == kind)]
