@@ -1,7 +1,8 @@
 """escalation's handlers (services/escalation/app.py ``Escalation``) reached through a fake
 store, schedule and outbox: load -> decide -> store -> publish, without a database or broker.
-The paths that book meetings (calendars, bookings under exclusion constraints) are tested
-against PostgreSQL in tests/integration/test_escalation*.py and test_meetings*.py."""
+The paths that book meetings are in test_escalation_booking.py; the locks and the exclusion
+constraints on bookings are tested against PostgreSQL in tests/integration/test_escalation*.py
+and test_meetings*.py."""
 
 from __future__ import annotations
 
