@@ -8,8 +8,8 @@ a PostgreSQL test can check it: a concern row moves only forward (``version_at``
 reopened by a late update; closed stays closed; a meeting keeps its latest ``sequence`` and a
 held meeting stays held; the latest reply per attendee wins; a completed action stays
 completed; evidence is kept once per feedback id; a provider's name changes only for newer
-facts. Of these, tests/integration/test_concern_evidence.py checks the evidence and
-test_workspace_events.py the replies; the whole flow runs in test_workspace_http.py."""
+facts. Of these, tests/integration/test_concern_evidence.py checks the evidence kept once;
+the others run (in order) in test_workspace_http.py and test_workspace_events.py."""
 
 from __future__ import annotations
 
