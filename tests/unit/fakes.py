@@ -7,10 +7,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+import asyncpg
 
 from shared.envelope import Envelope
 from shared.events import Event
+from shared.outbox import Outbox, OutboxRow
 
 SOURCE = "unit-test"
 
@@ -27,14 +30,28 @@ class FakeOutbox:
                                 time=at or datetime.now(UTC))
         self.cause: Envelope | None = self.handled if caused else None
         self.added: list[Envelope] = []
-        self.events: list[Any] = []
+        self.events: list[Any] = []  # what ``add`` was given, with its options beside it
+        self.options: list[dict[str, Any]] = []
+        # ``row`` is the real Outbox's (it builds the row without touching the connection).
+        self._rows = Outbox(cast(asyncpg.Connection, None), "unit", "unit.events", SOURCE)
 
-    async def add(self, event: Any, **_: Any) -> Envelope:
-        envelope = event.envelope(SOURCE) if isinstance(event, Event) else Envelope(
-            source=SOURCE, type="unit.value.v1", data={"value": str(event)})
+    async def add(self, event: Any, **options: Any) -> Envelope:
+        envelope = event.envelope(SOURCE, options.get("submission_id")) \
+            if isinstance(event, Event) else Envelope(source=SOURCE, type="unit.value.v1",
+                                                      data={"value": str(event)})
         self.added.append(envelope)
         self.events.append(event)
+        self.options.append(options)
         return envelope
+
+    def row(self, event: Event, *, submission_id: uuid.UUID | None = None,
+            reply_to: str | None = None, correlation_id: str | None = None) -> OutboxRow:
+        return self._rows.row(event, submission_id=submission_id, reply_to=reply_to,
+                              correlation_id=correlation_id)
+
+    def written(self, envelopes: list[Envelope]) -> None:
+        """Rows from ``row`` that the caller's own statement wrote (as ``Outbox.written``)."""
+        self.added.extend(envelopes)
 
     def of(self, kind: type[Any]) -> list[Any]:
         """The events added of this type (subclasses included)."""
