@@ -8,8 +8,8 @@ a PostgreSQL test can check it: a concern row moves only forward (``version_at``
 reopened by a late update; closed stays closed; a meeting keeps its latest ``sequence`` and a
 held meeting stays held; the latest reply per attendee wins; a completed action stays
 completed; evidence is kept once per feedback id; a provider's name changes only for newer
-facts. Of these, tests/integration/test_concern_evidence.py checks the evidence kept once;
-the others run (in order) in test_workspace_http.py and test_workspace_events.py."""
+facts. tests/integration/test_workspace_read_model.py checks each of them (events out of
+order, against PostgreSQL), and test_concern_evidence.py the evidence kept once."""
 
 from __future__ import annotations
 
