@@ -1,6 +1,9 @@
 """Each service's HTTP surface: liveness, readiness, Prometheus metrics, and its own routes.
 
-Served by uvicorn inside the service's event loop, beside the broker.
+Served by uvicorn inside the service's event loop, beside the broker. It is handed what its
+standard routes read (the service's name, its pool, its readiness and dead-letter view, its
+gauges and metrics registry: shared/operations.py, shared/metrics.py) and knows nothing of the
+runtime that composes them (shared/runtime.py).
 """
 
 from __future__ import annotations
@@ -9,60 +12,22 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
 
 import aio_pika
+import asyncpg
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared.identity import OPERATOR, PUBLIC, ROLES, Access, AccessControl, RouteKey, allow
-
-if TYPE_CHECKING:
-    from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"intake": 8081, "quality_monitor": 8082, "escalation": 8083, "notification": 8084,
                  "workspace": 8085}
-
-
-class Metrics:
-    """The metrics every service exports; a registry of its own per runtime."""
-
-    def __init__(self, service: str) -> None:
-        self.registry = CollectorRegistry()
-        self.messages = Counter(
-            "carewatch_messages_total", "Messages handled, by queue and outcome"
-            " (handled, duplicate, rejected, failed).",
-            ["service", "queue", "outcome"], registry=self.registry)
-        self.handler_seconds = Histogram(
-            "carewatch_handler_seconds", "Time to handle one message, commit included.",
-            ["service", "queue"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.published = Counter(
-            "carewatch_events_published_total", "Events published from the outbox, by type.",
-            ["service", "event_type"], registry=self.registry)
-        self.outbox_backlog = Gauge(
-            "carewatch_outbox_backlog", "Events committed but not yet published.",
-            ["service"], registry=self.registry)
-        self.outbox_age = Gauge(
-            "carewatch_outbox_oldest_seconds", "Age of the oldest unpublished event.",
-            ["service"], registry=self.registry)
-        self.dlq_depth = Gauge(
-            "carewatch_dead_letter_messages", "Messages in each dead-letter queue.",
-            ["service", "queue"], registry=self.registry)
-        self.service = service
-
-    def gauge(self, name: str, documentation: str, labels: list[str]) -> Gauge:
-        """A service-specific gauge (concerns open by severity, notifications pending...)."""
-        return Gauge(name, documentation, ["service", *labels], registry=self.registry)
-
-    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
-        """A service-specific counter (the public feedback page's posts by outcome...)."""
-        return Counter(name, documentation, ["service", *labels], registry=self.registry)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -74,10 +39,20 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class HttpSurface:
-    def __init__(self, runtime: ServiceRuntime) -> None:
-        self.runtime = runtime
+    """One service's FastAPI app, served beside its broker (``start``, ``stop``)."""
+
+    def __init__(self, name: str, *, pool: Callable[[], asyncpg.Pool],
+                 readiness: Callable[[], Awaitable[dict[str, bool]]],
+                 dead_letters: Callable[[int], Awaitable[dict[str, Any]]],
+                 refresh_gauges: Callable[[], Awaitable[None]],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self._readiness = readiness
+        self._dead_letters = dead_letters
+        self._refresh_gauges = refresh_gauges
+        self._registry = registry
         # /docs and /redoc are added by _add_docs_routes, with their assets served from here.
-        self.api = FastAPI(title=f"carewatch {runtime.name}", version="1.0.0",
+        self.api = FastAPI(title=f"carewatch {name}", version="1.0.0",
                            docs_url=None, redoc_url=None, openapi_url="/openapi.json")
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -96,7 +71,7 @@ class HttpSurface:
             ("GET", "/redoc"): allow(*ROLES),
             ("GET", "/docs-assets"): allow(*ROLES),  # the docs pages' scripts and styles
         }
-        self.api.add_middleware(AccessControl, access=self.access, pool=lambda: runtime.pool)
+        self.api.add_middleware(AccessControl, access=self.access, pool=pool)
         self._add_standard_routes()
 
     def declare(self, access: dict[RouteKey, Access]) -> None:
@@ -110,23 +85,23 @@ class HttpSurface:
             if not (getattr(r, "path", None) == "/" and getattr(r, "name", None) == "index")]
 
     def _add_standard_routes(self) -> None:
-        runtime = self.runtime
+        name = self.name
         self._add_docs_routes()
 
         @self.api.get("/", tags=["operations"], summary="What this service serves")
         async def index() -> dict[str, str]:
-            return {"service": runtime.name, "health": "/health", "ready": "/ready",
+            return {"service": name, "health": "/health", "ready": "/ready",
                     "metrics": "/metrics", "docs": "/docs", "redoc": "/redoc",
                     "openapi": "/openapi.json"}
 
         @self.api.get("/health", tags=["operations"], summary="Liveness: the process is up")
         async def health() -> dict[str, str]:
-            return {"status": "ok", "service": runtime.name}
+            return {"status": "ok", "service": name}
 
         @self.api.get("/ready", tags=["operations"],
                       summary="Readiness: broker connected, database reachable, consuming")
         async def ready() -> JSONResponse:
-            checks = await runtime.readiness()
+            checks = await self._readiness()
             ok = all(checks.values())
             return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
@@ -139,15 +114,15 @@ class HttpSurface:
             errors the consumer recorded. Bodies are never shown (they may hold personal
             data); ``carewatch dlq replay`` sends messages back once the cause is fixed."""
             try:
-                return await runtime.dead_letters(limit)
+                return await self._dead_letters(limit)
             except (OSError, aio_pika.exceptions.AMQPError) as exc:
-                raise HTTPException(503, f"{runtime.name} could not read the broker:"
+                raise HTTPException(503, f"{name} could not read the broker:"
                                          f" {type(exc).__name__}") from exc
 
         @self.api.get("/metrics", tags=["operations"], summary="Prometheus metrics")
         async def metrics() -> Response:
-            await runtime.refresh_gauges()
-            return Response(generate_latest(runtime.metrics.registry),
+            await self._refresh_gauges()
+            return Response(generate_latest(self._registry),
                             media_type=CONTENT_TYPE_LATEST)
 
     def _add_docs_routes(self) -> None:
@@ -188,8 +163,8 @@ class HttpSurface:
                                 access_log=False)
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]),
-                                         name=f"{self.runtime.name}-http")
-        log.info("%s HTTP on http://%s:%d (health, ready, metrics)", self.runtime.name, host,
+                                         name=f"{self.name}-http")
+        log.info("%s HTTP on http://%s:%d (health, ready, metrics)", self.name, host,
                  self.port)
 
     async def stop(self) -> None:

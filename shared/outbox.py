@@ -32,8 +32,8 @@ from shared.events import Event
 from shared.retry import Backoff
 from shared.wakeup import drain_on_notify
 
-if TYPE_CHECKING:  # FastAPI stays out of every `carewatch` command that writes an outbox row
-    from shared.http import Metrics
+if TYPE_CHECKING:  # prometheus_client stays out of every `carewatch` command that writes an outbox row
+    from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

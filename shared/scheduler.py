@@ -221,11 +221,13 @@ class Scheduler:
 
 
 async def every(interval: float, work: Callable[[], Awaitable[object]], *, retry: Backoff,
-                name: str,
+                name: str, on_failure: Callable[[], Awaitable[None]] | None = None,
                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """Call ``work`` every ``interval`` seconds for the life of the process (the one polling
-    loop of time-driven work); after a failure (the database down), wait ``retry``'s backoff
-    instead. Cancellation stops the loop. (``sleep``: for tests.)"""
+    loop of background work: time-driven here, woken by NOTIFY in shared/wakeup.py, whose
+    ``work`` waits for its wake-up itself); after a failure (the database down), call
+    ``on_failure`` and wait ``retry``'s backoff instead. Cancellation stops the loop.
+    (``sleep``: for tests.)"""
     failures = 0
     while True:
         try:
@@ -238,4 +240,6 @@ async def every(interval: float, work: Callable[[], Awaitable[object]], *, retry
             failures += 1
             delay = retry.seconds(failures)
             log.exception("%s failed; retrying in %.1fs", name, delay)
+            if on_failure is not None:
+                await on_failure()
         await sleep(delay)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from shared.retry import Backoff
+from shared.scheduler import every
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,10 @@ async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], 
                           *, batch_size: int, poll_interval: float, name: str) -> None:
     """Call ``drain`` whenever ``channel`` is notified, at least every ``poll_interval``
     seconds, and again at once while it returns a full batch. Errors are logged and retried
-    with backoff (the database or broker may be restarting); cancellation stops the loop."""
+    with backoff (the database or broker may be restarting), on a listening connection taken
+    afresh: the loop, its backoff and its cancellation are ``shared.scheduler.every``'s."""
     wake = asyncio.Event()
     listener: asyncpg.Connection | None = None
-    failures = 0
 
     def on_notify(*_: object) -> None:
         wake.set()
@@ -39,29 +40,24 @@ async def drain_on_notify(pool: asyncpg.Pool, channel: str, drain: Callable[[], 
                 log.debug("%s: listener release failed", name, exc_info=True)
             listener = None
 
+    async def drain_once() -> None:
+        """One drain, then (unless it was a full batch) a wait for the next NOTIFY."""
+        nonlocal listener
+        if listener is None or listener.is_closed():
+            await release()
+            listener = await pool.acquire()
+            await listener.add_listener(channel, on_notify)
+        # Clear before draining: a NOTIFY during the drain wakes the next wait.
+        wake.clear()
+        if await drain() >= batch_size:
+            return
+        try:
+            await asyncio.wait_for(wake.wait(), poll_interval)
+        except TimeoutError:
+            pass
+
     try:
-        while True:
-            try:
-                if listener is None or listener.is_closed():
-                    await release()
-                    listener = await pool.acquire()
-                    await listener.add_listener(channel, on_notify)
-                # Clear before draining: a NOTIFY during the drain wakes the next wait.
-                wake.clear()
-                if await drain() >= batch_size:
-                    continue
-                failures = 0
-                try:
-                    await asyncio.wait_for(wake.wait(), poll_interval)
-                except TimeoutError:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                delay = DRAIN_RETRY.seconds(failures)
-                log.exception("%s failed; retrying in %.1fs", name, delay)
-                await release()
-                await asyncio.sleep(delay)
+        # The wait is drain_once's own: no interval between drains.
+        await every(0.0, drain_once, retry=DRAIN_RETRY, name=name, on_failure=release)
     finally:
         await release()

@@ -31,7 +31,7 @@ from services.intake.admission import ACCEPTED, DUPLICATE, REJECTED, Admission, 
 from services.intake.credentials import api_key_hash, key_matches
 from services.intake.validation import MAX_BODY_BYTES
 from shared.events import RejectionReason
-from shared.http import Metrics
+from shared.metrics import Metrics
 from shared.identity import FEED_KEY, QUALITY_LEAD, QUALITY_TEAM, Access, Identity, RouteKey, allow
 from shared.ratelimit import RateLimiter
 from shared.submissions import SUBMISSION_ADAPTER

@@ -795,9 +795,9 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
     # -- operations -------------------------------------------------------------------------------
     @api.get("/operations", include_in_schema=False)
     async def operations(request: Request) -> HTMLResponse:
-        checks = await runtime.readiness()
+        checks = await runtime.operations.readiness()
         try:
-            depths = await runtime.dead_letter_depths()
+            depths = await runtime.operations.dead_letter_depths()
         except Exception as exc:
             depths = {f"(could not read the broker: {type(exc).__name__})": 0}
         recent = await read(lambda conn: conn.fetch(
@@ -935,7 +935,7 @@ def add_pages(runtime: WorkspaceRuntime) -> None:
         async def of(service: str) -> dict[str, Any]:
             try:
                 if service == runtime.name:
-                    found = await runtime.dead_letters(DEAD_LETTERS_SHOWN)
+                    found = await runtime.operations.dead_letters(DEAD_LETTERS_SHOWN)
                 else:
                     found = await dead_letter_owners[service].ask(
                         who, "/v1/dead-letters", {"limit": DEAD_LETTERS_SHOWN})

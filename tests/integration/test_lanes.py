@@ -111,7 +111,7 @@ async def test_intake_admits_a_serious_complaint_ahead_of_a_bulk_load(
     them is admitted before they have been worked through (judged by the order of intake's
     transactions, as PostgreSQL recorded them)."""
     intake = builder("intake")(settings)
-    await intake.declare_topology()  # the queues exist, nobody consumes them yet
+    await intake.lifecycle.declare_topology()  # the queues exist, nobody consumes them yet
     run = uuid.uuid4().hex[:8]
     serious = await publish_backlog_then_serious(amqp, settings.namespace, f"BULK-{run}")
     await intake.start()

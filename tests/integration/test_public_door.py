@@ -224,7 +224,7 @@ async def test_a_serious_harm_told_by_the_public_becomes_a_concern_and_a_meeting
     assert mails
     # Nothing was dead-lettered on the way.
     for name, runtime in stack.runtimes.items():
-        depths = await runtime.dead_letter_depths()
+        depths = await runtime.operations.dead_letter_depths()
         assert not any(depths.values()), (name, depths)
 
 

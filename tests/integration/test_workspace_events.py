@@ -205,7 +205,7 @@ async def test_replies_show_on_the_meeting_and_the_overview_and_a_stranger_is_de
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{escalation}") as raw:
         assert (await raw.get("/v1/dead-letters")).status_code == 401
     # Peeked, not taken: the messages are still in their queues.
-    still = await stack.runtimes["workspace"].dead_letters(5)
+    still = await stack.runtimes["workspace"].operations.dead_letters(5)
     depths = {q["dead_letter_queue"]: q["depth"] for q in still["queues"]}
     assert depths[f"{ns}.workspace.meeting.reply.v1.dlq"] == 1
     await lead.aclose()

@@ -56,7 +56,7 @@ async def intake(settings: Settings) -> AsyncIterator[Intake]:
             yield Intake(runtime, s, amqp)
         finally:
             await amqp.close()
-            if runtime.ready:
+            if runtime.lifecycle.ready:
                 await runtime.stop()
             await users.delete_all()
 

@@ -1,8 +1,12 @@
-"""The house rules of issue 13, read from the source: no import cycles at load time, nothing in
-`shared/` importing `services/`, and one clock (no wall-clock read outside shared/clock.py)."""
+"""The house rules of issue 13, read from the source: no import cycles at load time (and none at
+all among `shared/`'s modules, not even for types or inside a function), every module importable,
+nothing in `shared/` importing `services/`, and one clock (no wall-clock read outside
+shared/clock.py)."""
 from __future__ import annotations
 
 import ast
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -134,6 +138,59 @@ def test_no_import_cycle_at_load_time() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _every_import(module: str, source: str) -> set[str]:
+    """The project modules ``source`` imports anywhere: at load time, inside a function, or
+    under ``if TYPE_CHECKING``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.update(_targets(alias.name))
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(module, node)
+            found.update(_targets(base))
+            for alias in node.names:  # `from shared import dead_letters`
+                found.update(t for t in _targets(f"{base}.{alias.name}") if t != base)
+    found.discard(module)
+    return found
+
+
+def _graph_among(sources: Mapping[str, str]) -> dict[str, set[str]]:
+    """Who imports whom among these modules (their package's ``__init__`` left out)."""
+    return {m: {t for t in _every_import(m, source) if t in sources and t not in _package_parents(m)}
+            for m, source in sources.items()}
+
+
+SHARED_SOURCES = {m: p.read_text() for m, p in MODULES.items() if m.split(".")[0] == "shared"}
+
+
+def test_shared_modules_never_import_one_another_in_a_circle() -> None:
+    # Stricter than at load time: a circle closed by an import for types only, or by one
+    # inside a function, still ties the modules together (shared/http.py once imported the
+    # runtime that imported it, for a type).
+    assert _cycles(_graph_among(SHARED_SOURCES)) == []
+
+
+@pytest.mark.parametrize(("module", "planted"), [
+    ("shared.http", "\nif TYPE_CHECKING:\n    from shared.runtime import ServiceRuntime\n"),
+    ("shared.metrics", "\ndef later() -> object:\n    from shared import runtime\n    return runtime\n"),
+    ("shared.scheduler", "\nimport shared.outbox\n"),
+])
+def test_a_circle_among_shared_modules_is_seen(module: str, planted: str) -> None:
+    sources = {**SHARED_SOURCES, module: SHARED_SOURCES[module] + planted}
+    cycles = _cycles(_graph_among(sources))
+    assert len(cycles) == 1 and module in cycles[0], cycles
+
+
+# `python -m services.<name>` runs the service: importing it is running it.
+IMPORTABLE = sorted(m for m in MODULES if m.split(".")[-1] != "__main__")
+
+
+@pytest.mark.parametrize("module", IMPORTABLE)
+def test_every_module_imports(module: str) -> None:
+    importlib.import_module(module)
 
 
 def test_shared_never_imports_services() -> None:
