@@ -67,6 +67,29 @@ def test_the_pipeline_is_built_once_per_process() -> None:
     assert pipeline.analyser().rule_count > 1_000
 
 
+def test_the_direct_target_match_is_medspacys_own() -> None:
+    """``Analyser.doc`` calls medspaCy's PhraseMatcher itself and skips ConText on a doc with
+    no target: the same spans in the same order, and the same modifiers on each, as
+    medspaCy's target matcher and ConText run on every doc."""
+    analyser = pipeline.analyser()
+    texts = [json.loads(line)["text"] for name in ("dev.jsonl", "dev_ordinary.jsonl")
+             for line in (CORPUS / name).read_text().splitlines()[::4]]
+
+    def spans(doc: object) -> list[tuple[int, int, str, list[tuple[str, int, int]]]]:
+        return [(s.start, s.end, s.label_,
+                 [(m.category, *m.modifier_span) for m in s._.modifiers])
+                for s in doc.spans.get(analyser.GROUP, [])]  # type: ignore[attr-defined]
+
+    without_target = 0
+    for text in texts:
+        doc = analyser.nlp.make_doc(normalise(text))
+        doc = analyser._sentencizer(analyser._matcher(doc))
+        analyser.gapped(doc, analyser.GROUP)
+        assert spans(analyser.doc(text)) == spans(analyser.context(doc)), text
+        without_target += not spans(doc)
+    assert 0 < without_target < len(texts)
+
+
 # -- a clear event of harm to the patient: serious ---------------------------------------------
 
 @pytest.mark.parametrize("text, category", [

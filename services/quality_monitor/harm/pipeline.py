@@ -396,13 +396,32 @@ class Analyser:
         self.rule_count = len(literals) + self.gapped.count + len(context_rules)
         self._matcher = matcher
         self._sentencizer = self.nlp.get_pipe("sentencizer")
+        # medspaCy's target matcher runs an empty token Matcher and an empty regex matcher
+        # beside its PhraseMatcher, and sets an extension attribute on every span (a rule
+        # nothing here reads): its PhraseMatcher and rule labels are called directly, the
+        # same matches in the same order
+        inner: Any = getattr(matcher, "_TargetMatcher__matcher", None)
+        phrases = getattr(inner, "_MedspacyMatcher__phrase_matcher", None)
+        if (phrases is None or len(inner._MedspacyMatcher__matcher) != 0
+                or inner._MedspacyMatcher__regex_matcher._patterns or inner._prune):
+            raise RuntimeError("medspaCy's target matcher is not the one this pipeline knows")
+        self._phrases = phrases
+        self._labels = {self.nlp.vocab.strings[rule_id]: rule.category
+                        for rule_id, rule in inner.rule_map.items()}
 
     def doc(self, text: str) -> Any:
-        """The processed doc: tokens, sentences, target spans, ConText modifiers."""
+        """The processed doc: tokens, sentences, target spans, ConText modifiers (ConText is
+        not run on a doc without a target span: it would have nothing to modify)."""
+        from spacy.tokens import Span
+
         doc = self.nlp.make_doc(normalise(text))
-        doc = self._matcher(doc)
+        labels = self._labels
+        doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
+                                 for key, start, end in self._phrases(doc)]
         doc = self._sentencizer(doc)
         self.gapped(doc, self.GROUP)
+        if not len(doc.spans[self.GROUP]):
+            return doc
         return self.context(doc)
 
     def mentions(self, text: str) -> list[Mention]:
