@@ -335,7 +335,7 @@ def run(
                    f" development mail catcher there; messages are kept in {mail_dir}/")
     workspace_env: dict[str, str] = {}
     if "workspace" in names and not os.environ.get("CAREWATCH_WORKSPACE_TOKEN"):
-        from services.workspace.local import run_token
+        from services.workspace.cli import run_token
 
         # Its service account's token, so that its commands reach escalation.
         workspace_env["CAREWATCH_WORKSPACE_TOKEN"] = with_db(
@@ -349,7 +349,7 @@ def run(
             conn, MONITOR, [identity.QUALITY_TEAM], display_name="carewatch quality-monitor",
             label="carewatch run", created_by=identity.local_operator()), settings)
     if "workspace" in names and not os.environ.get("CAREWATCH_WORKSPACE_PUBLIC_FEED_KEY"):
-        from services.workspace.local import public_feed_key
+        from services.workspace.cli import public_feed_key
 
         # The public feedback page posts to intake as the public's door feed.
         workspace_env["CAREWATCH_WORKSPACE_PUBLIC_FEED_KEY"] = with_db(public_feed_key,

@@ -21,13 +21,13 @@ import asyncpg
 
 from services.escalation import schedule, store
 from services.escalation.concerns import Change, agenda_item, merge, with_evidence
+from services.escalation.config import EscalationPolicy, load_policy
 from services.escalation.control import MeetingControl
 from services.escalation.cqrm import next_cqrm
 from services.escalation.http import add_routes
 from services.escalation.meetings import MeetingPlanner
 from services.escalation.people import People
 from services.escalation.plans import SYSTEM, ActionPlans
-from services.escalation.policy import EscalationPolicy, load_policy
 from services.escalation.schedule import Job, Ticker
 from services.escalation.visits import Visits
 from shared.clock import Clock, utc_now

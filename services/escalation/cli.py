@@ -34,11 +34,12 @@ from shared.roles import CLOSERS, PLANNERS
 if TYPE_CHECKING:
     import asyncpg
 
-    from services.escalation import app, plans, policy, schedule, store, views
+    from services.escalation import app, plans, schedule, store, views
+    from services.escalation import config as policy
     from shared import outbox, settings, topology
 else:
     app, plans, policy, schedule, store, views, outbox, settings, topology = modules(
-        "services.escalation.app", "services.escalation.plans", "services.escalation.policy",
+        "services.escalation.app", "services.escalation.plans", "services.escalation.config",
         "services.escalation.schedule", "services.escalation.store", "services.escalation.views",
         "shared.outbox", "shared.settings", "shared.topology")
 

@@ -28,6 +28,7 @@ import asyncpg
 from services.escalation import schedule, store
 from services.escalation.calendar import booking_deadline
 from services.escalation.concerns import EVIDENCE_LISTED, KnownConcern, agenda
+from services.escalation.config import EscalationPolicy
 from services.escalation.meeting_changes import (
     attendee_roles,
     earlier_slot_needed,
@@ -37,7 +38,6 @@ from services.escalation.meeting_changes import (
 )
 from services.escalation.people import People
 from services.escalation.plans import Conflict, NotFound
-from services.escalation.policy import EscalationPolicy
 from services.escalation.rota import ROLE_GROUPS, Choice, Diary, Person, choose_slot, why_not
 from shared.events import (
     Attendee,

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from services.escalation import schedule, store
+from services.escalation.config import EscalationPolicy
 from services.escalation.ladder import (
     ActionState,
     Climb,
@@ -31,7 +32,6 @@ from services.escalation.ladder import (
     working_days_left,
 )
 from services.escalation.people import People
-from services.escalation.policy import EscalationPolicy
 from shared.events import (
     ActionDueSoon,
     ActionOverdue,

@@ -18,9 +18,9 @@ import asyncpg
 
 from services.escalation import schedule, store
 from services.escalation.calendar import working_days_after, working_days_before
+from services.escalation.config import EscalationPolicy
 from services.escalation.ladder import matching_visit, needs_insight_visit, revisit_due_on
 from services.escalation.people import People
-from services.escalation.policy import EscalationPolicy
 from shared.events import ConcernRaised, FeedbackAccepted, Severity, VisitScheduled
 from shared.outbox import Outbox
 

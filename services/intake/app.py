@@ -11,7 +11,6 @@ Stores: schema ``intake`` (providers, feeds, feedback, quarantine, receipts).
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,12 @@ from typing import Any
 import asyncpg
 from faststream.rabbit import Channel, RabbitMessage
 
-from services.intake import api, operations, store
+from services.intake import config, http, store
 from services.intake.admission import Admission, Admissions, Incoming
 from services.intake.validation import MAX_BODY_BYTES
 from shared import scheduler
 from shared.clock import Clock, utc_now
 from shared.groupcommit import Batcher
-from shared.ratelimit import RateLimiter
 from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
@@ -44,9 +42,8 @@ def admissions_for(runtime: ServiceRuntime) -> Admissions:
     """intake's one way in, bound to a runtime's pool and outbox (also used by the CLI)."""
     settings = runtime.settings
     return Admissions(lambda: runtime.pool, runtime.outbox, settings.namespace,
-                      keep_body_bytes=MAX_BODY_BYTES, urgent_limiter=RateLimiter(
-                          settings.urgent_rate_per_second, settings.urgent_rate_burst,
-                          time.monotonic))
+                      keep_body_bytes=MAX_BODY_BYTES,
+                      urgent_limiter=config.urgent_limiter(settings))
 
 
 def build(settings: Settings) -> ServiceRuntime:
@@ -58,19 +55,18 @@ def build(settings: Settings) -> ServiceRuntime:
     # time are admitted as one batch, in one transaction (shared/groupcommit.py's Batcher,
     # two batches at once); with a prefetch of several batches, the next one gathers while
     # one commits.
-    batch_size = settings.commit_batch_size
+    lanes = config.lanes(settings)
     urgent, routine = runtime.topology.submission_lanes(URGENT_KINDS)
-    for sub, prefetch in ((urgent, settings.prefetch_count),
-                          (routine, max(settings.prefetch_count, 4 * batch_size))):
-        _consume(runtime, sub, Batcher(admissions.admit_many, batch_size, committers=2,
+    for sub, prefetch in ((urgent, lanes.urgent_prefetch), (routine, lanes.routine_prefetch)):
+        _consume(runtime, sub, Batcher(admissions.admit_many, lanes.batch_size, committers=2,
                                        name="intake-admission-batch"),
                  Channel(prefetch_count=prefetch))
 
-    api.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics,
-                RateLimiter(settings.feed_rate_per_second, settings.feed_rate_burst,
-                            time.monotonic))
-    runtime.http.declare(api.ACCESS)
-    operations.add_routes(runtime, admissions)
+    # Its routes (http.py): the feeds' API, then the operator's; one ACCESS table for both.
+    http.install(runtime.http.api, admissions, lambda: runtime.pool, runtime.metrics,
+                 config.feed_limiter(settings))
+    runtime.http.declare(http.ACCESS)
+    http.add_operations_routes(runtime, admissions)
 
     quarantined = runtime.metrics.gauge(
         "carewatch_intake_quarantine_open", "Rejected submissions not yet resolved.", [])
@@ -97,12 +93,11 @@ def retention_purge(runtime: ServiceRuntime, clock: Clock = utc_now) -> schedule
     every ``quarantine_purge_interval`` seconds, in batches: a recurring job of the shared
     scheduler (``intake.jobs``), run by one replica at a time (the rows are claimed with
     SKIP LOCKED too); a failed purge is tried again an interval later."""
-    settings = runtime.settings
-    interval = settings.quarantine_purge_interval
+    kept = config.retention(runtime.settings)
+    interval = kept.interval
     every = timedelta(seconds=interval)
-    purges = ((store.purge_quarantine, settings.quarantine_retention_days, "quarantined bodies"),
-              (store.purge_public_contacts, settings.public_contact_retention_days,
-               "public contact details"))
+    purges = ((store.purge_quarantine, kept.quarantine_days, "quarantined bodies"),
+              (store.purge_public_contacts, kept.public_contact_days, "public contact details"))
 
     async def purge_all(claim: asyncpg.Connection, row: asyncpg.Record,
                         now: datetime) -> scheduler.Again:

@@ -21,8 +21,9 @@ from typing import Any
 
 import asyncpg
 
-from services.notification import operations, store
+from services.notification import http, store
 from services.notification.channels import Channel, default_channels
+from services.notification.config import load_routing
 from services.notification.dispatcher import Dispatcher
 from services.notification.flusher import GroupFlusher
 from services.notification.grouping import flush_time_on_change, group_key
@@ -34,7 +35,6 @@ from services.notification.routing import (
     alert_key,
     alert_status,
     event_labels,
-    load_routing,
     route_event,
 )
 from services.notification.silences import Silence, muting
@@ -190,7 +190,7 @@ def build(settings: Settings, channels: Mapping[str, Channel] | None = None,
             by_status.labels(NAME, status).set(counts.get(status, 0))
 
     runtime.gauge_refreshers.append(refresh)
-    operations.add_routes(runtime)
+    http.add_routes(runtime)
     if settings.inbound_smtp_port is not None:
         inbound = InboundSmtp(runtime, settings.inbound_smtp_host, settings.inbound_smtp_port,
                               clock)

@@ -12,7 +12,8 @@ import typer
 
 from services.cli.common import JsonOption, acting, fail, print_record, print_rows, with_db
 from services.notification import store
-from services.notification.routing import load_routing, parse_duration
+from services.notification.config import load_routing
+from services.notification.routing import parse_duration
 from services.notification.silences import validate_matchers
 from shared.clock import utc_now
 from shared.roles import OPERATORS, SILENCERS

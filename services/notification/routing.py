@@ -1,9 +1,10 @@
 """Routing: which events reach whom, on which channel, at once or grouped (pure).
 
 The configuration is YAML (``routing.yaml`` beside this file, or the file named by
-``CAREWATCH_NOTIFICATION_ROUTING_FILE``). Routes are tried in order, in the manner of
-Prometheus Alertmanager: the first route whose matchers all match applies, and later routes
-are tried too only while the matching routes say ``continue: true``. Each route names its
+``CAREWATCH_NOTIFICATION_ROUTING_FILE``), read by config.py's ``load_routing``. Routes are
+tried in order, in the manner of Prometheus Alertmanager: the first route whose matchers all
+match applies, and later routes are tried too only while the matching routes say
+``continue: true``. Each route names its
 recipients (see ``RECIPIENT_KINDS``) and a delivery: ``immediate``, ``grouped`` (group wait,
 group interval, repeat interval) or ``digest`` (once a day at ``digest_at``).
 """
@@ -15,11 +16,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import time, timedelta
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from shared.events import (
@@ -31,8 +30,6 @@ from shared.events import (
     ReportPublished,
 )
 from shared.settings import Settings
-
-DEFAULT_ROUTING = Path(__file__).parent / "routing.yaml"
 
 # Recipients a route may name besides ``email:<address>``, ``webhook:<name>`` and the
 # groups under ``people:`` in the configuration.
@@ -173,26 +170,6 @@ class RoutingConfig(BaseModel):
 
     def route_named(self, name: str) -> Route | None:
         return next((r for r in self.routes if r.name == name), None)
-
-
-def load_routing(path: str | Path | None = None, settings: Settings | None = None
-                 ) -> RoutingConfig:
-    """Read and validate the routing configuration; webhook secrets from the settings
-    (``CAREWATCH_NOTIFICATION_WEBHOOK_SECRETS``) take precedence over the file."""
-    source = Path(path) if path else DEFAULT_ROUTING
-    try:
-        data = yaml.safe_load(source.read_text())
-    except FileNotFoundError as exc:
-        raise ValueError(f"notification routing file not found: {source}") from exc
-    config = RoutingConfig.model_validate(data)
-    secrets = settings.notification_webhook_secrets if settings else {}
-    webhooks = {name: hook.model_copy(update={"secret": secrets.get(name, hook.secret)})
-                for name, hook in config.webhooks.items()}
-    unsigned = sorted(name for name, hook in webhooks.items() if not hook.secret)
-    if unsigned:
-        raise ValueError(f"webhooks {unsigned} have no secret: set one in {source} or in"
-                         " CAREWATCH_NOTIFICATION_WEBHOOK_SECRETS (JSON, name -> secret)")
-    return config.model_copy(update={"webhooks": webhooks})
 
 
 # -- events as labels -----------------------------------------------------------------------

@@ -156,7 +156,7 @@ class WorkspaceRuntime(ServiceRuntime):
 
 def build(settings: Settings, clock: Clock = utc_now,
           workspace: WorkspaceSettings | None = None) -> WorkspaceRuntime:
-    from services.workspace.web import add_pages
+    from services.workspace.http import add_pages
 
     runtime = WorkspaceRuntime(settings, clock, workspace)
     for event_cls, handler in handlers(runtime.read_model):

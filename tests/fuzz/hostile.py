@@ -89,7 +89,7 @@ def hostile(rng: random.Random, i: int, prefix: str = "FUZZ") -> tuple[bytes, st
 
 # -- HTTP ---------------------------------------------------------------------------------------
 SINGLE, BATCH = "/v1/submissions", "/v1/submissions/batch"
-# The statuses services/intake/api.py documents for each route.
+# The statuses services/intake/http.py documents for each route.
 DOCUMENTED = {SINGLE: {200, 202, 401, 403, 413, 415, 422}, BATCH: {200, 400, 401, 413, 415}}
 Headers = dict[str, str | bytes]
 

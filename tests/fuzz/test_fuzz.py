@@ -37,7 +37,7 @@ from services.intake.app import build as build_intake
 from services.intake.redaction import redact
 from services.intake.validation import submission_id
 from services.notification.channels import verify
-from services.notification.routing import DEFAULT_ROUTING
+from services.notification.config import DEFAULT_ROUTING
 from shared.db import create_pool
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings

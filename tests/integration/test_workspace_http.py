@@ -567,7 +567,7 @@ async def test_the_operator_sees_the_quarantine_feeds_and_failed_deliveries(
 
 async def test_carewatch_run_gives_the_workspace_a_token_of_its_service_account(
         settings_db: tuple[Settings, asyncpg.Pool]) -> None:
-    from services.workspace.local import SERVICE_ACCOUNT, run_token
+    from services.workspace.cli import SERVICE_ACCOUNT, run_token
 
     _, pool = settings_db
     async with pool.acquire() as conn:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from services.escalation.app import Escalation
-from services.escalation.policy import load_policy
+from services.escalation.config import load_policy
 from shared.events import (
     ConcernEscalated,
     ConcernRaised,

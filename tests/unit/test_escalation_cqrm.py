@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from services.escalation.calendar import LONDON
+from services.escalation.config import LadderPolicy, load_policy
 from services.escalation.cqrm import CqrmPattern, cqrm_days, next_cqrm, nth_weekday
-from services.escalation.policy import LadderPolicy, load_policy
 
 SECOND_TUESDAY = CqrmPattern(weekday=1, week_of_month=2, start=time(10, 0))
 

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.escalation.app import Escalation
-from services.escalation.policy import load_policy
+from services.escalation.config import load_policy
 from shared.events import (
     ConcernRaised,
     ConcernResolved,

@@ -1,11 +1,13 @@
 """The house rules of issue 13, read from the source: no import cycles at load time (and none at
 all among `shared/`'s modules, not even for types or inside a function), every module importable,
-nothing in `shared/` importing `services/`, and one clock (no wall-clock read outside
-shared/clock.py)."""
+nothing in `shared/` importing `services/`, one clock (no wall-clock read outside
+shared/clock.py), one shape for every service folder, and a rule map (the top README's "Where each
+rule lives") that names only files that exist."""
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -238,3 +240,63 @@ def test_the_wall_clock_is_read_in_one_place() -> None:
                                     "time.time()", "date.today()", "datetime.utcnow()"])
 def test_the_clock_check_sees_a_wall_clock_read(source: str) -> None:
     assert _wall_clock_reads(source) == [1]
+
+
+# One shape for every service folder (issue 13, item 5): a folder under services/ with an
+# app.py is a service, and holds the same files, each in the same role (the top README's
+# "Layout" says which).
+SERVICE_SHAPE = ("app.py", "store.py", "http.py", "cli.py", "config.py", "migrations/", "README.md")
+
+
+def _service_folders(services: Path) -> list[Path]:
+    return sorted(p for p in services.iterdir() if (p / "app.py").is_file())
+
+
+def _missing_from_shape(folder: Path) -> list[str]:
+    return [part for part in SERVICE_SHAPE
+            if not ((folder / part.rstrip("/")).is_dir() if part.endswith("/")
+                    else (folder / part).is_file())]
+
+
+def _rule_map_links(readme: str) -> list[str]:
+    """The files the top README's "Where each rule lives" section links to."""
+    section = readme.split("\n### Where each rule lives\n", 1)[1]
+    section = re.split(r"\n#{1,3} ", section, maxsplit=1)[0]
+    return [target.split("#", 1)[0] for target in re.findall(r"\]\(([^)\s]+)\)", section)
+            if "://" not in target]
+
+
+def test_there_are_five_services() -> None:
+    assert [p.name for p in _service_folders(ROOT / "services")] == [
+        "escalation", "intake", "notification", "quality_monitor", "workspace"]
+
+
+@pytest.mark.parametrize("folder", _service_folders(ROOT / "services"), ids=lambda p: p.name)
+def test_every_service_folder_has_one_shape(folder: Path) -> None:
+    assert _missing_from_shape(folder) == []
+
+
+def test_a_service_folder_missing_a_part_is_seen(tmp_path: Path) -> None:
+    folder = tmp_path / "services" / "svc"
+    (folder / "migrations").mkdir(parents=True)
+    for name in SERVICE_SHAPE[:-1]:
+        if not name.endswith("/"):
+            (folder / name).write_text("")
+    assert _service_folders(tmp_path / "services") == [folder]
+    assert _missing_from_shape(folder) == ["README.md"]
+    (folder / "README.md").write_text("")
+    (folder / "migrations").rmdir()
+    (folder / "migrations").write_text("")  # a file is not the migrations folder
+    assert _missing_from_shape(folder) == ["migrations/"]
+
+
+def test_the_rule_map_links_only_to_files_that_exist() -> None:
+    links = _rule_map_links((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(links) >= 20, links  # the section was found and read
+    assert [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def test_the_rule_map_check_reads_the_links() -> None:
+    readme = ("## Layout\n[a](shared/a.py)\n### Where each rule lives\n\n| r | [x](services/x.py)"
+              " [y](y.yaml#top) |\n[web](https://example.org)\n## Next\n[b](b.py)\n")
+    assert _rule_map_links(readme) == ["services/x.py", "y.yaml"]

@@ -15,9 +15,9 @@ import pytest
 
 from services.intake import store
 from services.intake.admission import Admission, Incoming
-from services.intake.api import MAX_BATCH_ITEMS, read_body, split_batch, status_for
 from services.intake.classification import authorise, reply_queue, reply_refusal
 from services.intake.credentials import api_key_hash, key_matches, new_api_key
+from services.intake.http import MAX_BATCH_ITEMS, read_body, split_batch, status_for
 from services.intake.validation import content_type_problem, submission_id
 from shared.events import ProviderRef, RejectionReason
 from shared.groupcommit import Batcher

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from services.intake.admission import lane_problem, urgent_routing_key
-from services.intake.api import split_batch
+from services.intake.http import split_batch
 from services.intake.validation import duplicate_keys, reason
 from shared.ratelimit import RateLimiter
 

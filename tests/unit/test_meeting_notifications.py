@@ -13,11 +13,12 @@ import pytest
 from icalendar import Calendar, vCalAddress, vText
 from icalendar import Event as VEvent
 
-from services.escalation.policy import OnlineMeetingsPolicy
+from services.escalation.config import OnlineMeetingsPolicy
+from services.notification.config import load_routing
 from services.notification.inbound import ReplyRefused, parse_reply
 from services.notification.invitations import build_invitation
 from services.notification.messages import meeting_invitation_email, summarise
-from services.notification.routing import event_labels, load_routing, route_event
+from services.notification.routing import event_labels, route_event
 from shared.events import Attendee, MeetingSlotProposed
 from shared.settings import Settings
 from tests.helpers import body_text

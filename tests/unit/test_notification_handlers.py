@@ -13,7 +13,7 @@ import pytest
 
 from services.notification import app as notification_app
 from services.notification.app import Notification
-from services.notification.routing import load_routing
+from services.notification.config import load_routing
 from shared.events import (
     ConcernRaised,
     ConcernResolved,

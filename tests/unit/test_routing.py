@@ -1,4 +1,5 @@
-"""Routing configuration (services/notification/routing.py): who hears of what, and how."""
+"""Routing configuration (services/notification/routing.py, read by config.py): who hears of
+what, and how."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from services.notification.config import load_routing
 from services.notification.routing import (
     alert_key,
     alert_status,
     event_labels,
-    load_routing,
     parse_duration,
     route_event,
 )

@@ -11,7 +11,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from services.workspace import auth, charts, store, uploads
-from services.workspace.web import action_fields
+from services.workspace.http import action_fields
 from shared.events import ConcernUpdated, ProviderRef, Severity
 
 NOW = datetime(2027, 1, 11, 10, 0, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""intake's HTTP API, for provider feeds that cannot speak AMQP.
+"""intake's HTTP routes: the API for provider feeds that cannot speak AMQP (``install``), and
+the operator's (``add_operations_routes``).
 
 Mounted on the service's own FastAPI app (beside /health, /ready, /metrics). Every request is
 authenticated by the feed's API key and admitted through the same ``Admissions`` as AMQP
@@ -13,15 +14,23 @@ Status codes of ``POST /v1/submissions``:
   415 not JSON; 422 the body does not meet the contract (field-level ``reasons``, the same
   list an AMQP rejection carries). Every 4xx after authentication is quarantined, but
 - 429 the feed is over its rate limit (``Retry-After``; nothing stored, send again).
+
+The operator's routes: the quarantine (list, show, resubmit as stored) and the feeds, for the
+workspace's operations pages (the CLI does the same, and more, with ``carewatch quarantine``
+and ``carewatch feeds``). A quarantined body is raw and unredacted: it never leaves intake over
+HTTP (only its size and the reasons it was refused). Correcting a body before resubmitting it
+stays a CLI task (``carewatch quarantine resubmit --edit``).
 """
 
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Security
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -31,10 +40,22 @@ from services.intake.admission import ACCEPTED, DUPLICATE, REJECTED, Admission, 
 from services.intake.credentials import api_key_hash, key_matches
 from services.intake.validation import MAX_BODY_BYTES
 from shared.events import RejectionReason
+from shared.identity import (
+    FEED_KEY,
+    OPERATOR,
+    QUALITY_LEAD,
+    QUALITY_TEAM,
+    Access,
+    Identity,
+    RouteKey,
+    allow,
+)
 from shared.metrics import Metrics
-from shared.identity import FEED_KEY, QUALITY_LEAD, QUALITY_TEAM, Access, Identity, RouteKey, allow
 from shared.ratelimit import RateLimiter
 from shared.submissions import SUBMISSION_ADAPTER
+
+if TYPE_CHECKING:
+    from shared.runtime import ServiceRuntime
 
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 32 * 1_048_576
@@ -46,7 +67,7 @@ NDJSON_TYPES = {"application/x-ndjson", "application/jsonl", "application/json-s
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
 # Who may use intake's routes: provider feeds, by their API keys (checked by the routes
-# themselves, ``authenticated_feed``); the rest of the surface is shared/http.py's.
+# themselves, ``authenticated_feed``), and operators; the rest of the surface is shared/http.py's.
 ACCESS: dict[RouteKey, Access] = {
     ("POST", "/v1/submissions"): FEED_KEY,
     ("POST", "/v1/submissions/batch"): FEED_KEY,
@@ -56,6 +77,11 @@ ACCESS: dict[RouteKey, Access] = {
     # A member of the public's feedback with the contact details they gave: personal data,
     # for the commissioner's quality team only; every read is recorded.
     ("GET", "/v1/public-feedback/{reference}"): allow(QUALITY_TEAM, QUALITY_LEAD),
+    # The operator's quarantine and feeds (``add_operations_routes``).
+    ("GET", "/v1/quarantine"): allow(OPERATOR),
+    ("GET", "/v1/quarantine/{submission_id}"): allow(OPERATOR),
+    ("POST", "/v1/quarantine/{submission_id}/resubmit"): allow(OPERATOR),
+    ("GET", "/v1/feeds"): allow(OPERATOR),
 }
 
 API_DESCRIPTION = """\
@@ -412,3 +438,67 @@ def _document_submission_schema(api: FastAPI) -> None:
         return spec
 
     api.openapi = openapi  # type: ignore[method-assign]
+
+
+# -- the operator's routes ---------------------------------------------------------------
+SHOWN = ("submission_id", "received_at", "feed_user", "routing_key", "reasons", "status",
+         "body_size", "resolved_at", "resolved_by", "resubmitted_as", "body_deleted_at")
+
+
+def without_body(row: Any) -> dict[str, Any]:
+    """A quarantine row without its (unredacted) body (pure)."""
+    return {k: row[k] for k in SHOWN if k in row.keys()} | {"body_kept": row["body"] is not None}
+
+
+def add_operations_routes(runtime: "ServiceRuntime", admissions: Admissions) -> None:
+    """Add the operator's routes (the quarantine, the feeds) to the service's FastAPI app."""
+    api = runtime.http.api
+    tags: list[str | Enum] = ["operations"]
+
+    @api.get("/v1/quarantine", tags=tags, summary="Rejected submissions, newest first, with"
+             " their reasons (never their bodies)")
+    async def quarantine(status: Literal["open", "resubmitted", "discarded", "expired"] = "open",
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
+        async with runtime.pool.acquire() as conn:
+            rows = await store.list_quarantine(conn, status, limit)
+        return jsonable_encoder([dict(r) for r in rows])
+
+    @api.get("/v1/quarantine/{submission_id}", tags=tags,
+             summary="One rejected submission: its reasons and what is kept (not the body)")
+    async def quarantined(submission_id: uuid.UUID) -> Any:
+        async with runtime.pool.acquire() as conn:
+            row = await store.get_quarantined(conn, submission_id)
+        if row is None:
+            raise HTTPException(404, f"no quarantined submission {submission_id}")
+        return jsonable_encoder(without_body(row))
+
+    @api.post("/v1/quarantine/{submission_id}/resubmit", tags=tags,
+              summary="Admit a rejected submission again as stored, as its feed (once the"
+                      " cause is fixed elsewhere: a feed registered, a provider added)")
+    async def resubmit(submission_id: uuid.UUID, request: Request) -> Any:
+        who = request.state.identity
+        assert isinstance(who, Identity)
+        async with runtime.pool.acquire() as conn:
+            row = await store.get_quarantined(conn, submission_id)
+            if row is None:
+                raise HTTPException(404, f"no quarantined submission {submission_id}")
+            if row["status"] != "open":
+                raise HTTPException(409, f"submission {submission_id} is {row['status']},"
+                                         " not open")
+            body = bytes(row["body"]) if row["body"] is not None else None
+            if body is None or (row["body_size"] or len(body)) > len(body):
+                raise HTTPException(409, "the body was not kept whole: correct and resubmit it"
+                                         " with `carewatch quarantine resubmit --file`")
+            admission = await admissions.admit(Incoming(
+                body=body, feed_user=row["feed_user"],
+                message_id=f"resubmission:{submission_id}", routing_key=row["routing_key"],
+                content_type="application/json", resubmission_of=submission_id))
+            await store.resolve_quarantined(conn, submission_id, "resubmitted", who.actor,
+                                            admission.submission_id)
+        return admission.as_json()
+
+    @api.get("/v1/feeds", tags=tags, summary="Provider feeds: their providers and whether"
+             " they have an API key (never the key)")
+    async def feeds() -> Any:
+        async with runtime.pool.acquire() as conn:
+            return jsonable_encoder([dict(r) for r in await store.list_feeds(conn)])

@@ -1,4 +1,5 @@
-"""Escalation policy: configuration (YAML), not code."""
+"""escalation's configuration: the escalation policy, YAML not code (``policy.yaml`` beside
+this file, or the file named by ``CAREWATCH_ESCALATION_POLICY_FILE``), read by ``load_policy``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""What ``carewatch run`` gives the workspace on a development machine: its service account
-and a short-lived token (an operator sets ``CAREWATCH_WORKSPACE_TOKEN`` in production), and
-the API key of the public's door feed for the public feedback page (in production: `carewatch
-feeds create public-door --public --api-key`, then ``CAREWATCH_WORKSPACE_PUBLIC_FEED_KEY``)."""
+"""The workspace's part of the command line: what ``carewatch run`` gives the workspace on a
+development machine: its service account and a short-lived token (an operator sets
+``CAREWATCH_WORKSPACE_TOKEN`` in production), and the API key of the public's door feed for the
+public feedback page (in production: `carewatch feeds create public-door --public --api-key`,
+then ``CAREWATCH_WORKSPACE_PUBLIC_FEED_KEY``)."""
 
 from __future__ import annotations
 
