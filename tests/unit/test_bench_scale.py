@@ -86,6 +86,7 @@ def test_the_table_has_a_row_per_run_with_summed_cpu_per_submission() -> None:
                         run(2, 600, {"intake": 6.0, "quality_monitor": 3.0,
                                      "everything else": 3.0}, load=(3.1, 4.25))], cores=2)
     assert len(rows) == 4
+    assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
     one, two = rows[2].split(" | "), rows[3].split(" | ")
     assert one[:4] == ["| 1", "500", "1.00", "0.50"]  # 5 s / 5,000 submissions = 1 ms
     assert two[:4] == ["| 2", "600", "1.00", "0.50"]
@@ -99,7 +100,11 @@ def test_verdict_cpu_bound_when_the_cores_are_busy() -> None:
             run(2, 530, {"intake": 12.0, "quality_monitor": 5.0, "everything else": 2.0})]
     verdict = scale_verdict(runs, cores=2)
     assert "540 submissions/s against 510 with one (1.06 x" in verdict
-    assert "CPU" in verdict and "95% busy" in verdict and "10% of them other work" in verdict
+    assert "CPU" in verdict and "95% busy" in verdict and "10% of the machine other" in verdict
+    assert "the run had 85%" in verdict
+    # Own CPU per submission, other work left out: medians of 10 s over 5,000 and 5,200
+    # submissions, and of 17 s over 5,500 and 5,300.
+    assert "from 1.96 ms to 3.15 ms" in verdict
 
 
 def test_verdict_a_serial_step_when_one_process_holds_a_core() -> None:
