@@ -243,9 +243,10 @@ def median(values: list[float]) -> float:
 
 def scale_verdict(runs: list[dict[str, Any]], cores: int) -> str:
     """The gain of the replicas (median rates) and what limits it, from the figures: the
-    machine's cores all busy (CPU-bound; the extra replicas' cost per submission says what
-    they spent), or one process group at a full core per process (a serial step), or
-    neither (the time goes to waiting: commits, confirms, locks)."""
+    machine's cores all busy (CPU-bound: then the run's own CPU per submission says what the
+    cores could carry, against what one process of the busiest service could), or one
+    process group at a full core per process (a serial step), or neither (the time goes to
+    waiting: commits, confirms, locks)."""
     one = [r for r in runs if r["replicas"] == 1]
     many = [r for r in runs if r["replicas"] > 1]
     if not one or not many:
@@ -253,9 +254,11 @@ def scale_verdict(runs: list[dict[str, Any]], cores: int) -> str:
     replicas = many[0]["replicas"]
     rate1, rate_n = median([r["rate"] for r in one]), median([r["rate"] for r in many])
 
-    def cost(rs: list[dict[str, Any]]) -> float:
-        """The run's own processes' CPU per submission (ms), other work on the machine not."""
-        return median([1000 * sum(v for k, v in r["cpu"].items() if k != "everything else")
+    def cost(rs: list[dict[str, Any]], names: tuple[str, ...] | None = None) -> float:
+        """CPU per submission (ms) of ``names`` (default: all the run's own processes, other
+        work on the machine not), the median of the runs."""
+        return median([1000 * sum(v for k, v in r["cpu"].items()
+                                  if (k in names if names else k != "everything else"))
                        / max(1, r["handled"]) for r in rs])
 
     busy = median([machine_share(r, cores)[0] for r in many])
@@ -263,11 +266,24 @@ def scale_verdict(runs: list[dict[str, Any]], cores: int) -> str:
     gain = (f"{replicas} replicas: {rate_n:,.0f} submissions/s against {rate1:,.0f} with one"
             f" ({rate_n / rate1:.2f} x; medians of {len(many)} and {len(one)} runs)")
     if busy >= 0.9:
+        own1, own_n = cost(one), cost(many)
+        busiest = max(SCALED, key=lambda name: cost(one, (name,)))
+        single = 1000 / cost(one, (busiest,))
+        cap1, cap_n = cores * 1000 / own1, cores * 1000 / own_n
+        bound = (f"the cores bind before any one process does: replicas add processes, not"
+                 f" cores, and pay off only where a service's process is the bound (more"
+                 f" cores, the broker and database elsewhere: up to ~{single:,.0f}/s per"
+                 f" replica of {busiest})" if cap1 < single else
+                 f"one process of {busiest} binds before the cores: replicas help up to the"
+                 f" cores' ~{cap_n:,.0f}/s")
         return (f"{gain}. What limits it: the CPU. The {cores} cores were {busy:.0%} busy with"
                 f" {replicas} replicas ({others:.0%} of the machine other work, so the run had"
                 f" {busy - others:.0%} of it), so more processes can only share the same"
-                f" cycles; the run's own CPU per submission (services, broker, database, load"
-                f" generator) went from {cost(one):.2f} ms to {cost(many):.2f} ms.")
+                f" cycles. The run's own CPU per submission (services, broker, database, load"
+                f" generator) went from {own1:.2f} ms to {own_n:.2f} ms: with the {cores}"
+                f" cores to itself it would reach ~{cap1:,.0f}/s with one replica and"
+                f" ~{cap_n:,.0f}/s with {replicas}; one process of {busiest} at a full core"
+                f" ({cost(one, (busiest,)):.2f} ms per submission) ~{single:,.0f}/s: {bound}.")
     run = many[0]
     groups = {name: run["cpu"].get(name, 0.0) / run["wall"] / (replicas if name in SCALED
                                                                  else 1)

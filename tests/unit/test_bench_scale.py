@@ -105,6 +105,19 @@ def test_verdict_cpu_bound_when_the_cores_are_busy() -> None:
     # Own CPU per submission, other work left out: medians of 10 s over 5,000 and 5,200
     # submissions, and of 17 s over 5,500 and 5,300.
     assert "from 1.96 ms to 3.15 ms" in verdict
+    # The cores' cap: 2 cores / 1.96 ms; one intake process: 1 / 1.96 ms (all of it intake's).
+    assert "~1,020/s with one replica and ~635/s with 2" in verdict
+    assert "one process of intake binds before the cores" in verdict
+
+
+def test_verdict_cpu_bound_the_cores_binding_first() -> None:
+    # 4 ms per submission of the run's own (intake 1, quality-monitor 1.2, the broker and
+    # the database 1.8): the 2 cores carry 500/s, one quality-monitor process 833/s.
+    cpu = {"intake": 5.0, "quality_monitor": 6.0, "rabbitmq": 4.0, "postgresql": 5.0,
+           "everything else": 0.0}
+    verdict = scale_verdict([run(1, 500, cpu), run(2, 500, cpu)], cores=2)
+    assert "~500/s with one replica" in verdict and "~833/s per replica of quality_monitor" \
+        in verdict and "the cores bind before any one process does" in verdict
 
 
 def test_verdict_a_serial_step_when_one_process_holds_a_core() -> None:
