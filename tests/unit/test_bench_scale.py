@@ -18,6 +18,7 @@ from tools.bench import (
     machine_share,
     median,
     national_estimate,
+    own_cpu_cap,
     rate_thirds,
     scale_table,
     scale_verdict,
@@ -179,3 +180,15 @@ def test_the_fft_year_is_distinct_accepted_responses_of_that_year_none_kept() ->
     assert min(days).year == max(days).year == 2025 and len(days) > 300
     assert len({b["ods_code"] for b in bodies}) == len(load_providers())
     assert generator.duplicate() is None  # nothing kept to send again
+
+
+def test_what_the_cpu_alone_allows_leaves_other_work_out() -> None:
+    # 3 ms of the run's own CPU per response (300 s over 100,000), 900 s of other work.
+    r = {"handled": 100_000, "cpu": {"intake": 100.0, "quality_monitor": 120.0,
+                                     "rabbitmq": 80.0, "everything else": 900.0}}
+    cap = own_cpu_cap(r, cores=2)
+    assert cap["ms"] == pytest.approx(3.0) and cap["rate"] == pytest.approx(2000 / 3)
+    assert cap["seconds"] == pytest.approx(NATIONAL_FFT_YEAR * 0.003 / 2)
+    assert cap["cores"] == pytest.approx(NATIONAL_FFT_YEAR * 0.003 / 7200)  # ~5.8
+    with pytest.raises(ValueError):
+        own_cpu_cap({"handled": 10, "cpu": {"everything else": 5.0}}, cores=2)
