@@ -9,7 +9,8 @@ separate processes, as they run in production:
    fair ceiling (``tools/ceiling.py``): carewatch's two hops done by a minimal pipeline;
 2. carewatch throughput through intake and quality-monitor, everything persisted; and the
    same with ``--replicas`` processes of each (2 by default) beside one, alternated
-   ``--rounds`` times, with what limits the gain (``--only throughput`` runs this alone);
+   ``--rounds`` times, with what limits the gain (``--only throughput`` runs this alone,
+   the scaled runs when ``--replicas`` is given);
 3. the latency of a serious risk from publish to meeting committed and to e-mail accepted
    by the SMTP server, at idle and under background load;
 4. the memory (RSS) of each service at steady state;
@@ -950,7 +951,7 @@ async def main(args: argparse.Namespace) -> None:
             f" submissions/s = {t['rate'] / fair['rate']:.2f} x (load"
             f" {t['load'][0]:.2f} -> {t['load'][1]:.2f})", "", "fair ceiling:",
             *cpu_table(fair, cores), "", "carewatch:", *cpu_table(t, cores)]))
-        if args.replicas > 1:
+        if args.replicas and args.replicas > 1:
             scaled = await scale_runs(args.throughput, args.replicas, args.rounds, first=t)
             print("\n".join(["", *scale_section(scaled, cores)]))
         return
@@ -988,6 +989,7 @@ async def main(args: argparse.Namespace) -> None:
     t = await throughput(args.throughput, args.profile)
     log(f"  {t['rate']:.0f} submissions/s")
     scale = []
+    args.replicas = 2 if args.replicas is None else args.replicas
     if args.replicas > 1:
         log(f"2/5 the same with {args.replicas} replicas of intake and quality-monitor,"
             f" alternated with one ({args.rounds} round(s))")
@@ -1209,9 +1211,10 @@ def parse() -> argparse.Namespace:
                    help="free-text fields for the harm pipeline's figure")
     p.add_argument("--report-providers", type=int, default=100,
                    help="providers whose monthly CQRM packs are timed")
-    p.add_argument("--replicas", type=int, default=2,
+    p.add_argument("--replicas", type=int,
                    help="replicas of intake and quality-monitor in the scaled throughput run,"
-                        " reported beside one replica (1: no scaled run)")
+                        " reported beside one replica (the full run: 2 unless given; with"
+                        " --only throughput: none unless given; 1: none)")
     p.add_argument("--rounds", type=int, default=1,
                    help="rounds of the one-replica and scaled throughput runs, alternated")
     p.add_argument("--national", type=int, default=100_000,
