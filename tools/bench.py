@@ -7,7 +7,10 @@ separate processes, as they run in production:
 1. the raw ceiling: a plain aio-pika consumer doing the minimal durable work (insert the
    message id in batches, ack with ``multiple``), on the same broker and database; and the
    fair ceiling (``tools/ceiling.py``): carewatch's two hops done by a minimal pipeline;
-2. carewatch throughput through intake and quality-monitor, everything persisted;
+2. carewatch throughput through intake and quality-monitor, everything persisted; and the
+   same with ``--replicas`` processes of each (2 by default) beside one, alternated
+   ``--rounds`` times, with what limits the gain (``--only throughput`` runs this alone,
+   the scaled runs when ``--replicas`` is given);
 3. the latency of a serious risk from publish to meeting committed and to e-mail accepted
    by the SMTP server, at idle and under background load;
 4. the memory (RSS) of each service at steady state;
@@ -17,7 +20,10 @@ separate processes, as they run in production:
    generator) per submission, in the throughput run and in the year;
 8. the clinical-text harm pipeline alone: free-text fields per second per core, and how long
    the event loop waits while long texts are read (``--only harm`` runs this one alone);
-9. the monthly CQRM packs of 100 providers (``tools/reports_bench.py``; ``--only reports``).
+9. the monthly CQRM packs of 100 providers (``tools/reports_bench.py``; ``--only reports``);
+10. a national FFT year (14 million responses) extrapolated from ``--national`` responses
+    (100,000 by default, a few minutes; the 2 million the issue asks for take over an hour
+    on a slow host) through the five services (``--only national``).
 
 An "## Analysis" section written by the engineers is carried over from the previous file.
 """
@@ -132,29 +138,311 @@ def stream(n: int, seed: int) -> tuple[list[Item], int]:
     return items, generator.expected.accepted
 
 
-async def throughput(n: int, profile_seconds: int) -> dict[str, Any]:
+# The services a throughput run scales out: extra processes of the same service on the same
+# queues (competing consumers), as `docker compose up --scale` runs them.
+SCALED = ("intake", "quality_monitor")
+
+
+async def throughput(n: int, profile_seconds: int, replicas: int = 1) -> dict[str, Any]:
+    """The sustained rate of ``n`` queued submissions through ``replicas`` processes each of
+    intake and quality-monitor; the CPU of a service is the sum over its replicas."""
     async with stack() as s:
         items, accepted = stream(n, seed=11)
         await publish_items(items, url=s.settings.amqp_url, namespace=s.settings.namespace,
                             run=uuid.uuid4().hex[:8])
-        log(f"  {n} submissions queued; starting intake and quality-monitor")
+        log(f"  {n} submissions queued; starting {replicas} x intake and quality-monitor")
         conn = await asyncpg.connect(s.settings.database_url)
-        s.start("intake", "quality_monitor")
-        # Sustained rate: between 10% and 90% of the stream, after start-up.
+        # quality-monitor first, consuming before intake starts: it loads its language
+        # models for a while, and intake would otherwise run alone through the queue
+        # meanwhile (with more replicas to start, through all of it), leaving the measured
+        # window to quality-monitor draining what intake had done.
+        for _ in range(replicas):
+            s.start("quality_monitor")
+        await s.wait_consuming(replicas)
+        for _ in range(replicas):
+            s.start("intake")
+        await s.wait_consuming(replicas)
+        # Sustained rate: between 10% and 70% of the stream, after start-up.
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted // 10, 600, "warm-up")
         meter = s.cpu().start()
+        load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
         await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted * 7 // 10, 1200,
                        "throughput")
         t1, c1 = time.perf_counter(), await conn.fetchval("SELECT count(*) FROM monitor.feedback")
         wall, cpu = meter.read()
+        load1 = os.getloadavg()[0]
         # Profiled after the measured window: py-spy takes CPU from a two-core machine.
         profiles = await profile(s, profile_seconds) if profile_seconds else {}
         rss = s.rss_mib()
         await conn.close()
         rate = (c1 - c0) / (t1 - t0)
         return {"n": n, "accepted": accepted, "rate": rate, "rss": rss, "profiles": profiles,
-                "cpu": cpu, "wall": wall, "handled": c1 - c0}
+                "cpu": cpu, "wall": wall, "handled": c1 - c0, "replicas": replicas,
+                "load": (load0, load1)}
+
+
+async def scale_runs(n: int, replicas: int, rounds: int,
+                     first: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Throughput with one replica and with ``replicas``, alternated ``rounds`` times (1, N,
+    1, N, ...: a shared machine's load drifts, and alternating spreads the drift over both);
+    ``first``: a one-replica run already made, used as the first."""
+    runs: list[dict[str, Any]] = []
+    for r in range(rounds):
+        for k in (1, replicas):
+            if r == 0 and k == 1 and first is not None:
+                runs.append(first)
+                continue
+            log(f"  round {r + 1}/{rounds}: {k} replica(s) of intake and quality-monitor")
+            run = await throughput(n, 0, k)
+            log(f"  {run['rate']:.0f} submissions/s (load {run['load'][0]:.2f}"
+                f" -> {run['load'][1]:.2f})")
+            runs.append(run)
+    return runs
+
+
+def machine_share(run: dict[str, Any], cores: int) -> tuple[float, float]:
+    """(share of the machine's cores busy in the run's window, the share of it used by
+    everything outside the run: other work on a shared machine)."""
+    capacity = run["wall"] * cores
+    return sum(run["cpu"].values()) / capacity, run["cpu"].get("everything else", 0.0) / capacity
+
+
+def scale_table(runs: list[dict[str, Any]], cores: int) -> list[str]:
+    """One row per run: its replicas, rate, CPU per submission of each process group (a
+    service's summed over its replicas) and of all, the machine's busy share, the load."""
+    names = [*SCALED, "rabbitmq", "postgresql", "load generator", "everything else"]
+    rows = ["| replicas | submissions/s | " + " | ".join(names) + " | all | cores busy (others)"
+            " | load 1 min (start -> end) |", "|---" * (len(names) + 5) + "|"]
+    for run in runs:
+        handled = max(1, run["handled"])
+        busy, others = machine_share(run, cores)
+        cells = [f"{1000 * run['cpu'].get(name, 0.0) / handled:.2f}" for name in names]
+        rows.append(f"| {run['replicas']} | {run['rate']:,.0f} | " + " | ".join(cells)
+                    + f" | {1000 * sum(run['cpu'].values()) / handled:.2f}"
+                    f" | {busy:.0%} ({others:.0%}) | {run['load'][0]:.2f} -> {run['load'][1]:.2f} |")
+    return rows
+
+
+def scale_section(runs: list[dict[str, Any]], cores: int) -> list[str]:
+    return [f"### Scaling out: 1 and {max(r['replicas'] for r in runs)} replicas of intake and"
+            " quality-monitor",
+            f"The same throughput run ({runs[0]['n']:,} queued submissions, sustained from 10%"
+            " to 70%) with each service as one process and as several on the same queues"
+            " (competing consumers, as `docker compose up --scale`), alternated; CPU per"
+            " submission in ms by process group (a service's summed over its replicas), the"
+            " share of the cores busy in the window (and of it, other work on the machine),"
+            " and the 1-minute load average.", "", *scale_table(runs, cores), "",
+            f"- {scale_verdict(runs, cores)}", ""]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def scale_verdict(runs: list[dict[str, Any]], cores: int) -> str:
+    """The gain of the replicas (median rates) and what limits it, from the figures: the
+    machine's cores all busy (CPU-bound: then the run's own CPU per submission says what the
+    cores could carry, against what one process of the busiest service could), or one
+    process group at a full core per process (a serial step), or neither (the time goes to
+    waiting: commits, confirms, locks)."""
+    one = [r for r in runs if r["replicas"] == 1]
+    many = [r for r in runs if r["replicas"] > 1]
+    if not one or not many:
+        return "(no comparison: runs of one replica and of more are both needed)"
+    replicas = many[0]["replicas"]
+    rate1, rate_n = median([r["rate"] for r in one]), median([r["rate"] for r in many])
+
+    def cost(rs: list[dict[str, Any]], names: tuple[str, ...] | None = None) -> float:
+        """CPU per submission (ms) of ``names`` (default: all the run's own processes, other
+        work on the machine not), the median of the runs."""
+        return median([1000 * sum(v for k, v in r["cpu"].items()
+                                  if (k in names if names else k != "everything else"))
+                       / max(1, r["handled"]) for r in rs])
+
+    busy = median([machine_share(r, cores)[0] for r in many])
+    others = median([machine_share(r, cores)[1] for r in many])
+    gain = (f"{replicas} replicas: {rate_n:,.0f} submissions/s against {rate1:,.0f} with one"
+            f" ({rate_n / rate1:.2f} x; medians of {len(many)} and {len(one)} runs)")
+    if busy >= 0.9:
+        own1, own_n = cost(one), cost(many)
+        busiest = max(SCALED, key=lambda name: cost(one, (name,)))
+        single = 1000 / cost(one, (busiest,))
+        cap1, cap_n = cores * 1000 / own1, cores * 1000 / own_n
+        bound = (f"the cores bind before any one process does: replicas add processes, not"
+                 f" cores, and pay off only where a service's process is the bound (more"
+                 f" cores, the broker and database elsewhere: up to ~{single:,.0f}/s per"
+                 f" replica of {busiest})" if cap1 < single else
+                 f"one process of {busiest} binds before the cores: replicas help up to the"
+                 f" cores' ~{cap_n:,.0f}/s")
+        return (f"{gain}. What limits it: the CPU. The {cores} cores were {busy:.0%} busy with"
+                f" {replicas} replicas ({others:.0%} of the machine other work, so the run had"
+                f" {busy - others:.0%} of it), so more processes can only share the same"
+                f" cycles. The run's own CPU per submission (services, broker, database, load"
+                f" generator) went from {own1:.2f} ms to {own_n:.2f} ms: with the {cores}"
+                f" cores to itself it would reach ~{cap1:,.0f}/s with one replica and"
+                f" ~{cap_n:,.0f}/s with {replicas}; one process of {busiest} at a full core"
+                f" ({cost(one, (busiest,)):.2f} ms per submission) ~{single:,.0f}/s: {bound}.")
+    run = many[0]
+    groups = {name: run["cpu"].get(name, 0.0) / run["wall"] / (replicas if name in SCALED
+                                                                 else 1)
+              for name in run["cpu"] if name != "everything else"}
+    name, core = max(groups.items(), key=lambda kv: kv[1])
+    if core >= 0.9:
+        return (f"{gain}. What limits it: {name}, at {core:.0%} of a core per process, while"
+                f" the {cores} cores were {busy:.0%} busy: a step that does not spread.")
+    return (f"{gain}. What limits it: not the CPU (the {cores} cores {busy:.0%} busy, no"
+            f" process above {core:.0%} of a core): the time goes to waiting (commits,"
+            f" confirms, locks).")
+
+
+# -- 2c. a national FFT year, extrapolated ----------------------------------------------------
+# A national FFT year, as carewatch issue 21 puts it; and the run it asks for, and its target.
+NATIONAL_FFT_YEAR = 14_000_000
+NATIONAL_ASKED = 2_000_000
+NATIONAL_TARGET_SECONDS = 2 * 3600
+
+
+def extrapolate(count: int, seconds: float, target: int = NATIONAL_FFT_YEAR) -> float:
+    """Seconds for ``target`` responses at the rate of ``count`` in ``seconds`` (linear)."""
+    if count <= 0 or seconds <= 0:
+        raise ValueError("a run of some responses in some time is needed")
+    return seconds * target / count
+
+
+def rate_thirds(samples: list[tuple[float, int]]) -> tuple[float, float]:
+    """(rate of the first third, rate of the last third) of a run from its (seconds, stored)
+    samples: a run that slows as its tables grow makes a linear extrapolation optimistic."""
+    if len(samples) < 4:
+        raise ValueError("at least four samples are needed")
+    end = samples[-1][0]
+
+    def rate(a: float, b: float) -> float:
+        first = min(samples, key=lambda s: abs(s[0] - a))
+        last = min(samples, key=lambda s: abs(s[0] - b))
+        return (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else 0.0
+
+    start = samples[0][0]
+    third = (end - start) / 3
+    return rate(start, start + third), rate(end - third, end)
+
+
+def national_estimate(count: int, seconds: float, samples: list[tuple[float, int]]
+                      ) -> dict[str, float]:
+    """The national year by the run's average rate and by its last third's rate, and the
+    one reported: the slower (a year's tables are larger than any run's)."""
+    early, late = rate_thirds(samples)
+    by_average = extrapolate(count, seconds)
+    by_late = NATIONAL_FFT_YEAR / late if late > 0 else float("inf")
+    return {"rate": count / seconds, "early": early, "late": late, "by_average": by_average,
+            "by_late": by_late, "year": max(by_average, by_late),
+            "asked": extrapolate(count, seconds, NATIONAL_ASKED)}
+
+
+def own_cpu_cap(run: dict[str, Any], cores: int, target: int = NATIONAL_FFT_YEAR,
+                within: float = NATIONAL_TARGET_SECONDS) -> dict[str, float]:
+    """What the CPU alone allows, whatever else the machine was doing: the run's own CPU per
+    item (its processes': other work on the machine left out), the rate the ``cores``
+    would carry at it, ``target`` items at that rate, and the cores ``target`` in
+    ``within`` seconds would need at it."""
+    own = sum(v for k, v in run["cpu"].items() if k != "everything else") / max(1, run["handled"])
+    if own <= 0:
+        raise ValueError("no CPU measured")
+    return {"ms": 1000 * own, "rate": cores / own, "seconds": target * own / cores,
+            "cores": target * own / within}
+
+
+async def national_fft(n: int, replicas: int = 1, chunk: int = 20_000,
+                       backlog: int = 60_000) -> dict[str, Any]:
+    """``n`` FFT responses of a year published while the five services run (``replicas`` of
+    intake and quality-monitor), generated and published in chunks with at most ``backlog``
+    waiting in the broker (a feed arriving, not a queue of millions), timed to the last one
+    stored; extrapolated to a national year."""
+    async with stack() as s:
+        for _ in range(replicas):
+            s.start(*SCALED)
+        s.start(*(name for name in SERVICES if name not in SCALED))
+        conn = await asyncpg.connect(s.settings.database_url)
+        await s.wait_consuming()
+        generator = StreamGenerator(load_providers(), seed=31)
+        responses = generator.fft_year(n, 2025)
+        sql = "SELECT count(*) FROM monitor.feedback"
+        run = uuid.uuid4().hex[:8]
+        meter = s.cpu().start()
+        load0 = os.getloadavg()[0]
+        started = time.perf_counter()
+        samples: list[tuple[float, int]] = [(0.0, 0)]
+        sent = stored = 0
+        last_log = moved = started
+        while True:
+            if sent < n:
+                items = list(itertools.islice(responses, chunk))
+                await publish_items(items, url=s.settings.amqp_url,
+                                    namespace=s.settings.namespace,
+                                    run=f"{run}-{sent // chunk:05d}")
+                sent += len(items)
+            # Waits on the services' progress: until there is room for the next chunk, or
+            # (everything sent) until the last response is stored.
+            while True:
+                now = time.perf_counter()
+                count = await conn.fetchval(sql)
+                if count > stored:
+                    stored, moved = count, now
+                samples.append((now - started, count))
+                if now - last_log > 30:
+                    log(f"  {count:,}/{n:,} stored ({count / (now - started):.0f}/s)")
+                    last_log = now
+                if count >= n or (sent < n and count >= sent - backlog):
+                    break
+                if now - moved > 300:
+                    raise TimeoutError(f"national FFT: {count}/{n}, no progress for 300 s")
+                await asyncio.sleep(0.5)
+            if stored >= n:
+                break
+        elapsed = time.perf_counter() - started
+        wall, cpu = meter.read()
+        load1 = os.getloadavg()[0]
+        await conn.close()
+        return {"n": n, "accepted": generator.expected.accepted, "seconds": elapsed,
+                "samples": samples, "cpu": cpu, "wall": wall, "handled": n,
+                "replicas": replicas, "load": (load0, load1), "backlog": backlog,
+                "estimate": national_estimate(n, elapsed, samples)}
+
+
+def national_section(run: dict[str, Any], cores: int) -> list[str]:
+    e = run["estimate"]
+    cap = own_cpu_cap(run, cores)
+    hours = e["year"] / 3600
+    verdict = ("within" if e["year"] <= NATIONAL_TARGET_SECONDS else "over")
+    asked = ("the size the issue asks for" if run["n"] >= NATIONAL_ASKED else
+             f"**not** the {NATIONAL_ASKED:,} the issue asks for: {run['n'] / NATIONAL_ASKED:.1%}"
+             f" of it, sized to finish in minutes on this host (that run would take about"
+             f" {e['asked'] / 60:.0f} minutes at this rate; `--national {NATIONAL_ASKED}` runs"
+             f" it)")
+    return [
+        "## A national FFT year (extrapolated)",
+        f"- Run: **{run['n']:,} FFT responses** of one year across the registry's providers,"
+        f" published as a feed (at most {run['backlog']:,} waiting) while all five services ran"
+        f" ({run['replicas']} of intake and quality-monitor), timed to the last stored:"
+        f" {run['seconds'] / 60:.1f} minutes, {e['rate']:,.0f}/s (first third"
+        f" {e['early']:,.0f}/s, last third {e['late']:,.0f}/s; load"
+        f" {run['load'][0]:.2f} -> {run['load'][1]:.2f}). This is {asked}.",
+        f"- A national year of {NATIONAL_FFT_YEAR:,} responses, **extrapolated** linearly"
+        f" from that run (at the slower of its average and its last third's rate):"
+        f" **{hours:.1f} hours** on this machine, {verdict} the target of"
+        f" {NATIONAL_TARGET_SECONDS / 3600:.0f} hours (which needs"
+        f" {NATIONAL_FFT_YEAR / NATIONAL_TARGET_SECONDS:,.0f}/s). An extrapolation, not a"
+        f" measurement: the registry has {len(load_providers())} providers, a national year"
+        f" thousands, and tables {NATIONAL_FFT_YEAR // max(1, run['n']):,} times larger.",
+        f"- What the CPU alone allows, other work on this shared machine left out: the run's"
+        f" own processes used {cap['ms']:.2f} ms of CPU per response, so the {cores} cores to"
+        f" itself would carry ~{cap['rate']:,.0f}/s, a national year in"
+        f" ~{cap['seconds'] / 3600:.1f} hours at best; {NATIONAL_TARGET_SECONDS / 3600:.0f}"
+        f" hours would need ~{cap['cores']:.1f} cores at this CPU per response.", "",
+        f"CPU per response by process ({run['handled']:,} responses in {run['wall']:.0f} s):",
+        "", *cpu_table(run, cores), ""]
 
 
 async def profile(s: Stack, seconds: int) -> dict[str, str]:
@@ -660,8 +948,17 @@ async def main(args: argparse.Namespace) -> None:
         cores = os.cpu_count() or 1
         print("\n".join([
             f"fair ceiling {fair['rate']:,.0f} submissions/s; carewatch {t['rate']:,.0f}"
-            f" submissions/s = {t['rate'] / fair['rate']:.2f} x", "", "fair ceiling:",
+            f" submissions/s = {t['rate'] / fair['rate']:.2f} x (load"
+            f" {t['load'][0]:.2f} -> {t['load'][1]:.2f})", "", "fair ceiling:",
             *cpu_table(fair, cores), "", "carewatch:", *cpu_table(t, cores)]))
+        if args.replicas and args.replicas > 1:
+            scaled = await scale_runs(args.throughput, args.replicas, args.rounds, first=t)
+            print("\n".join(["", *scale_section(scaled, cores)]))
+        return
+    if args.only == "national":
+        cores = os.cpu_count() or 1
+        print("\n".join(national_section(
+            await national_fft(args.national, args.national_replicas), cores)))
         return
     if args.only == "latency":
         runs = {"idle": await latency(args.samples, 0)}
@@ -691,6 +988,12 @@ async def main(args: argparse.Namespace) -> None:
     log("2/5 throughput through intake and quality-monitor")
     t = await throughput(args.throughput, args.profile)
     log(f"  {t['rate']:.0f} submissions/s")
+    scale = []
+    args.replicas = 2 if args.replicas is None else args.replicas
+    if args.replicas > 1:
+        log(f"2/5 the same with {args.replicas} replicas of intake and quality-monitor,"
+            f" alternated with one ({args.rounds} round(s))")
+        scale = await scale_runs(args.throughput, args.replicas, args.rounds, first=t)
     log("3/5 latency at idle")
     idle = await latency(args.samples, 0)
     log(f"  meeting {stats(idle['meeting'])}")
@@ -700,6 +1003,12 @@ async def main(args: argparse.Namespace) -> None:
     log(f"5/5 an ICB's year ({args.year} submissions)")
     year = await icb_year(args.year)
     log(f"  {year['seconds']:.0f} s")
+    national = None
+    if args.national:
+        log(f"5/5 {args.national:,} FFT responses, extrapolated to a national year")
+        national = await national_fft(args.national, args.national_replicas)
+        log(f"  {national['seconds']:.0f} s; a national year"
+            f" ~{national['estimate']['year'] / 3600:.1f} h (extrapolated)")
     log("6/6 the harm pipeline on free text")
     harm = await harm_text(args.harm_fields)
     log(f"  {harm['rate']:.0f} fields/s per core")
@@ -725,6 +1034,7 @@ async def main(args: argparse.Namespace) -> None:
         f" **{fair['rate']:,.0f} submissions/s**. Target: carewatch at 1.0 x or more.", "",
         f"CPU per submission by process, fair ceiling ({fair['handled']:,} submissions in"
         f" {fair['wall']:.0f} s):", "", *cpu_table(fair, os.cpu_count() or 1), "",
+        *(scale_section(scale, os.cpu_count() or 1) if scale else []),
         "## Latency of a serious risk",
         "Publish of a serious complaint (a distinct provider and theme each time) to the"
         " remedial-action meeting committed with the concern on its agenda, and to the"
@@ -760,6 +1070,7 @@ async def main(args: argparse.Namespace) -> None:
         f" (p50 {year['pages']['overview']['p50']:.0f}), the busiest provider's profile p95"
         f" {year['pages']['provider']['p95']:.0f} ms (p50 {year['pages']['provider']['p50']:.0f})"
         " (target: p95 under 200 ms).", "",
+        *(national_section(national, os.cpu_count() or 1) if national else []),
     ]
     report += ["## CLI start-up",
                f"`carewatch` as a newcomer calls it, {args.cli_runs} runs each (no broker or"
@@ -900,7 +1211,19 @@ def parse() -> argparse.Namespace:
                    help="free-text fields for the harm pipeline's figure")
     p.add_argument("--report-providers", type=int, default=100,
                    help="providers whose monthly CQRM packs are timed")
-    p.add_argument("--only", choices=["harm", "reports", "workspace", "throughput", "latency"],
+    p.add_argument("--replicas", type=int,
+                   help="replicas of intake and quality-monitor in the scaled throughput run,"
+                        " reported beside one replica (the full run: 2 unless given; with"
+                        " --only throughput: none unless given; 1: none)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds of the one-replica and scaled throughput runs, alternated")
+    p.add_argument("--national", type=int, default=100_000,
+                   help="FFT responses run to extrapolate a national year (14 million) from;"
+                        " the issue asks for 2000000, over an hour here (0: none)")
+    p.add_argument("--national-replicas", type=int, default=1,
+                   help="replicas of intake and quality-monitor in the national FFT run")
+    p.add_argument("--only", choices=["harm", "reports", "workspace", "throughput", "latency",
+                                      "national"],
                    help="run one figure alone and print it (BENCHMARKS.md is not written)")
     return p.parse_args()
 

@@ -115,9 +115,11 @@ class StreamGenerator:
         self._seq += 1
         return f"{prefix}-{ods}-{self._seq:08d}"
 
-    def _emit(self, item: Item) -> Item:
+    def _emit(self, item: Item, keep: bool = True) -> Item:
+        """Count ``item`` in what is expected; ``keep``: an accepted item may be sent again
+        as a duplicate (and so stays in memory)."""
         self.expected.add(item)
-        if item.expect == "accept" and isinstance(item.body, dict):
+        if keep and item.expect == "accept" and isinstance(item.body, dict):
             self._accepted.append(item.body)
         return item
 
@@ -159,7 +161,7 @@ class StreamGenerator:
         return body
 
     def fft_response(self, ods: str, day: date, setting: FFTSetting,
-                     negative_rate: float) -> Item:
+                     negative_rate: float, keep: bool = True) -> Item:
         rng = self.rng
         roll = rng.random()
         if roll < negative_rate:
@@ -176,7 +178,7 @@ class StreamGenerator:
             "setting": setting.value, "answer": answer.value}
         if comment:
             body["comment"] = comment
-        return self._emit(Item(body, "accept"))
+        return self._emit(Item(body, "accept"), keep)
 
     def gp_alert(self, ods: str, day: date, theme: KO41aSubject, planted: str | None = None
                  ) -> Item:
@@ -317,6 +319,20 @@ class StreamGenerator:
                 "neither_good_nor_poor": neutral // 2, "dont_know": neutral - neutral // 2,
                 "poor": negative - negative // 3, "very_poor": negative // 3}
         return self._emit(Item(body, "accept"))
+
+    def fft_year(self, count: int, year: int) -> Iterator[Item]:
+        """``count`` FFT responses over the days of ``year``, each from a provider of the
+        registry at random in one of its settings (5% negative): a national FFT year in
+        miniature. None is kept for duplicates, so millions of them stream in constant
+        memory; record ids are distinct, so every one is accepted."""
+        rng = self.rng
+        first = date(year, 1, 1)
+        days = [first + timedelta(days=d) for d in range((date(year + 1, 1, 1) - first).days)]
+        for _ in range(count):
+            provider = rng.choice(self.providers)
+            settings = _SETTING_BY_TYPE.get(provider["provider_type"], [FFTSetting.COMMUNITY])
+            yield self.fft_response(provider["ods_code"], rng.choice(days),
+                                    rng.choice(settings), 0.05, keep=False)
 
     def take(self, count: int, start: date, **kwargs: Any) -> list[Item]:
         """Exactly ``count`` items (more days are generated as needed)."""
