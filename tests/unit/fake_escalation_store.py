@@ -73,11 +73,11 @@ class FakeEscalationStore:
     get_concern = lock_concern
 
     async def add_evidence(self, conn: object, concern_id: uuid.UUID,
-                           items: list[Evidence]) -> list[Evidence]:
+                           evidence: list[Evidence]) -> list[Evidence]:
         held = self.evidence.setdefault(concern_id, [])
         known = {e.feedback_id for e in held}
         added = []
-        for item in items:
+        for item in evidence:
             if item.feedback_id not in known:
                 known.add(item.feedback_id)
                 added.append(item)
@@ -132,8 +132,8 @@ class FakeEscalationStore:
         self.watch[c.concern_id] = item
 
     # -- meetings and bookings -------------------------------------------------------------
-    async def lock_attendees(self, conn: object, keys: list[str]) -> None:
-        self.locked += sorted(keys)
+    async def lock_attendees(self, conn: object, attendees: list[str]) -> None:
+        self.locked += sorted(attendees)
 
     async def lock_key(self, conn: object, key: str) -> None:
         self.locked.append(key)

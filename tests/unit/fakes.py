@@ -93,17 +93,17 @@ class FakeSchedule:
 
     async def cancel_for_concern(self, conn: object, concern_id: uuid.UUID, now: datetime,
                                  why: str) -> int:
-        return self._cancel([j for j in self.pending() if j["concern_id"] == concern_id], why)
+        return self._cancel([j for j in self.waiting() if j["concern_id"] == concern_id], why)
 
     async def cancel(self, conn: object, dedupe_keys: list[str], now: datetime,
                      why: str) -> int:
-        return self._cancel([j for j in self.pending() if j["dedupe_key"] in dedupe_keys], why)
+        return self._cancel([j for j in self.waiting() if j["dedupe_key"] in dedupe_keys], why)
 
     def _cancel(self, jobs: list[dict[str, Any]], why: str) -> int:
         for job in jobs:
             job["done"] = why
         return len(jobs)
 
-    def pending(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def waiting(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [j for j in self.jobs.values()
                 if j["done"] is None and (kind is None or j["kind"] == kind)]

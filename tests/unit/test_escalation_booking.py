@@ -185,7 +185,7 @@ async def test_a_later_concern_joins_the_provider_s_meeting_and_waits_to_be_anno
     assert row["title"].endswith(" and 1 more concern(s)")
     assert row["starts_at"] == meeting.starts_at and row["sequence"] == 0
     assert row["pending_changes"] == ["agenda updated (new high concern joins the agenda)"]
-    [announce] = jobs.pending("meeting_announce")
+    [announce] = jobs.waiting("meeting_announce")
     assert announce["due_at"] == clock.now + timedelta(seconds=60)
     assert announce["dedupe_key"] == f"meeting_announce:{meeting.meeting_id}:1"
     assert fake.audit_log[-1]["detail"]["meeting"].startswith(
@@ -229,7 +229,7 @@ async def test_a_resolution_keeps_a_meeting_with_concerns_left_and_cancels_an_em
     assert fake.meetings[meeting.meeting_id]["status"] == "cancelled"
     assert fake.meetings[meeting.meeting_id]["pending_changes"] == []
     assert fake.booked_keys(meeting.meeting_id) == {}
-    assert not jobs.pending("meeting_announce")
+    assert not jobs.waiting("meeting_announce")
     assert fake.audit_log[-1]["detail"]["meeting_cancelled"] == str(meeting.meeting_id)
 
 
@@ -263,7 +263,7 @@ async def test_an_overdue_action_climbs_the_ladder_to_a_rapid_quality_review(
     done = await esc.plans.overdue_job(object(), job, outbox, clock.now)  # type: ignore[arg-type]
     assert done == "done; concern climbed to enhanced_surveillance"
     assert [type(e).__name__ for e in outbox.events] == ["ActionOverdue", "ConcernEscalated"]
-    [review] = jobs.pending("ladder_review")
+    [review] = jobs.waiting("ladder_review")
     assert review["due_at"] == datetime(2026, 12, 8, 9, 0, tzinfo=UTC)  # ten working days on
     # Still overdue ten working days later: the top rung, and its review meeting booked.
     clock.now = review["due_at"]
@@ -281,7 +281,7 @@ async def test_an_overdue_action_climbs_the_ladder_to_a_rapid_quality_review(
     assert fake.concerns[serious.concern_id]["level"] == "intensive_support"
     assert serious.concern_id not in {c for c, m in fake.agenda.items() if m == meeting.meeting_id}
     # The top rung schedules no further review (the one run here is still marked pending).
-    assert [j["dedupe_key"] for j in jobs.pending("ladder_review")] == [
+    assert [j["dedupe_key"] for j in jobs.waiting("ladder_review")] == [
         f"ladder_review:{serious.concern_id}:enhanced_surveillance"]
 
 

@@ -128,7 +128,7 @@ async def test_a_resolution_withdraws_the_cqrm_item_and_cancels_the_concern_s_jo
         object(), resolved, outbox)  # type: ignore[arg-type]
     assert fake.concerns[raised.concern_id]["status"] == "resolved"
     assert fake.cqrm[raised.concern_id]["status"] == "withdrawn"
-    assert [j["concern_id"] for j in jobs.pending()] == [jobs.jobs[3]["concern_id"]]
+    assert [j["concern_id"] for j in jobs.waiting()] == [jobs.jobs[3]["concern_id"]]
     entry = fake.audit_log[-1]
     assert entry["action"] == "concern resolved" and entry["detail"]["was"] == "open"
     assert entry["detail"]["jobs_cancelled"] == 2 and "meeting_cancelled" not in entry["detail"]

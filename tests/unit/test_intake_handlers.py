@@ -57,8 +57,9 @@ class FakeStore:
                                    grants=frozenset(self.grants))
 
     async def receipts_and_registry_version(
-            self, conn: object, sids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, Any], int]:
-        return {s: self.receipts[s] for s in sids if s in self.receipts}, 1
+            self, conn: object, submission_ids: set[uuid.UUID]
+    ) -> tuple[dict[uuid.UUID, Any], int]:
+        return {s: self.receipts[s] for s in submission_ids if s in self.receipts}, 1
 
     async def admit_batch(self, conn: object, feedback: Sequence[real_store.FeedbackRow],
                           quarantined: Sequence[real_store.QuarantineRow],

@@ -22,6 +22,7 @@ from services.quality_monitor import app as monitor_app
 from services.quality_monitor.app import CLUSTER_RULE, MEASURE_RULE, Monitor
 from services.quality_monitor.clusters import Item
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
+from services.quality_monitor.review import SYSTEM_ACTOR
 from services.quality_monitor.rules import IMMEDIATE_RULE, POSSIBLE_RULE, VISIT_RULE, fingerprint
 from shared.events import (
     ConcernClosed,
@@ -80,8 +81,8 @@ class FakeStore:
             k: v for k, v in fields.items() if k not in ("family", "signal", "signal_rule")},
             theme=fields["family"])
 
-    async def open_concern(self, conn: object, fp: str) -> dict[str, Any] | None:
-        row = self.concerns.get(fp)
+    async def open_concern(self, conn: object, fingerprint: str) -> dict[str, Any] | None:
+        row = self.concerns.get(fingerprint)
         return row if row is not None and row["status"] == "open" else None
 
     async def resolve(self, conn: object, concern_id: uuid.UUID, resolution: str,
@@ -100,7 +101,8 @@ class FakeStore:
 class FakeReview:
     requested: list[uuid.UUID] = field(default_factory=list)
 
-    async def request(self, conn: object, concern_id: uuid.UUID, at: datetime) -> bool:
+    async def request(self, conn: object, concern_id: uuid.UUID, at: datetime,
+                      actor: str = SYSTEM_ACTOR) -> bool:
         self.requested.append(concern_id)
         return True
 

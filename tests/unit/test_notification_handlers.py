@@ -85,7 +85,7 @@ class FakeStore:
     def group_by_id(self, group_id: uuid.UUID) -> dict[str, Any]:
         return next(g for g in self.groups.values() if g["group_id"] == group_id)
 
-    def alerts_of(self, route: str) -> dict[str, str]:
+    def alert_statuses(self, route: str) -> dict[str, str]:
         ids = {g["group_id"] for g in self.groups.values() if g["route"] == route}
         return {key: a["status"] for (g, key), a in self.alerts.items() if g in ids}
 
@@ -148,7 +148,7 @@ async def test_a_serious_concern_goes_at_once_and_a_moderate_one_waits_in_its_gr
     assert group["route"] == "moderate-concerns" and group["recipient"] == "team@icb.example"
     assert group["labels"]["provider"] == "RJ1"
     assert group["next_flush_at"] == NOW + timedelta(seconds=30)  # routing.yaml's group_wait
-    assert fake.alerts_of("moderate-concerns") == {f"concern:{moderate.concern_id}": "firing"}
+    assert fake.alert_statuses("moderate-concerns") == {f"concern:{moderate.concern_id}": "firing"}
 
 
 async def test_a_later_change_to_a_waiting_group_keeps_its_earlier_flush(
@@ -157,7 +157,7 @@ async def test_a_later_change_to_a_waiting_group_keeps_its_earlier_flush(
     await notify(handlers(NOW + timedelta(seconds=20)), concern(Severity.MODERATE))
     [group] = fake.groups.values()
     assert group["next_flush_at"] == NOW + timedelta(seconds=30)
-    assert len(fake.alerts_of("moderate-concerns")) == 2
+    assert len(fake.alert_statuses("moderate-concerns")) == 2
 
 
 async def test_a_concern_that_becomes_serious_leaves_its_moderate_group(
@@ -167,7 +167,7 @@ async def test_a_concern_that_becomes_serious_leaves_its_moderate_group(
     raised = concern(Severity.SERIOUS, ConcernUpdated, concern_id=moderate.concern_id,
                      previous_severity=Severity.MODERATE, evidence_count=2)
     await notify(handlers(), raised)
-    assert fake.alerts_of("moderate-concerns") == {}
+    assert fake.alert_statuses("moderate-concerns") == {}
     assert [n["route"] for n in fake.notifications] == ["serious-concerns"]
 
 
@@ -184,7 +184,7 @@ async def test_a_resolution_still_reaches_the_group_that_was_told_it_was_open(
         severity=Severity.MODERATE, resolution="signal returned to common cause",
         resolved_at=later)
     await notify(handlers(later), resolved)
-    assert fake.alerts_of("moderate-concerns") == {f"concern:{moderate.concern_id}": "resolved"}
+    assert fake.alert_statuses("moderate-concerns") == {f"concern:{moderate.concern_id}": "resolved"}
     # No more often than group_interval (5 minutes) after the last send.
     assert group["next_flush_at"] == NOW + timedelta(minutes=5)
 
