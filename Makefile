@@ -68,7 +68,7 @@ test-fuzz: install ## 10,000 hostile submissions and property tests of the intak
 demo: install ## replay two years of feedback into the running system, then draw charts (make run first)
 	$(BIN)/python -m tools.demo
 
-bench: install ## measure throughput, latency, memory and an ICB's year; writes BENCHMARKS.md
+bench: install ## measure throughput (1 and 2 replicas), latency, memory, an ICB's year and a national FFT year (extrapolated); writes BENCHMARKS.md
 	$(BIN)/python -m tools.bench
 
 eval: install ## precision/recall of the harm pipeline on the held-out test set (EVAL_ARGS=--dev: the dev set)
