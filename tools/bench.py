@@ -977,45 +977,53 @@ async def main(args: argparse.Namespace) -> None:
                          f"`make bench` on {datetime.now():%Y-%m-%d %H:%M}, one run"
                          f" (`{' '.join(['python -m tools.bench', *sys.argv[1:]])}`).", "",
                          "## Machine", *machine(), ""]
-    log("0/5 CLI start-up")
+    args.replicas = 2 if args.replicas is None else args.replicas
+    steps = 10 + (args.replicas > 1) + bool(args.national)
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        log(f"{done}/{steps} {what}")
+
+    step("CLI start-up")
     cli = cli_startup(args.cli_runs)
-    log("1/5 raw ceiling")
+    step("raw ceiling")
     ceiling = await raw_ceiling(args.ceiling)
     log(f"  {ceiling:.0f} msgs/s")
-    log("1/5 the fair ceiling: the same two hops by a minimal hand-written pipeline")
+    step("the fair ceiling: the same two hops by a minimal hand-written pipeline")
     fair = await fair_ceiling.run(*stream(args.throughput, seed=11))
     log(f"  {fair['rate']:.0f} submissions/s")
-    log("2/5 throughput through intake and quality-monitor")
+    step("throughput through intake and quality-monitor")
     t = await throughput(args.throughput, args.profile)
     log(f"  {t['rate']:.0f} submissions/s")
     scale = []
-    args.replicas = 2 if args.replicas is None else args.replicas
     if args.replicas > 1:
-        log(f"2/5 the same with {args.replicas} replicas of intake and quality-monitor,"
+        step(f"the same with {args.replicas} replicas of intake and quality-monitor,"
             f" alternated with one ({args.rounds} round(s))")
         scale = await scale_runs(args.throughput, args.replicas, args.rounds, first=t)
-    log("3/5 latency at idle")
+    step("latency at idle")
     idle = await latency(args.samples, 0)
     log(f"  meeting {stats(idle['meeting'])}")
-    log(f"4/5 latency with {args.load:.0f} submissions/s of background load")
+    step(f"latency with {args.load:.0f} submissions/s of background load")
     loaded = await latency(args.samples, args.load)
     log(f"  meeting {stats(loaded['meeting'])}")
-    log(f"5/5 an ICB's year ({args.year} submissions)")
+    step(f"an ICB's year ({args.year} submissions)")
     year = await icb_year(args.year)
     log(f"  {year['seconds']:.0f} s")
     national = None
     if args.national:
-        log(f"5/5 {args.national:,} FFT responses, extrapolated to a national year")
+        step(f"{args.national:,} FFT responses, extrapolated to a national year")
         national = await national_fft(args.national, args.national_replicas)
         log(f"  {national['seconds']:.0f} s; a national year"
             f" ~{national['estimate']['year'] / 3600:.1f} h (extrapolated)")
-    log("6/6 the harm pipeline on free text")
+    step("the harm pipeline on free text")
     harm = await harm_text(args.harm_fields)
     log(f"  {harm['rate']:.0f} fields/s per core")
-    log(f"7/7 the monthly CQRM packs of {args.report_providers} providers")
+    step(f"the monthly CQRM packs of {args.report_providers} providers")
     packs = await monthly_packs(args.report_providers)
     log(f"  {packs['seconds']:.1f} s")
-    log("8/8 the workspace's pages over an events-shaped year of its own")
+    step("the workspace's pages over an events-shaped year of its own")
     pages = await workspace_pages.measure(ADMIN_DSN)
     log(f"  overview p95 {pages['overview']['p95']:.0f} ms")
     report += [
