@@ -174,6 +174,46 @@ def test_a_negation_stops_at_a_new_clause() -> None:
     assert ("death", SERIOUS) in found("He did not get his antibiotics and died.")
 
 
+# -- a modifier's scope ends with its sentence -------------------------------------------------
+
+@pytest.mark.parametrize("first, second, why", [
+    # a modifier in the sentence before (forward scopes)
+    ("My neighbour's dog died.", "Mum died on the ward.", "someone else's death"),
+    ("My father died years ago.", "My mother was left on the floor for hours.", "historical"),
+    ("I worried about the new home.", "She fell and broke her hip.", "a fear"),
+    ("We were not told.", "She took an overdose on the ward.", "a negation"),
+    ("If only we had known.", "She took an overdose on the ward.", "a condition"),
+    # a modifier in the sentence after (backward and two-way scopes)
+    ("He fractured his hip on the ward.", "No harm came to the other residents.", "no harm"),
+    ("Mum died on the ward.", "The complaint about the parking was unfounded.", "unfounded"),
+    ("The nurse gave him ten times the dose of morphine.",
+     "Nothing serious came of the other complaint.", "nothing serious"),
+    # "A&E." ends its sentence (spaCy read it as one token, an abbreviation)
+    ("My husband was worried about going to A&E.", "She died two days later.", "after A&E."),
+])
+def test_a_modifier_leaves_the_other_sentences_of_a_field_alone(
+        first: str, second: str, why: str) -> None:
+    """A field of several sentences gives what its sentences give one by one: a negation,
+    fear, other experiencer or past in one sentence neither drops nor downgrades a harm in
+    the next (context.yaml: scopes stop at the sentence end)."""
+    assert any(tier == SERIOUS for _, tier in found(first) | found(second)), why
+    assert found(f"{first} {second}") == found(first) | found(second), why
+
+
+def test_inside_its_sentence_a_scope_still_ends_after_max_scope_tokens() -> None:
+    assert ("severe_harm", SERIOUS) in found(
+        "I was worried about the parking, the food, the noise, the heat and the visiting hours"
+        " that week and on the Friday she broke her hip.")
+
+
+def test_a_stop_after_a_and_e_ends_the_sentence_and_leaves_the_word_to_the_rules() -> None:
+    [m] = [m for m in mentions("She was sent home from A+E. She died two days later.")
+           if m.category == "death"]
+    assert m.sentence == "She died two days later."
+    assert [t.text for t in pipeline.analyser().nlp.make_doc("seen in A&E.")] == [
+        "seen", "in", "A&E", "."]
+
+
 # -- weaker evidence: possible -----------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
