@@ -200,6 +200,25 @@ def test_a_modifier_leaves_the_other_sentences_of_a_field_alone(
     assert found(f"{first} {second}") == found(first) | found(second), why
 
 
+@pytest.mark.parametrize("text", [
+    "My neighbour's dog died\n\nMum died on the ward",        # a blank line
+    "My neighbour's dog died \r\n \r\nMum died on the ward",   # with spaces, Windows ends
+    "- my neighbour's dog died\n- mum died on the ward",       # list items
+    "* my neighbour's dog died\n* mum died on the ward",
+    "\u2022 my neighbour's dog died\n\u2022 mum died on the ward",
+    "1) my neighbour's dog died\n2) mum died on the ward",
+])
+def test_a_blank_line_or_a_list_item_ends_a_sentence(text: str) -> None:
+    assert found(text) == {("death", SERIOUS)}
+    # in a long text, read in pieces, the break is kept inside its piece
+    assert ("death", SERIOUS) in found("The patient waited for a bed. " * 40 + text)
+
+
+def test_a_single_line_break_does_not_end_a_sentence() -> None:
+    """A pasted e-mail wraps its lines mid-sentence: the negation reaches over the break."""
+    assert found("She did not\ndie on the ward.") == set()
+
+
 def test_inside_its_sentence_a_scope_still_ends_after_max_scope_tokens() -> None:
     assert ("severe_harm", SERIOUS) in found(
         "I was worried about the parking, the food, the noise, the heat and the visiting hours"

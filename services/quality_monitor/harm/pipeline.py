@@ -432,6 +432,8 @@ class Analyser:
         doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
                                  for key, start, end in self._phrases(doc)]
         doc = self._sentencizer(doc)
+        if "\n" in text:
+            _line_breaks(doc)
         self.gapped(doc, self.GROUP)
         if not len(doc.spans[self.GROUP]):
             return doc
@@ -485,8 +487,29 @@ class Analyser:
                         " (no rule matched)", sentence, POSSIBLE)]
 
 
+_BULLETS = frozenset({"-", "*", "\u2022"})
+
+
+def _line_breaks(doc: Any) -> None:
+    """A blank line, or a line break before a list item ("- ", "* ", "2. ", "2) "), ends a
+    sentence as a full stop does (spaCy's sentencizer reads punctuation only): "My neighbour's
+    dog died" and "Mum died on the ward" on lines of their own are two sentences. A single line
+    break elsewhere is not (a pasted e-mail wraps its lines mid-sentence: "she did not" /
+    "die")."""
+    last = len(doc) - 1
+    for token in doc:
+        if token.i == last or not token.is_space or "\n" not in token.text:
+            continue
+        after = doc[token.i + 1]
+        if (token.text.count("\n") >= 2 or after.text in _BULLETS
+                or (after.is_digit and token.i + 2 <= last
+                    and doc[token.i + 2].text in (".", ")"))):
+            after.is_sent_start = True
+
+
 CHUNK_CHARS = 800
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# where a long text may be cut into pieces: after a full stop, or at a line break
+_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\s*\n\s*)")
 
 
 def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
@@ -497,12 +520,14 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
         return [text]
     pieces: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text):
+    parts = _SENTENCE_END.split(text)  # sentence, the break after it, sentence, ...
+    for n in range(0, len(parts), 2):
+        sentence = parts[n]
         if current and len(current) + len(sentence) + 1 > size:
             pieces.append(current)
             current = sentence
-        else:
-            current = f"{current} {sentence}" if current else sentence
+        else:  # the break kept: a blank line still ends the sentence inside the piece
+            current = f"{current}{parts[n - 1]}{sentence}" if current else sentence
     if current:
         pieces.append(current)
     return pieces
