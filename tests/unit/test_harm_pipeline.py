@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -212,6 +213,26 @@ def test_a_blank_line_or_a_list_item_ends_a_sentence(text: str) -> None:
     assert found(text) == {("death", SERIOUS)}
     # in a long text, read in pieces, the break is kept inside its piece
     assert ("death", SERIOUS) in found("The patient waited for a bed. " * 40 + text)
+
+
+@pytest.mark.parametrize("separator", [" ", "\n\n", "\n- "])
+def test_a_field_of_development_sentences_gives_what_they_give_one_by_one(separator: str) -> None:
+    """Fields of two to four development sentences at random (never the test set's): a
+    field's findings are the union of its sentences' (joined after a full stop, by a blank
+    line, or as list items without their stops)."""
+    rows = [str(row["text"]).strip() for row in load("dev.jsonl") + load("dev_extra.jsonl")]
+    if separator != " ":
+        rows = [text.rstrip(".!?") for text in rows]
+    else:
+        rows = [text if text[-1] in ".!?" else f"{text}." for text in rows]
+    pick = random.Random(15)
+    differ = []
+    for _ in range(150):
+        texts = pick.sample(rows, pick.randint(2, 4))
+        union = set().union(*(found(text) for text in texts))
+        if found(separator.join(texts)) != union:
+            differ.append(texts)
+    assert differ == []
 
 
 def test_a_single_line_break_does_not_end_a_sentence() -> None:
