@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -172,6 +173,85 @@ def test_what_is_not_harm_to_the_patient_gives_nothing(text: str, why: str) -> N
 def test_a_negation_stops_at_a_new_clause() -> None:
     assert ("neglect", SERIOUS) in found("Staff did not notice he was dehydrated.")
     assert ("death", SERIOUS) in found("He did not get his antibiotics and died.")
+
+
+# -- a modifier's scope ends with its sentence -------------------------------------------------
+
+@pytest.mark.parametrize("first, second, why", [
+    # a modifier in the sentence before (forward scopes)
+    ("My neighbour's dog died.", "Mum died on the ward.", "someone else's death"),
+    ("My father died years ago.", "My mother was left on the floor for hours.", "historical"),
+    ("I worried about the new home.", "She fell and broke her hip.", "a fear"),
+    ("We were not told.", "She took an overdose on the ward.", "a negation"),
+    ("If only we had known.", "She took an overdose on the ward.", "a condition"),
+    # a modifier in the sentence after (backward and two-way scopes)
+    ("He fractured his hip on the ward.", "No harm came to the other residents.", "no harm"),
+    ("Mum died on the ward.", "The complaint about the parking was unfounded.", "unfounded"),
+    ("The nurse gave him ten times the dose of morphine.",
+     "Nothing serious came of the other complaint.", "nothing serious"),
+    # "A&E." ends its sentence (spaCy read it as one token, an abbreviation)
+    ("My husband was worried about going to A&E.", "She died two days later.", "after A&E."),
+])
+def test_a_modifier_leaves_the_other_sentences_of_a_field_alone(
+        first: str, second: str, why: str) -> None:
+    """A field of several sentences gives what its sentences give one by one: a negation,
+    fear, other experiencer or past in one sentence neither drops nor downgrades a harm in
+    the next (context.yaml: scopes stop at the sentence end)."""
+    assert any(tier == SERIOUS for _, tier in found(first) | found(second)), why
+    assert found(f"{first} {second}") == found(first) | found(second), why
+
+
+@pytest.mark.parametrize("text", [
+    "My neighbour's dog died\n\nMum died on the ward",        # a blank line
+    "My neighbour's dog died \r\n \r\nMum died on the ward",   # with spaces, Windows ends
+    "- my neighbour's dog died\n- mum died on the ward",       # list items
+    "* my neighbour's dog died\n* mum died on the ward",
+    "\u2022 my neighbour's dog died\n\u2022 mum died on the ward",
+    "1) my neighbour's dog died\n2) mum died on the ward",
+])
+def test_a_blank_line_or_a_list_item_ends_a_sentence(text: str) -> None:
+    assert found(text) == {("death", SERIOUS)}
+    # in a long text, read in pieces, the break is kept inside its piece
+    assert ("death", SERIOUS) in found("The patient waited for a bed. " * 40 + text)
+
+
+@pytest.mark.parametrize("separator", [" ", "\n\n", "\n- "])
+def test_a_field_of_development_sentences_gives_what_they_give_one_by_one(separator: str) -> None:
+    """Fields of two to four development sentences at random (never the test set's): a
+    field's findings are the union of its sentences' (joined after a full stop, by a blank
+    line, or as list items without their stops)."""
+    rows = [str(row["text"]).strip() for row in load("dev.jsonl") + load("dev_extra.jsonl")]
+    if separator != " ":
+        rows = [text.rstrip(".!?") for text in rows]
+    else:
+        rows = [text if text[-1] in ".!?" else f"{text}." for text in rows]
+    pick = random.Random(15)
+    differ = []
+    for _ in range(150):
+        texts = pick.sample(rows, pick.randint(2, 4))
+        union = set().union(*(found(text) for text in texts))
+        if found(separator.join(texts)) != union:
+            differ.append(texts)
+    assert differ == []
+
+
+def test_a_single_line_break_does_not_end_a_sentence() -> None:
+    """A pasted e-mail wraps its lines mid-sentence: the negation reaches over the break."""
+    assert found("She did not\ndie on the ward.") == set()
+
+
+def test_inside_its_sentence_a_scope_still_ends_after_max_scope_tokens() -> None:
+    assert ("severe_harm", SERIOUS) in found(
+        "I was worried about the parking, the food, the noise, the heat and the visiting hours"
+        " that week and on the Friday she broke her hip.")
+
+
+def test_a_stop_after_a_and_e_ends_the_sentence_and_leaves_the_word_to_the_rules() -> None:
+    [m] = [m for m in mentions("She was sent home from A+E. She died two days later.")
+           if m.category == "death"]
+    assert m.sentence == "She died two days later."
+    assert [t.text for t in pipeline.analyser().nlp.make_doc("seen in A&E.")] == [
+        "seen", "in", "A&E", "."]
 
 
 # -- weaker evidence: possible -----------------------------------------------------------------

@@ -223,6 +223,8 @@ def as_token_pattern(variant: Variant) -> list[dict[str, Any]]:
 
 
 COMPACT_FROM = 64
+# a full stop after "A&E", "A+E", "O&G" ends the sentence (spaCy reads "A&E." as one token)
+AMPERSAND_STOP = r"(?<=[&+][A-Za-z])\."
 
 
 def compact_pattern(text: str, macros: dict[str, str], tokenize: Any
@@ -297,7 +299,12 @@ class Analyser:
         concepts = yaml.safe_load(concepts_file.read_text())
         context = yaml.safe_load(context_file.read_text())
         self.nlp = spacy.blank("en")
-        tokenize = self.nlp.tokenizer
+        # spaCy keeps a full stop on a capital after "&" or "+" as part of the token, as in an
+        # abbreviation: "sent home from A&E. She died" was one sentence, and "a&e" in a rule
+        # missed the token "A&E.". The stop is split off ("A&E", "A+E", "O&G").
+        tokenize: Any = self.nlp.tokenizer
+        suffixes: list[Any] = [*(self.nlp.Defaults.suffixes or ()), AMPERSAND_STOP]
+        tokenize.suffix_search = spacy.util.compile_suffix_regex(suffixes).search
         macros: dict[str, str] = concepts.get("macros", {})
         self.gapped = GappedMatcher(self.nlp.vocab, tokenize)
 
@@ -337,6 +344,11 @@ class Analyser:
         twice: set[str] = set()
         directions = {"forward": "FORWARD", "backward": "BACKWARD", "both": "BIDIRECTIONAL",
                       "terminate": "TERMINATE", "pseudo": "PSEUDO", "clause": "PSEUDO"}
+        # Every rule carries its own window; the component has none (below): medspaCy bounds a
+        # scope by the modifier's sentence only when the component has no global max_scope
+        # (with one, its window runs over the sentence end: "My neighbour's dog died. Mum died
+        # on the ward." had the dog's "other" reach mum's death).
+        default_scope = int(context.get("max_scope", 10))
         for category, by_direction in context["rules"].items():
             if category in ("terminate", "clause"):
                 by_direction = {category: by_direction}
@@ -356,8 +368,7 @@ class Analyser:
                                else None)
                     for variant in variants if compact is None else [[]]:
                         extra: dict[str, Any] = {"direction": directions[direction]}
-                        if scope:
-                            extra["max_scope"] = int(scope)
+                        extra["max_scope"] = int(scope) if scope else default_scope
                         if direction in ("terminate", "clause", "pseudo"):
                             # medspaCy limits a scope by a terminator only when their scopes
                             # overlap at an edge (util.tuple_overlaps misses containment): a
@@ -390,7 +401,9 @@ class Analyser:
                     # modify it (medspaCy's own check), and is no reason to drop the
                     # modifier for the other targets
                     "prune_on_target_overlap": False,
-                    "max_scope": int(context.get("max_scope", 10))})
+                    # no global window: each scope is the modifier's sentence, cut to its
+                    # rule's max_scope (context.yaml)
+                    "max_scope": None})
         context_pipe.add(context_rules)
         self.context = context_pipe
         self.rule_count = len(literals) + self.gapped.count + len(context_rules)
@@ -419,6 +432,8 @@ class Analyser:
         doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
                                  for key, start, end in self._phrases(doc)]
         doc = self._sentencizer(doc)
+        if "\n" in text:
+            _line_breaks(doc)
         self.gapped(doc, self.GROUP)
         if not len(doc.spans[self.GROUP]):
             return doc
@@ -472,8 +487,29 @@ class Analyser:
                         " (no rule matched)", sentence, POSSIBLE)]
 
 
+_BULLETS = frozenset({"-", "*", "\u2022"})
+
+
+def _line_breaks(doc: Any) -> None:
+    """A blank line, or a line break before a list item ("- ", "* ", "2. ", "2) "), ends a
+    sentence as a full stop does (spaCy's sentencizer reads punctuation only): "My neighbour's
+    dog died" and "Mum died on the ward" on lines of their own are two sentences. A single line
+    break elsewhere is not (a pasted e-mail wraps its lines mid-sentence: "she did not" /
+    "die")."""
+    last = len(doc) - 1
+    for token in doc:
+        if token.i == last or not token.is_space or "\n" not in token.text:
+            continue
+        after = doc[token.i + 1]
+        if (token.text.count("\n") >= 2 or after.text in _BULLETS
+                or (after.is_digit and token.i + 2 <= last
+                    and doc[token.i + 2].text in (".", ")"))):
+            after.is_sent_start = True
+
+
 CHUNK_CHARS = 800
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# where a long text may be cut into pieces: after a full stop, or at a line break
+_SENTENCE_END = re.compile(r"((?<=[.!?])\s+|\s*\n\s*)")
 
 
 def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
@@ -484,12 +520,14 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
         return [text]
     pieces: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text):
+    parts = _SENTENCE_END.split(text)  # sentence, the break after it, sentence, ...
+    for n in range(0, len(parts), 2):
+        sentence = parts[n]
         if current and len(current) + len(sentence) + 1 > size:
             pieces.append(current)
             current = sentence
-        else:
-            current = f"{current} {sentence}" if current else sentence
+        else:  # the break kept: a blank line still ends the sentence inside the piece
+            current = f"{current}{parts[n - 1]}{sentence}" if current else sentence
     if current:
         pieces.append(current)
     return pieces
