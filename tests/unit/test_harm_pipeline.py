@@ -140,6 +140,47 @@ def test_a_harm_in_other_words_is_serious_and_named(text: str, category: str) ->
     assert (category, SERIOUS) in found(text)
 
 
+@pytest.mark.parametrize("text, category", [
+    # Care Act psychological abuse: a threat told to the patient as a condition is the threat
+    # made, not a feared harm (the "if" is inside it)
+    ("The carer warned him that unless he stopped complaining he would be locked in his room.",
+     "abuse"),
+    ("The night staff told mum if she pressed the buzzer again they would leave her till"
+     " morning.", "abuse"),
+    # humiliation: a person called by a degrading label
+    ("Nurses were heard referring to her as a bed blocker while she was in the room.", "abuse"),
+    # neglect: an aid to daily living lost, with what its loss did stated
+    ("His dentures were thrown away with a lunch tray and he couldn't eat solid food for ten"
+     " days.", "neglect"),
+    ("Her hearing aid was lost during the transfer and she became withdrawn.", "neglect"),
+    # an unsafe discharge with the harm it did
+    ("They sent her home in the middle of the night with no one there and she was readmitted"
+     " two days later.", "neglect"),
+    ("Discharged at midnight with nobody at home, he fell in the hall.", "neglect"),
+])
+def test_a_threat_a_degrading_label_a_lost_aid_or_an_unsafe_discharge_with_harm_is_serious(
+        text: str, category: str) -> None:
+    assert (category, SERIOUS) in found(text)
+
+
+@pytest.mark.parametrize("text", [
+    # advice given as a condition is no threat
+    "The nurse told her that if the pain got worse she should ring the bell straight away.",
+    "They told mum that if she fell again she could be hurt badly, so to use the frame.",
+    "We were told that if the doors were locked at night we should ring the bell.",
+    # a name asked for, not a label
+    "The staff call her by her first name, as she asked.",
+    # an aid lost without a stated consequence stays an unqualified term (possible, below)
+    "Mum's dentures were lost but the home replaced them within a week.",
+    "Her glasses were lost but she could not tell us which room she had left them in.",
+    # a late discharge without harm
+    "Mum was discharged home at night but my sister was there and she settled well.",
+])
+def test_advice_a_chosen_name_a_lost_aid_or_a_late_discharge_alone_is_not_serious(
+        text: str) -> None:
+    assert tier_of(mentions(text)) != SERIOUS
+
+
 def test_an_idiom_hides_the_words_inside_it_but_not_a_concept_of_exactly_its_words() -> None:
     assert found("She fell and hit her head on the bedside table.") == {
         ("severe_harm", POSSIBLE)}
