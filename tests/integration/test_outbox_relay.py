@@ -273,6 +273,7 @@ async def test_a_relay_that_cannot_publish_is_reported_stalled(
         await relay.publish_pending()
     assert [r["attempts"] for r in await db.fetch(f'SELECT attempts FROM "{schema}".outbox')] \
         == [0, 0]
+    assert await _leased(db, schema) == 0, "the rows are handed back, due at once"
     from shared.outbox import STALL_AFTER
     assert relay.stalled(time.monotonic() + STALL_AFTER + 1)
 
@@ -310,3 +311,95 @@ async def test_a_batch_goes_in_one_write_per_channel_and_each_row_is_settled_alo
     assert returned == [3], results
     assert isinstance(results[3], aio_pika.exceptions.PublishError)
     assert not routine.message_id_delivery_tag and not urgent.message_id_delivery_tag
+
+
+async def _leased(db: asyncpg.Pool, schema: str) -> int:
+    return int(await db.fetchval(
+        f'SELECT count(*) FROM "{schema}".outbox WHERE next_attempt_at > now()'))
+
+
+async def _never_confirmed(*_: Any, **__: Any) -> None:
+    await asyncio.Event().wait()
+
+
+async def test_rows_of_a_relay_killed_mid_batch_are_published_once_its_lease_runs_out(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher,
+        amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """A relay dies between its claim and its delete (its connections cut, as by kill -9):
+    its rows are nobody else's while the lease lasts, then another relay publishes every one
+    of them."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    routing_key = f"relaytest.{schema}.v1"
+    await queue.bind(f"{settings.namespace}.events", routing_key=routing_key)
+    ids = await add_rows(db, schema, f"{settings.namespace}.events", routing_key, 25)
+    own_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    doomed = OutboxRelay(own_pool, schema, _never_confirmed, batch_size=100, lease=3.0)
+    claiming = asyncio.create_task(doomed.publish_pending())
+    await eventually(lambda: _leased(db, schema), timeout=10, what="the batch leased")
+    claiming.cancel()
+    await asyncio.gather(claiming, return_exceptions=True)
+    own_pool.terminate()  # no goodbye: the lease is all that is left of the dead relay
+    survivor = OutboxRelay(db, schema, publisher, batch_size=100)
+    assert await survivor.publish_pending() == 0, "leased rows are not published twice"
+    received: list[str] = []
+
+    async def all_published() -> bool:
+        await survivor.publish_pending()
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            received.append(message.message_id or "")
+        return len(received) >= len(ids)
+
+    await eventually(all_published, timeout=30, what="the dead relay's rows published")
+    assert sorted(received) == sorted(str(i) for i in ids)
+    assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
+    await channel.close()
+
+
+async def test_a_batch_slow_to_confirm_keeps_its_lease(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    """The broker holds a batch's confirms for twice the lease: the relay renews it, so a
+    second replica claims none of its rows meanwhile; every row is published by the first."""
+    release = asyncio.Event()
+
+    async def slow(exchange: str, routing_key: str, body: bytes, event_id: str,
+                   **kwargs: Any) -> object:
+        await release.wait()
+        return await publisher(exchange, routing_key, body, event_id, **kwargs)
+
+    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 20)
+    first = OutboxRelay(db, schema, slow, batch_size=10, lease=2.0, poll_interval=0.1)
+    second = OutboxRelay(db, schema, publisher, batch_size=10)
+    first.start()
+    try:
+        await eventually(lambda: _all_leased(db, schema, 20), timeout=10,
+                         what="both batches leased")
+        loop = asyncio.get_running_loop()
+        watch_until = loop.time() + 4.0  # twice the lease: it would have run out
+        while loop.time() < watch_until:
+            assert await second.publish_pending() == 0, "a leased row was claimed twice"
+            await asyncio.sleep(0.1)
+        release.set()
+        await eventually(lambda: _outbox_empty(db, schema), timeout=15, what="all published")
+    finally:
+        release.set()
+        await first.stop()
+    assert (first.published, second.published) == (20, 0)
+
+
+async def _all_leased(db: asyncpg.Pool, schema: str, n: int) -> bool:
+    return await _leased(db, schema) == n
+
+
+async def test_a_stopped_relay_hands_back_the_leases_of_batches_cut_short(
+        settings: Settings, db: asyncpg.Pool, schema: str) -> None:
+    """Confirms that never come by the end of stop(): the batch's rows are due again at once
+    (for the next start or another replica), not when the lease would run out."""
+    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 5)
+    relay = OutboxRelay(db, schema, _never_confirmed, batch_size=10)
+    relay.start()
+    await eventually(lambda: _all_leased(db, schema, 5), timeout=10, what="the batch leased")
+    await relay.stop(timeout=0.2)
+    assert await _leased(db, schema) == 0
+    assert [r["attempts"] for r in await db.fetch(f'SELECT attempts FROM "{schema}".outbox')] \
+        == [0] * 5
