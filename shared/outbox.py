@@ -2,9 +2,8 @@
 
 ``Outbox.add`` runs inside the caller's transaction; the ``OutboxRelay`` of each process
 publishes committed rows with publisher confirms and deletes them. Several replicas relay
-safely side by side: a batch's rows are leased (``FOR UPDATE SKIP LOCKED`` picks them, the
-lease keeps them) until their confirms are in. A crash between publish and delete means the
-event is published again once the lease runs out: consumers are idempotent on the event id.
+safely side by side (``FOR UPDATE SKIP LOCKED``). A crash between publish and delete means
+the event is published again: consumers are idempotent on the event id.
 """
 
 from __future__ import annotations
@@ -17,13 +16,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
 import asyncpg
 from aiormq.abc import ChannelFrame
+from asyncpg.transaction import Transaction
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
@@ -38,10 +38,6 @@ if TYPE_CHECKING:  # FastAPI stays out of every `carewatch` command that writes 
 log = logging.getLogger(__name__)
 
 
-# How long a claimed batch's rows are leased to the relay that claimed them (seconds): no
-# claim takes them meanwhile. A batch still waiting for its confirms after a third of it is
-# renewed; a relay killed mid-batch leaves its rows to be published again once it runs out.
-LEASE = 30.0
 # While every relay slot waits for confirms, how often to look for urgent events (seconds).
 URGENT_POLL = 0.02
 # A row the broker has refused this many times is parked: it is no longer retried until an
@@ -171,59 +167,54 @@ def _failed(error: BaseException) -> asyncio.Future[object]:
 Outgoing = tuple[str, str, bytes, str, bool, "str | None", bool]
 
 
-@dataclass(eq=False)
+@dataclass
 class _Claim:
-    """One batch of outbox rows, leased (their ``next_attempt_at`` pushed to the end of the
-    lease) while its publishes are out."""
+    """One batch of outbox rows, locked in an open transaction while its publishes are out."""
 
+    conn: asyncpg.Connection
+    transaction: Transaction
     rows: list[asyncpg.Record]
     sent: Sequence[Awaitable[object]] = ()
     # About how many due rows wait behind the batch, measured by its claim.
     backlog: int = 0
-    # When the lease was taken or last renewed (time.monotonic()).
-    leased_at: float = 0.0
-
-
-T = TypeVar("T")
 
 
 class OutboxRelay:
     """Publishes a schema's committed outbox rows, woken by NOTIFY, polling as a backstop.
 
     The relay loop keeps up to ``in_flight`` batches out at once: while one batch waits for
-    the broker's confirms, the next is claimed and sent. A batch costs two statements, each
-    its own transaction: the claim leases its rows (``FOR UPDATE SKIP LOCKED`` picks them,
-    and their ``next_attempt_at`` moves to the end of the lease, so another batch, or another
-    replica, does not take them meanwhile), and once the confirms are in, one statement
-    deletes what the broker took (and defers what it refused). No transaction stays open
-    across the publish. A batch still waiting for its confirms has its lease renewed; a
-    relay killed before the delete leaves its rows leased, and they are published again once
-    the lease runs out (consumers drop a repeated event id)."""
+    the broker's confirms, the next is claimed and sent. Each batch's rows stay locked in
+    their own transaction (``FOR UPDATE SKIP LOCKED``) until its confirms are in and the rows
+    are deleted, so another batch, or another replica, never takes them twice; a crash
+    before the delete means they are published again (a relay killed mid-batch: its
+    connection drops, its transaction rolls back, and the rows are due again at once).
+
+    A batch costs four statements: BEGIN, the claim (which also measures the backlog),
+    the DELETE and COMMIT. While the loop is busy, a settled batch's connection is kept for
+    the next claim rather than handed back to the pool, which would reset it (a fifth round
+    trip); once nothing is due, or at stop, they go back."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str, publish: Publish, *,
                  batch_size: int = 500, poll_interval: float = 1.0,
-                 backlog_limit: int = 5000, in_flight: int = 2, lease: float = LEASE) -> None:
+                 backlog_limit: int = 5000, in_flight: int = 2) -> None:
         self._pool = pool
         self._schema = schema
         self._publish = publish
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._backlog_limit = backlog_limit
-        self._lease = lease
         # Set while the outbox has room: consumers wait on it before taking on more work.
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(in_flight)
+        self._in_flight = in_flight
+        # Connections of settled batches kept for the next claims while the loop is busy:
+        # handing one back to the pool resets it, a round trip per batch (see _finish).
+        self._spare: list[asyncpg.Connection] = []
         self._urgent_busy = False
         self._settling: set[asyncio.Task[int]] = set()
         self._settle_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
-        self._keeper: asyncio.Task[None] | None = None
-        # The relay's statements run one at a time on one connection, held while any batch
-        # is leased (see _sql).
-        self._conn: asyncpg.Connection | None = None
-        self._conn_lock = asyncio.Lock()
-        self._leased: set[_Claim] = set()
         self.published = 0
         # When the relay last moved the outbox on (published, parked or deferred a row, or
         # found nothing due): readiness reports a relay that no longer does.
@@ -231,8 +222,6 @@ class OutboxRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
-        self._keeper = asyncio.create_task(self._keep_leases(),
-                                           name=f"outbox-leases-{self._schema}")
 
     async def wait_for_room(self) -> None:
         """Return once the outbox holds fewer than ``backlog_limit`` publishable events.
@@ -257,37 +246,23 @@ class OutboxRelay:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop; batches already sent get ``timeout`` seconds for their confirms
-        (their rows are then deleted), after which they are cancelled and their rows' leases
-        handed back (published again at the next start, or by another replica)."""
+        (their rows are then deleted), after which they are cancelled: their transactions
+        roll back and their connections (and row locks) are released."""
         self.release_waiters()
-        for loop in (self._task, self._keeper):
-            if loop is None:
-                continue
-            loop.cancel()
+        if self._task:
+            self._task.cancel()
             try:
-                await loop
+                await self._task
             except asyncio.CancelledError:
                 pass
-        self._task = self._keeper = None
+            self._task = None
         settling = list(self._settling)
         if settling:
             _, pending = await asyncio.wait(settling, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._leased:
-            # Batches cut short: their rows are due again at once rather than when the lease
-            # runs out (a failure here leaves them to the lease).
-            seqs = [r["seq"] for claim in self._leased for r in claim.rows]
-            self._leased.clear()
-            try:
-                await asyncio.wait_for(self._sql(partial(self._unlease, seqs)), timeout)
-            except Exception:
-                log.warning("outbox %s: leases not handed back at shutdown; their rows are"
-                            " published once the lease runs out", self._schema, exc_info=True)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._pool.release(conn)
+        await self._release_spares()
 
     async def publish_pending(self) -> int:
         """Publish one batch of committed events and wait for the broker's confirms; returns
@@ -359,63 +334,33 @@ class OutboxRelay:
 
         task.add_done_callback(settled)
 
-    async def _sql(self, run: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run the relay's statement(s) ``run`` on its connection, one caller at a time.
-
-        The connection is held while any batch is leased, so a busy relay pays its two
-        statements per batch and nothing more (handing a connection back to the pool resets
-        it: a round trip of its own); it goes back to the pool once nothing is leased, or
-        after a failed or cancelled statement."""
-        async with self._conn_lock:
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = await self._pool.acquire()
-            try:
-                result = await run(conn)
-            except BaseException:
-                self._conn = None
-                await self._pool.release(conn)
-                raise
-            if not self._leased:
-                self._conn = None
-                await self._pool.release(conn)
-            return result
-
     async def _claim(self, *, urgent_only: bool = False) -> _Claim | None:
-        """Lease the next batch of due rows and send each to the broker (confirms pending).
-
-        One statement, committed on its own: it picks the rows (``SKIP LOCKED``: not those
-        a concurrent claim is taking) and moves their ``next_attempt_at`` to the end of the
-        lease. A routine claim also measures the due rows behind the batch (backpressure)."""
-        claim = _Claim([])
-        backlog = "" if urgent_only else (
+        """Lock the next batch of due rows and send each to the broker (confirms pending)."""
+        conn = self._spare.pop() if self._spare else await self._pool.acquire()
+        transaction = conn.transaction()
+        # A routine claim also measures the due rows behind it (backpressure), in the same
+        # statement: the span of their sequence numbers, two index look-ups however deep the
+        # outbox (rows published ahead of their turn, urgent ones, leave gaps: an
+        # overestimate by that few). It counts the batch's own rows.
+        span = "" if urgent_only else (
             f', (SELECT max(seq) - min(seq) + 1 FROM "{self._schema}".outbox'
             " WHERE next_attempt_at <= now()) AS span")
-
-        async def lease(conn: asyncpg.Connection) -> None:
+        try:
+            await transaction.start()
             rows = await conn.fetch(
-                f'UPDATE "{self._schema}".outbox o SET next_attempt_at = now()'
-                " + make_interval(secs => $2) FROM (SELECT seq"
-                f' FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
-                f" {'AND priority > 0' if urgent_only else ''}"
-                " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED) c"
-                " WHERE o.seq = c.seq RETURNING o.seq, o.event_id, o.exchange, o.routing_key,"
-                f" o.body, o.mandatory, o.correlation_id, o.attempts, o.priority{backlog}",
-                self._batch_size, self._lease)
-            if rows:
-                # RETURNING has no order: urgent rows first, then in commit order.
-                claim.rows = sorted(rows, key=lambda r: (-r["priority"], r["seq"]))
-                # The span counted the batch's own rows (the statement sees the outbox as
-                # it was before it).
-                claim.backlog = max(0, int(rows[0]["span"] or 0) - len(rows)) \
-                    if backlog else 0
-                claim.leased_at = time.monotonic()
-                self._leased.add(claim)
-
-        await self._sql(lease)
-        rows = claim.rows
+                f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
+                f' attempts, priority{span} FROM "{self._schema}".outbox'
+                f" WHERE next_attempt_at <= now() {'AND priority > 0' if urgent_only else ''}"
+                " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
+        except BaseException:
+            await self._finish(conn, transaction, commit=False)
+            await self._release_spares()  # the database may have restarted under them all
+            raise
         if not rows:
+            await self._finish(conn, transaction, commit=False)
+            await self._release_spares()  # nothing due: the relay is idle
             return None
+        backlog = max(0, int(rows[0]["span"] or 0) - len(rows)) if span else 0
         # Many confirms in flight at once: one awaited confirm at a time would cap the relay
         # well below the system's throughput (BENCHMARKS.md). The publishes go in row
         # order, so the broker receives the events in that order (urgent-lane events first;
@@ -423,85 +368,87 @@ class OutboxRelay:
         # matter). Urgent rows go on the urgent channel in any slot (a routine slot takes
         # them first when it is free).
         batch = getattr(self._publish, "publish_batch", None)
+        sent: Sequence[Awaitable[object]]
         if batch is not None:
             # The whole batch's frames in one socket write per channel, confirms in flight.
             try:
-                claim.sent = await batch([(r["exchange"], r["routing_key"], r["body"],
-                                           str(r["event_id"]), r["mandatory"],
-                                           r["correlation_id"], r["priority"] > 0)
-                                          for r in rows])
+                sent = await batch([(r["exchange"], r["routing_key"], r["body"],
+                                     str(r["event_id"]), r["mandatory"], r["correlation_id"],
+                                     r["priority"] > 0) for r in rows])
             except asyncio.CancelledError:
-                raise  # the rows stay leased: stop() hands them back
+                await self._finish(conn, transaction, commit=False)
+                raise
             except Exception as exc:  # settled as each row's failure (retried one by one)
-                claim.sent = [_failed(exc) for _ in rows]
+                sent = [_failed(exc) for _ in rows]
         else:
-            claim.sent = [asyncio.ensure_future(self._publish(
-                              r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
-                              mandatory=r["mandatory"], correlation_id=r["correlation_id"],
-                              urgent=r["priority"] > 0))
-                          for r in rows]
-        return claim
+            sent = [asyncio.ensure_future(self._publish(
+                        r["exchange"], r["routing_key"], r["body"], str(r["event_id"]),
+                        mandatory=r["mandatory"], correlation_id=r["correlation_id"],
+                        urgent=r["priority"] > 0))
+                    for r in rows]
+        return _Claim(conn, transaction, rows, sent, backlog)
 
     async def _settle(self, claim: _Claim, *, measure_backlog: bool = True) -> int:
-        """Wait for the batch's confirms, then in one statement delete what the broker took,
-        count and defer (or park) what it refused and hand back the rest."""
-        rows = claim.rows
-        results = await asyncio.gather(*claim.sent, return_exceptions=True)
-        done = [r["seq"] for r, res in zip(rows, results, strict=True)
-                if not isinstance(res, BaseException)]
-        failed: list[tuple[asyncpg.Record, BaseException]] = []
-        untried: list[asyncpg.Record] = []
-        # A refused publish closes the channel under its neighbours: try each failed row
-        # again on its own, to tell the bad row from the collateral damage. For a while
-        # only: the rest of a batch of many refusals is handed back for the next batch
-        # (neither counted nor deferred).
-        deadline = time.monotonic() + ALONE_BUDGET
-        for row, res in zip(rows, results, strict=True):
-            if not isinstance(res, BaseException):
-                continue
-            if time.monotonic() > deadline:
-                untried.append(row)
-                continue
-            try:
-                await self._publish_alone(row)
-                done.append(row["seq"])
-            except Exception as exc:
-                failed.append((row, exc))
-        unreachable = [e for _, e in failed if not refused_by_broker(e)]
-        if failed and not done and unreachable:
-            # Nothing got through, and not because the broker refused: it is likely down.
-            # The attempts are not counted (the rows did nothing wrong), the rows are handed
-            # back; the caller backs off. A batch the broker refused row by row is counted
-            # below, so a row it will never take is parked even when the whole batch fails.
-            self._leased.discard(claim)
-            with contextlib.suppress(Exception):
-                await self._sql(partial(self._unlease, [r["seq"] for r in rows]))
-            raise unreachable[0]
-        settled: list[tuple[int, bool, str | None, float, bool]] = []
-        for row, error in failed:
-            attempts = row["attempts"] + 1
-            parked = attempts >= PARK_AFTER
-            delay = REFUSED_RETRY.seconds(attempts)
-            settled.append((row["seq"], True, repr(error)[:2000], delay, parked))
-            if parked:
-                log.error("outbox %s: event %s refused by the broker %d times, parked"
-                          " (carewatch outbox status / retry): %r", self._schema,
-                          row["event_id"], attempts, error)
-            else:
-                log.error("outbox %s: event %s refused by the broker (attempt %d, retry"
-                          " in %.0fs): %r", self._schema, row["event_id"], attempts,
-                          delay, error)
-        settled.extend((row["seq"], False, None, 0.0, False) for row in untried)
-        # No longer leased as far as this relay goes: a renewal from now on would undo the
-        # deferrals below (and with nothing else leased, the connection goes back after).
-        self._leased.discard(claim)
-        await self._sql(partial(self._delete, done, settled))
+        """Wait for the batch's confirms, delete what the broker took, park what it refused."""
+        conn, rows = claim.conn, claim.rows
+        committed = False
+        try:
+            results = await asyncio.gather(*claim.sent, return_exceptions=True)
+            done = [r["seq"] for r, res in zip(rows, results, strict=True)
+                    if not isinstance(res, BaseException)]
+            failed: list[tuple[asyncpg.Record, BaseException]] = []
+            # A refused publish closes the channel under its neighbours: try each failed row
+            # again on its own, to tell the bad row from the collateral damage. For a while
+            # only: the batch's rows stay locked meanwhile, so the rest of a batch of many
+            # refusals is left for the next batch (neither counted nor deferred).
+            deadline = time.monotonic() + ALONE_BUDGET
+            for row, res in zip(rows, results, strict=True):
+                if not isinstance(res, BaseException):
+                    continue
+                if time.monotonic() > deadline:
+                    continue
+                try:
+                    await self._publish_alone(row)
+                    done.append(row["seq"])
+                except Exception as exc:
+                    failed.append((row, exc))
+            unreachable = [e for _, e in failed if not refused_by_broker(e)]
+            if failed and not done and unreachable:
+                # Nothing got through, and not because the broker refused: it is likely down.
+                # The attempts are not counted (the rows did nothing wrong); the caller backs
+                # off. A batch the broker refused row by row is counted below, so a row it
+                # will never take is parked even when the whole batch fails.
+                raise unreachable[0]
+            await conn.execute(
+                f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])', done)
+            for row, error in failed:
+                attempts = row["attempts"] + 1
+                parked = attempts >= PARK_AFTER
+                delay = REFUSED_RETRY.seconds(attempts)
+                await conn.execute(
+                    f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1,'
+                    " last_error = $2, next_attempt_at = CASE WHEN $4 THEN 'infinity'"
+                    " ELSE now() + make_interval(secs => $3) END WHERE seq = $1",
+                    row["seq"], repr(error)[:2000], delay, parked)
+                if parked:
+                    log.error("outbox %s: event %s refused by the broker %d times, parked"
+                              " (carewatch outbox status / retry): %r", self._schema,
+                              row["event_id"], attempts, error)
+                else:
+                    log.error("outbox %s: event %s refused by the broker (attempt %d, retry"
+                              " in %.0fs): %r", self._schema, row["event_id"], attempts,
+                              delay, error)
+            full = measure_backlog and len(rows) == self._batch_size
+            backlog = claim.backlog if full else 0
+            await self._finish(conn, claim.transaction, commit=True, keep=True)
+            committed = True
+        finally:
+            if not committed:
+                await self._finish(conn, claim.transaction, commit=False)
         self.published += len(done)
         self.last_progress = time.monotonic()
         if not measure_backlog:
             return len(rows)  # an urgent batch says nothing of the outbox's depth
-        full = len(rows) == self._batch_size
-        backlog = claim.backlog if full else 0
         if backlog >= self._backlog_limit:
             if self._room.is_set():
                 log.info("outbox %s holds %d+ events: consumers pause until it drains",
@@ -511,58 +458,31 @@ class OutboxRelay:
             self._room.set()
         return len(rows)
 
-    async def _delete(self, done: list[int], settled: list[tuple[int, bool, str | None, float,
-                                                                  bool]],
-                      conn: asyncpg.Connection) -> None:
-        """Delete the rows the broker took; the others are counted (a refusal: attempts + 1,
-        the error, due again after the backoff or parked) or handed back (not tried)."""
-        if not settled:  # the usual case
-            await conn.execute(
-                f'DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[])', done)
-            return
-        seq, counted, error, delay, parked = (list(c) for c in zip(*settled, strict=True))
-        await conn.execute(
-            f'WITH gone AS (DELETE FROM "{self._schema}".outbox WHERE seq = ANY($1::bigint[]))'
-            f' UPDATE "{self._schema}".outbox o SET'
-            " attempts = o.attempts + CASE WHEN f.counted THEN 1 ELSE 0 END,"
-            " last_error = CASE WHEN f.counted THEN f.error ELSE o.last_error END,"
-            " next_attempt_at = CASE WHEN f.parked THEN 'infinity'::timestamptz"
-            "  ELSE now() + make_interval(secs => f.delay) END"
-            " FROM unnest($2::bigint[], $3::bool[], $4::text[], $5::float8[], $6::bool[])"
-            " AS f(seq, counted, error, delay, parked) WHERE o.seq = f.seq",
-            done, seq, counted, error, delay, parked)
+    async def _finish(self, conn: asyncpg.Connection, transaction: Transaction, *,
+                      commit: bool, keep: bool = False) -> None:
+        """End the batch's transaction. With ``keep``, once committed, the connection is
+        kept for the loop's next claim (up to one per slot and the urgent one) rather than
+        handed back to the pool, which resets it: a round trip (``_release_spares`` hands
+        them back once the relay is idle or stops)."""
+        kept = False
+        try:
+            if commit:
+                await transaction.commit()
+                kept = keep and self._task is not None and not self._task.done() \
+                    and len(self._spare) <= self._in_flight
+            else:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+        finally:
+            if kept:
+                self._spare.append(conn)
+            else:
+                await self._pool.release(conn)
 
-    async def _unlease(self, seqs: list[int], conn: asyncpg.Connection) -> None:
-        """Rows this relay leased and will not settle: due again at once."""
-        await conn.execute(f'UPDATE "{self._schema}".outbox SET next_attempt_at = now()'
-                           " WHERE seq = ANY($1::bigint[])", seqs)
-
-    async def _keep_leases(self) -> None:
-        """Renew the lease of every batch that still waits for its confirms a third of the
-        lease on (a slow broker, a long retry): its rows are not published twice meanwhile.
-        A batch's confirms normally take milliseconds: this costs nothing then."""
-        renew_after = self._lease / 3
-
-        async def renew(conn: asyncpg.Connection) -> None:
-            now = time.monotonic()
-            old = [c for c in self._leased if now - c.leased_at >= renew_after]
-            if old:
-                await conn.execute(
-                    f'UPDATE "{self._schema}".outbox SET next_attempt_at = now()'
-                    " + make_interval(secs => $2) WHERE seq = ANY($1::bigint[])",
-                    [r["seq"] for c in old for r in c.rows], self._lease)
-                for c in old:
-                    c.leased_at = now
-
-        while True:
-            await asyncio.sleep(renew_after / 2)
-            now = time.monotonic()
-            if not any(now - c.leased_at >= renew_after for c in self._leased):
-                continue
-            try:
-                await self._sql(renew)
-            except Exception:
-                log.warning("outbox %s: leases not renewed", self._schema, exc_info=True)
+    async def _release_spares(self) -> None:
+        spare, self._spare = self._spare, []
+        for conn in spare:
+            await self._pool.release(conn)
 
     async def _publish_alone(self, row: asyncpg.Record, tries: int = 4) -> None:
         """Publish one row on its own: on a channel of its own where the publisher has them

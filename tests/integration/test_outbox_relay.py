@@ -273,7 +273,6 @@ async def test_a_relay_that_cannot_publish_is_reported_stalled(
         await relay.publish_pending()
     assert [r["attempts"] for r in await db.fetch(f'SELECT attempts FROM "{schema}".outbox')] \
         == [0, 0]
-    assert await _leased(db, schema) == 0, "the rows are handed back, due at once"
     from shared.outbox import STALL_AFTER
     assert relay.stalled(time.monotonic() + STALL_AFTER + 1)
 
@@ -313,35 +312,40 @@ async def test_a_batch_goes_in_one_write_per_channel_and_each_row_is_settled_alo
     assert not routine.message_id_delivery_tag and not urgent.message_id_delivery_tag
 
 
-async def _leased(db: asyncpg.Pool, schema: str) -> int:
-    return int(await db.fetchval(
-        f'SELECT count(*) FROM "{schema}".outbox WHERE next_attempt_at > now()'))
-
-
 async def _never_confirmed(*_: Any, **__: Any) -> None:
     await asyncio.Event().wait()
 
 
-async def test_rows_of_a_relay_killed_mid_batch_are_published_once_its_lease_runs_out(
+async def _locked_rows(db: asyncpg.Pool, schema: str) -> int:
+    """Rows some transaction holds (FOR UPDATE): a claim that skips them finds none."""
+    async with db.acquire() as conn, conn.transaction():
+        free = await conn.fetchval(
+            f'SELECT count(*) FROM (SELECT 1 FROM "{schema}".outbox FOR UPDATE SKIP LOCKED) f')
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')) - int(free)
+
+
+async def test_rows_of_a_relay_killed_mid_batch_go_with_another_relay(
         settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher,
         amqp: aio_pika.abc.AbstractRobustConnection) -> None:
     """A relay dies between its claim and its delete (its connections cut, as by kill -9):
-    its rows are nobody else's while the lease lasts, then another relay publishes every one
-    of them."""
+    while it lives its rows are nobody else's; once it is gone another relay publishes every
+    one of them."""
     channel = await amqp.channel()
     queue = await channel.declare_queue(exclusive=True)
     routing_key = f"relaytest.{schema}.v1"
     await queue.bind(f"{settings.namespace}.events", routing_key=routing_key)
     ids = await add_rows(db, schema, f"{settings.namespace}.events", routing_key, 25)
     own_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    doomed = OutboxRelay(own_pool, schema, _never_confirmed, batch_size=100, lease=3.0)
+    doomed = OutboxRelay(own_pool, schema, _never_confirmed, batch_size=100)
     claiming = asyncio.create_task(doomed.publish_pending())
-    await eventually(lambda: _leased(db, schema), timeout=10, what="the batch leased")
-    claiming.cancel()
-    await asyncio.gather(claiming, return_exceptions=True)
-    own_pool.terminate()  # no goodbye: the lease is all that is left of the dead relay
     survivor = OutboxRelay(db, schema, publisher, batch_size=100)
-    assert await survivor.publish_pending() == 0, "leased rows are not published twice"
+    try:
+        await eventually(lambda: _locked_rows(db, schema), timeout=10, what="the batch claimed")
+        assert await survivor.publish_pending() == 0, "claimed rows are not published twice"
+    finally:
+        claiming.cancel()
+        await asyncio.gather(claiming, return_exceptions=True)
+        own_pool.terminate()  # no goodbye
     received: list[str] = []
 
     async def all_published() -> bool:
@@ -356,50 +360,35 @@ async def test_rows_of_a_relay_killed_mid_batch_are_published_once_its_lease_run
     await channel.close()
 
 
-async def test_a_batch_slow_to_confirm_keeps_its_lease(
+async def test_a_busy_relay_keeps_its_connections_and_an_idle_one_hands_them_back(
         settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
-    """The broker holds a batch's confirms for twice the lease: the relay renews it, so a
-    second replica claims none of its rows meanwhile; every row is published by the first."""
-    release = asyncio.Event()
-
-    async def slow(exchange: str, routing_key: str, body: bytes, event_id: str,
-                   **kwargs: Any) -> object:
-        await release.wait()
-        return await publisher(exchange, routing_key, body, event_id, **kwargs)
-
-    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 20)
-    first = OutboxRelay(db, schema, slow, batch_size=10, lease=2.0, poll_interval=0.1)
-    second = OutboxRelay(db, schema, publisher, batch_size=10)
-    first.start()
+    """Batch after batch, the loop claims on the connections of the batches it settled (no
+    pool reset between); once nothing is due, every connection but its listener's goes
+    back to the pool, and at stop the pool closes at once."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     try:
-        await eventually(lambda: _all_leased(db, schema, 20), timeout=10,
-                         what="both batches leased")
-        loop = asyncio.get_running_loop()
-        watch_until = loop.time() + 4.0  # twice the lease: it would have run out
-        while loop.time() < watch_until:
-            assert await second.publish_pending() == 0, "a leased row was claimed twice"
-            await asyncio.sleep(0.1)
-        release.set()
-        await eventually(lambda: _outbox_empty(db, schema), timeout=15, what="all published")
+        await add_rows(pool, schema, f"{settings.namespace}.events", "nobody.listens.v1", 300)
+        relay = OutboxRelay(pool, schema, publisher, batch_size=10, poll_interval=0.1)
+        resets = 0
+        reset = pool._reset  # type: ignore[attr-defined]
+
+        async def counting(conn: asyncpg.Connection) -> None:
+            nonlocal resets
+            resets += 1
+            await conn.reset()
+
+        pool._reset = counting  # type: ignore[attr-defined]
+        relay.start()
+        await eventually(lambda: _outbox_empty(db, schema), timeout=30, what="all published")
+        assert relay.published == 300
+        assert resets < 15, f"{resets} pool resets for 30 batches"
+
+        async def idle() -> bool:
+            return pool.get_idle_size() == pool.get_size() - 1  # the listener's
+
+        await eventually(idle, timeout=10, what="the relay's connections handed back")
+        await relay.stop()
+        pool._reset = reset  # type: ignore[attr-defined]
+        await asyncio.wait_for(pool.close(), 5)
     finally:
-        release.set()
-        await first.stop()
-    assert (first.published, second.published) == (20, 0)
-
-
-async def _all_leased(db: asyncpg.Pool, schema: str, n: int) -> bool:
-    return await _leased(db, schema) == n
-
-
-async def test_a_stopped_relay_hands_back_the_leases_of_batches_cut_short(
-        settings: Settings, db: asyncpg.Pool, schema: str) -> None:
-    """Confirms that never come by the end of stop(): the batch's rows are due again at once
-    (for the next start or another replica), not when the lease would run out."""
-    await add_rows(db, schema, f"{settings.namespace}.events", "nobody.listens.v1", 5)
-    relay = OutboxRelay(db, schema, _never_confirmed, batch_size=10)
-    relay.start()
-    await eventually(lambda: _all_leased(db, schema, 5), timeout=10, what="the batch leased")
-    await relay.stop(timeout=0.2)
-    assert await _leased(db, schema) == 0
-    assert [r["attempts"] for r in await db.fetch(f'SELECT attempts FROM "{schema}".outbox')] \
-        == [0] * 5
+        pool.terminate()
