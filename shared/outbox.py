@@ -175,6 +175,8 @@ class _Claim:
     transaction: Transaction
     rows: list[asyncpg.Record]
     sent: Sequence[Awaitable[object]] = ()
+    # About how many due rows wait behind the batch, measured by its claim.
+    backlog: int = 0
 
 
 class OutboxRelay:
@@ -184,7 +186,13 @@ class OutboxRelay:
     the broker's confirms, the next is claimed and sent. Each batch's rows stay locked in
     their own transaction (``FOR UPDATE SKIP LOCKED``) until its confirms are in and the rows
     are deleted, so another batch, or another replica, never takes them twice; a crash
-    before the delete means they are published again."""
+    before the delete means they are published again (a relay killed mid-batch: its
+    connection drops, its transaction rolls back, and the rows are due again at once).
+
+    A batch costs four statements: BEGIN, the claim (which also measures the backlog),
+    the DELETE and COMMIT. While the loop is busy, a settled batch's connection is kept for
+    the next claim rather than handed back to the pool, which would reset it (a fifth round
+    trip); once nothing is due, or at stop, they go back."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str, publish: Publish, *,
                  batch_size: int = 500, poll_interval: float = 1.0,
@@ -199,6 +207,10 @@ class OutboxRelay:
         self._room = asyncio.Event()
         self._room.set()
         self._slots = asyncio.Semaphore(in_flight)
+        self._in_flight = in_flight
+        # Connections of settled batches kept for the next claims while the loop is busy:
+        # handing one back to the pool resets it, a round trip per batch (see _finish).
+        self._spare: list[asyncpg.Connection] = []
         self._urgent_busy = False
         self._settling: set[asyncio.Task[int]] = set()
         self._settle_error: BaseException | None = None
@@ -250,6 +262,7 @@ class OutboxRelay:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._release_spares()
 
     async def publish_pending(self) -> int:
         """Publish one batch of committed events and wait for the broker's confirms; returns
@@ -323,21 +336,31 @@ class OutboxRelay:
 
     async def _claim(self, *, urgent_only: bool = False) -> _Claim | None:
         """Lock the next batch of due rows and send each to the broker (confirms pending)."""
-        conn = await self._pool.acquire()
+        conn = self._spare.pop() if self._spare else await self._pool.acquire()
         transaction = conn.transaction()
+        # A routine claim also measures the due rows behind it (backpressure), in the same
+        # statement: the span of their sequence numbers, two index look-ups however deep the
+        # outbox (rows published ahead of their turn, urgent ones, leave gaps: an
+        # overestimate by that few). It counts the batch's own rows.
+        span = "" if urgent_only else (
+            f', (SELECT max(seq) - min(seq) + 1 FROM "{self._schema}".outbox'
+            " WHERE next_attempt_at <= now()) AS span")
         try:
             await transaction.start()
             rows = await conn.fetch(
                 f'SELECT seq, event_id, exchange, routing_key, body, mandatory, correlation_id,'
-                f' attempts, priority FROM "{self._schema}".outbox WHERE next_attempt_at <= now()'
-                f" {'AND priority > 0' if urgent_only else ''}"
+                f' attempts, priority{span} FROM "{self._schema}".outbox'
+                f" WHERE next_attempt_at <= now() {'AND priority > 0' if urgent_only else ''}"
                 " ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch_size)
         except BaseException:
             await self._finish(conn, transaction, commit=False)
+            await self._release_spares()  # the database may have restarted under them all
             raise
         if not rows:
             await self._finish(conn, transaction, commit=False)
+            await self._release_spares()  # nothing due: the relay is idle
             return None
+        backlog = max(0, int(rows[0]["span"] or 0) - len(rows)) if span else 0
         # Many confirms in flight at once: one awaited confirm at a time would cap the relay
         # well below the system's throughput (BENCHMARKS.md). The publishes go in row
         # order, so the broker receives the events in that order (urgent-lane events first;
@@ -363,7 +386,7 @@ class OutboxRelay:
                         mandatory=r["mandatory"], correlation_id=r["correlation_id"],
                         urgent=r["priority"] > 0))
                     for r in rows]
-        return _Claim(conn, transaction, rows, sent)
+        return _Claim(conn, transaction, rows, sent, backlog)
 
     async def _settle(self, claim: _Claim, *, measure_backlog: bool = True) -> int:
         """Wait for the batch's confirms, delete what the broker took, park what it refused."""
@@ -416,8 +439,8 @@ class OutboxRelay:
                               " in %.0fs): %r", self._schema, row["event_id"], attempts,
                               delay, error)
             full = measure_backlog and len(rows) == self._batch_size
-            backlog = await self._backlog(conn) if full else 0
-            await self._finish(conn, claim.transaction, commit=True)
+            backlog = claim.backlog if full else 0
+            await self._finish(conn, claim.transaction, commit=True, keep=True)
             committed = True
         finally:
             if not committed:
@@ -435,24 +458,30 @@ class OutboxRelay:
             self._room.set()
         return len(rows)
 
-    async def _backlog(self, conn: asyncpg.Connection) -> int:
-        """About how many due rows wait: the span of their sequence numbers, two index
-        look-ups however deep the outbox (rows published ahead of their turn, urgent ones,
-        leave gaps: an overestimate by that few)."""
-        span = await conn.fetchval(
-            f'SELECT max(seq) - min(seq) + 1 FROM "{self._schema}".outbox'
-            " WHERE next_attempt_at <= now()")
-        return int(span or 0)
-
     async def _finish(self, conn: asyncpg.Connection, transaction: Transaction, *,
-                      commit: bool) -> None:
+                      commit: bool, keep: bool = False) -> None:
+        """End the batch's transaction. With ``keep``, once committed, the connection is
+        kept for the loop's next claim (up to one per slot and the urgent one) rather than
+        handed back to the pool, which resets it: a round trip (``_release_spares`` hands
+        them back once the relay is idle or stops)."""
+        kept = False
         try:
             if commit:
                 await transaction.commit()
+                kept = keep and self._task is not None and not self._task.done() \
+                    and len(self._spare) <= self._in_flight
             else:
                 with contextlib.suppress(Exception):
                     await transaction.rollback()
         finally:
+            if kept:
+                self._spare.append(conn)
+            else:
+                await self._pool.release(conn)
+
+    async def _release_spares(self) -> None:
+        spare, self._spare = self._spare, []
+        for conn in spare:
             await self._pool.release(conn)
 
     async def _publish_alone(self, row: asyncpg.Record, tries: int = 4) -> None:

@@ -310,3 +310,85 @@ async def test_a_batch_goes_in_one_write_per_channel_and_each_row_is_settled_alo
     assert returned == [3], results
     assert isinstance(results[3], aio_pika.exceptions.PublishError)
     assert not routine.message_id_delivery_tag and not urgent.message_id_delivery_tag
+
+
+async def _never_confirmed(*_: Any, **__: Any) -> None:
+    await asyncio.Event().wait()
+
+
+async def _locked_rows(db: asyncpg.Pool, schema: str) -> int:
+    """Rows some transaction holds (FOR UPDATE): a claim that skips them finds none."""
+    async with db.acquire() as conn, conn.transaction():
+        free = await conn.fetchval(
+            f'SELECT count(*) FROM (SELECT 1 FROM "{schema}".outbox FOR UPDATE SKIP LOCKED) f')
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')) - int(free)
+
+
+async def test_rows_of_a_relay_killed_mid_batch_go_with_another_relay(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher,
+        amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """A relay dies between its claim and its delete (its connections cut, as by kill -9):
+    while it lives its rows are nobody else's; once it is gone another relay publishes every
+    one of them."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    routing_key = f"relaytest.{schema}.v1"
+    await queue.bind(f"{settings.namespace}.events", routing_key=routing_key)
+    ids = await add_rows(db, schema, f"{settings.namespace}.events", routing_key, 25)
+    own_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    doomed = OutboxRelay(own_pool, schema, _never_confirmed, batch_size=100)
+    claiming = asyncio.create_task(doomed.publish_pending())
+    survivor = OutboxRelay(db, schema, publisher, batch_size=100)
+    try:
+        await eventually(lambda: _locked_rows(db, schema), timeout=10, what="the batch claimed")
+        assert await survivor.publish_pending() == 0, "claimed rows are not published twice"
+    finally:
+        claiming.cancel()
+        await asyncio.gather(claiming, return_exceptions=True)
+        own_pool.terminate()  # no goodbye
+    received: list[str] = []
+
+    async def all_published() -> bool:
+        await survivor.publish_pending()
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            received.append(message.message_id or "")
+        return len(received) >= len(ids)
+
+    await eventually(all_published, timeout=30, what="the dead relay's rows published")
+    assert sorted(received) == sorted(str(i) for i in ids)
+    assert await db.fetchval(f'SELECT count(*) FROM "{schema}".outbox') == 0
+    await channel.close()
+
+
+async def test_a_busy_relay_keeps_its_connections_and_an_idle_one_hands_them_back(
+        settings: Settings, db: asyncpg.Pool, schema: str, publisher: AmqpPublisher) -> None:
+    """Batch after batch, the loop claims on the connections of the batches it settled (no
+    pool reset between); once nothing is due, every connection but its listener's goes
+    back to the pool, and at stop the pool closes at once."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        await add_rows(pool, schema, f"{settings.namespace}.events", "nobody.listens.v1", 300)
+        relay = OutboxRelay(pool, schema, publisher, batch_size=10, poll_interval=0.1)
+        resets = 0
+        reset = pool._reset  # type: ignore[attr-defined]
+
+        async def counting(conn: asyncpg.Connection) -> None:
+            nonlocal resets
+            resets += 1
+            await conn.reset()
+
+        pool._reset = counting  # type: ignore[attr-defined]
+        relay.start()
+        await eventually(lambda: _outbox_empty(db, schema), timeout=30, what="all published")
+        assert relay.published == 300
+        assert resets < 15, f"{resets} pool resets for 30 batches"
+
+        async def idle() -> bool:
+            return pool.get_idle_size() == pool.get_size() - 1  # the listener's
+
+        await eventually(idle, timeout=10, what="the relay's connections handed back")
+        await relay.stop()
+        pool._reset = reset  # type: ignore[attr-defined]
+        await asyncio.wait_for(pool.close(), 5)
+    finally:
+        pool.terminate()
