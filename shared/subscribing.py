@@ -2,26 +2,33 @@
 
 A service module registers its handlers here through its runtime (``on_event``,
 ``on_batch_event``, ``on_messages``: one visible table per service); each becomes a FastStream
-subscriber whose deliveries go to the consumer (shared/consuming.py). The queues registered
+subscriber whose deliveries go straight to the consumer (shared/consuming.py), past
+FastStream's per-message path (``HandlerTable._register``). The queues registered
 are the service's ``subscriptions``: what the lifecycle declares at start (shared/lifecycle.py)
 and the operator's view reads the dead letters of (shared/operations.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from aio_pika import IncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.rabbit.parser import AioPikaParser
+from faststream.rabbit.subscriber import RabbitSubscriber
 
 from shared.consuming import BatchEventHandler, Consumer, E, EventHandler
 from shared.groupcommit import Batch, GroupCommit
 from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.topology import Subscription, Topology
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M")  # a message as a handler takes it
 
@@ -115,23 +122,20 @@ class HandlerTable:
         self.add_subscription(sub)
         consumer = self.consumer
 
-        async def consume() -> None:
-            # The message comes from the context rather than as an injected parameter:
-            # FastStream resolves an injected message in a worker thread, a hop per message.
-            message: RabbitMessage = self.broker.context.get_local("message")
+        async def handle(message: RabbitMessage) -> None:
             await consumer.consume_event(message, sub, event_cls, handler, commits)
 
         lane = f".{sub.lane}" if sub.lane else ""
-        consume.__name__ = f"on_{(event_cls.event_type + lane).replace('.', '_')}"
-        self.broker.subscriber(
-            self.topology.rabbit_queue(sub),
-            self.topology.rabbit_exchange(sub.exchange),
-            channel=channel,
-            title=f"{self.name}:{event_cls.event_type}{lane}",
-            description=_described(description or handler.__doc__ or "", sub),
-            # Events never get a framework reply, whatever reply_to they carry.
-            no_reply=True,
-        )(consume)
+        self._register(handle, f"on_{(event_cls.event_type + lane).replace('.', '_')}",
+                       self.broker.subscriber(
+                           self.topology.rabbit_queue(sub),
+                           self.topology.rabbit_exchange(sub.exchange),
+                           channel=channel,
+                           title=f"{self.name}:{event_cls.event_type}{lane}",
+                           description=_described(description or handler.__doc__ or "", sub),
+                           # Events never get a framework reply, whatever reply_to they carry.
+                           no_reply=True,
+                       ))
 
     def on_messages(self, sub: Subscription, decode: Callable[[RabbitMessage], M],
                     handle: Callable[[M], Awaitable[str]], *, title: str, description: str,
@@ -144,19 +148,57 @@ class HandlerTable:
         self.add_subscription(sub)
         consumer = self.consumer
 
-        async def consume() -> None:
-            # The message comes from the context (see _subscribe).
-            message: RabbitMessage = self.broker.context.get_local("message")
+        async def handle_message(message: RabbitMessage) -> None:
             decoded = decode(message)
             await consumer.settle(message, sub, lambda: handle(decoded),
                                   f"{self.name} failed on message {message.message_id}",
                                   **context(decoded))
 
-        consume.__name__ = f"on_{sub.queue.replace('.', '_').replace('-', '_')}"
-        self.broker.subscriber(
-            self.topology.rabbit_queue(sub),
-            self.topology.rabbit_exchange(sub.exchange),
-            channel=channel, title=title, description=description,
-            # Replies (if any) go through the outbox; no empty framework reply.
-            no_reply=True,
-        )(consume)
+        self._register(handle_message, f"on_{sub.queue.replace('.', '_').replace('-', '_')}",
+                       self.broker.subscriber(
+                           self.topology.rabbit_queue(sub),
+                           self.topology.rabbit_exchange(sub.exchange),
+                           channel=channel, title=title, description=description,
+                           # Replies (if any) go through the outbox; no empty framework reply.
+                           no_reply=True,
+                       ))
+
+    def _register(self, handle: Callable[[RabbitMessage], Awaitable[None]], name: str,
+                  subscriber: RabbitSubscriber) -> None:
+        """Make ``handle`` the consumer of ``subscriber``'s queue.
+
+        The subscriber stays FastStream's: it declares and binds the queue, consumes it on
+        its channel (prefetch), is documented in the AsyncAPI document, and its broker stops
+        it gracefully (no new delivery taken, in-flight ones awaited). Its deliveries,
+        though, skip FastStream's per-message path (context scopes, middlewares, FastDepends
+        and its acknowledgement, a fifth of the busiest consumer's CPU: BENCHMARKS.md): the
+        consumer (shared/consuming.py) settles every delivery itself, so ``direct`` hands
+        each straight to ``handle``, as a ``RabbitMessage``."""
+        async def consume() -> None:
+            # Called through FastStream only where its own path runs (a test client). The
+            # message comes from the context rather than as an injected parameter:
+            # FastStream resolves an injected message in a worker thread, a hop per message.
+            await handle(self.broker.context.get_local("message"))
+
+        consume.__name__ = name
+        subscriber(consume)
+        parse = AioPikaParser().parse_message
+
+        async def direct(raw: IncomingMessage) -> None:
+            if not subscriber.running:  # stopping: the delivery returns to its queue unacked
+                return
+            with subscriber.lock:  # the broker's graceful stop waits for the deliveries in hand
+                message = cast("RabbitMessage", await parse(raw))
+                try:
+                    await handle(message)
+                except Exception:
+                    # Settled and logged by the consumer (acked, nacked or dead-lettered);
+                    # anything else is returned to its queue, as FastStream's NACK_ON_ERROR.
+                    if not raw.locked:
+                        log.exception("%s: %s failed before it was settled", self.name, name)
+                        with contextlib.suppress(Exception):
+                            await raw.nack(requeue=True)
+
+        # RabbitSubscriber.start consumes its queue with ``self.consume``.
+        setattr(subscriber, "consume", direct)  # noqa: B010
+
