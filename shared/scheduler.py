@@ -45,10 +45,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Again:
-    """A recurring job's result: run again at ``at``; ``result`` is kept as ``last_result``."""
+    """A recurring job's result: run again at ``at``; ``result`` is kept as ``last_result``.
+    ``quiet`` logs the run at debug level (a job polling every second would fill the log)."""
 
     at: datetime
     result: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
 
 
 # A handler: (the claim's connection, the job's row, now) -> an outcome, or `Again`.
@@ -83,7 +85,8 @@ async def ensure(conn: asyncpg.Connection, schema: str, name: str, first_due: da
                  not_after: datetime | None = None) -> bool:
     """Put the recurring job ``name`` in place, first due at ``first_due``; a job already in
     place keeps its due time (with ``not_after``: unless it is later than that, so a shorter
-    interval takes effect at once). True when it was added now."""
+    interval, or a clock set back, takes effect at once; a job waiting out a failure's backoff
+    keeps it). True when it was added now."""
     added = bool(await conn.fetchval(
         f"INSERT INTO {_table(schema)} (name, due_at, dedupe_key, recurring)"
         " VALUES ($1, $2, $1, true) ON CONFLICT (dedupe_key) DO NOTHING RETURNING true",
@@ -91,7 +94,7 @@ async def ensure(conn: asyncpg.Connection, schema: str, name: str, first_due: da
     if not added and not_after is not None:
         await conn.execute(
             f"UPDATE {_table(schema)} SET due_at = $2 WHERE dedupe_key = $1 AND recurring"
-            " AND done_at IS NULL AND due_at > $2", name, not_after)
+            " AND done_at IS NULL AND attempts = 0 AND due_at > $2", name, not_after)
     return added
 
 
@@ -186,8 +189,9 @@ class Scheduler:
                 f"UPDATE {_table(self.schema)} SET due_at = $2, last_run_at = $3,"
                 " last_result = $4, outcome = 'done', attempts = 0, last_error = NULL"
                 " WHERE id = $1", row["id"], result.at, now, result.result)
-            log.info("ran %s at %s: %s; next at %s", row["name"], now.isoformat(),
-                     result.result, result.at.isoformat())
+            log.log(logging.DEBUG if result.quiet else logging.INFO,
+                    "ran %s at %s: %s; next at %s", row["name"], now.isoformat(),
+                    result.result, result.at.isoformat())
         else:
             await conn.execute(
                 f"UPDATE {_table(self.schema)} SET done_at = $2, outcome = $3, last_run_at = $2,"

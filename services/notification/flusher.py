@@ -1,7 +1,8 @@
 """The group timers: records each due group's notification (or its suppression).
 
 Timers are rows in PostgreSQL (``alert_groups.next_flush_at``), so they survive restarts;
-any replica may flush a due group, and ``FOR UPDATE SKIP LOCKED`` gives each to one. Time
+any replica may flush a due group, and ``FOR UPDATE SKIP LOCKED`` gives each to one. They are
+checked by a recurring job of the shared scheduler (``group_flush`` in ``notification.jobs``). Time
 comes from an injectable clock, so tests drive it instead of sleeping.
 """
 
@@ -22,9 +23,11 @@ from services.notification.silences import Silence, muting
 from shared.clock import Clock
 from shared.retry import Backoff
 from shared.runtime import ServiceRuntime
-from shared.scheduler import every
+from shared.scheduler import Again, Scheduler
+from shared.scheduler import ensure as ensure_job
 
 log = logging.getLogger(__name__)
+FLUSH_JOB = "group_flush"
 _FLUSH_NAMESPACE = uuid.UUID("6f1c2a58-5f37-4c1e-9d6a-8c0f3e1b2a47")
 
 
@@ -103,13 +106,32 @@ class GroupFlusher:
                  group["recipient"], len(alerts), "suppressed by silence " if silence_id
                  else "recorded as ", silence_id or notification_id)
 
-    async def run(self) -> None:
-        """Check the timers every ``notification_group_poll_interval`` seconds."""
+    def scheduler(self) -> Scheduler:
+        """The group timers, checked every ``notification_group_poll_interval`` seconds by a
+        recurring job of the shared scheduler (``notification.jobs``, like every service's
+        time-driven work): one replica at a time runs it (the groups are claimed with SKIP
+        LOCKED as well); a failed check is tried again after twice the interval, at most 30 s
+        later."""
         interval = self.runtime.settings.notification_group_poll_interval
 
-        async def flush_all_due() -> None:
-            while await self.flush_due() >= self.batch_size:
-                pass
+        async def flush_all_due(claim: asyncpg.Connection, row: asyncpg.Record,
+                                now: datetime) -> Again:
+            flushed = total = await self.flush_due()
+            while flushed >= self.batch_size:
+                flushed = await self.flush_due()
+                total += flushed
+            # Due again at once by the clock: the scheduler's tick (every ``interval`` seconds)
+            # paces it, and a clock that tests hold still or move back cannot stall it.
+            return Again(now, {"groups flushed": total}, quiet=not total)
 
-        await every(interval, flush_all_due, name="group flusher",
-                    retry=Backoff(first=2 * max(interval, 0.5), cap=30.0))
+        async def ensure(conn: asyncpg.Connection, now: datetime) -> None:
+            await ensure_job(conn, store.SCHEMA, FLUSH_JOB, now, not_after=now)
+
+        return Scheduler(store.SCHEMA, lambda: self.runtime.pool, {FLUSH_JOB: flush_all_due},
+                         self.clock, interval=interval,
+                         retry=Backoff(first=2 * max(interval, 0.5), cap=30.0),
+                         before_run=ensure)
+
+    async def run(self) -> None:
+        """Check the timers every ``notification_group_poll_interval`` seconds."""
+        await self.scheduler().run()

@@ -348,6 +348,9 @@ async def test_group_timer_survives_a_restart(
     await notification["runtime"].start()
     [msg] = await mail(inbox, contact, 1)
     assert "3 alerts" in msg["Subject"]
+    # The timers are checked by a recurring job of the shared scheduler.
+    job = await db.fetchrow("SELECT * FROM notification.jobs WHERE name = 'group_flush'")
+    assert job["recurring"] and job["done_at"] is None and job["last_run_at"] is not None
     clock.reset()
 
 

@@ -232,6 +232,28 @@ async def test_ensure_brings_a_recurring_job_forward_when_its_interval_shortens(
             T0 + timedelta(seconds=1), "never pushed later"
 
 
+
+async def test_ensure_leaves_a_failing_recurring_job_to_its_backoff(
+        db: asyncpg.Pool, schema: str) -> None:
+    """`not_after` brings a job forward (a shorter interval, a clock set back), but not one
+    waiting out a failure: a job polled every second must not be retried every second."""
+    async def poll(conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> Again:
+        raise RuntimeError("the mail server is refusing")
+
+    async def ensure(conn: asyncpg.Connection, now: datetime) -> None:
+        await scheduler.ensure(conn, schema, "poll", now, not_after=now)
+
+    tick = Scheduler(schema, lambda: db, {"poll": poll}, Clock(T0),
+                     retry=Backoff(first=60.0, cap=60.0), before_run=ensure)
+    assert await tick.run_due(T0) == ["poll"]
+    row = await db.fetchrow(f'SELECT * FROM "{schema}".jobs')
+    assert (row["due_at"], row["attempts"]) == (T0 + timedelta(seconds=60), 1)
+    assert await tick.run_due(T0 + timedelta(seconds=1)) == [], "its backoff is kept"
+    assert await db.fetchval(f'SELECT due_at FROM "{schema}".jobs') == \
+        T0 + timedelta(seconds=60)
+    assert await tick.run_due(T0 + timedelta(seconds=60)) == ["poll"]
+
+
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
 
