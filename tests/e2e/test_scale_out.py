@@ -70,6 +70,13 @@ async def outcome(s: Stack) -> dict[str, Any]:
         await pool.close()
 
 
+def booked_by_removed(subject: str) -> str:
+    """A meeting e-mail's subject without the theme and severity of the concern that booked
+    the meeting ("Invitation: Remedial action meeting: <provider> - <theme> (<severity>)")."""
+    head, sep, _ = subject.partition(" - ")
+    return head + (" - ..." if sep else "")
+
+
 async def run(server_urls: ServerUrls, replicas: int, stop_some: bool) -> dict[str, Any]:
     items, accepted = realistic_stream()
     port = free_port()
@@ -109,10 +116,13 @@ async def run(server_urls: ServerUrls, replicas: int, stop_some: bool) -> dict[s
                 for name in SERVICES:
                     assert s.procs[name][0].wait(timeout=30) == 0, f"{name} did not stop cleanly"
             result = await outcome(s)
-            # Which meeting gets which slot depends on the order of handling: the time
-            # leaves the subject.
+            # Which meeting gets which slot, and which of a provider's concerns books it (and
+            # so names it: "... meeting: <provider> - <theme> (<severity>)"), depend on the
+            # order of handling: the time and the booking concern leave the subject (the
+            # agendas themselves are compared as "meetings" and "notified").
             result["emails"] = sorted(
-                (re.sub(r" - \w{3} \d{2} \w{3} \d{4} \d{2}:\d{2}$", "", str(m["Subject"])),
+                (booked_by_removed(re.sub(r" - \w{3} \d{2} \w{3} \d{4} \d{2}:\d{2}$", "",
+                                          str(m["Subject"]))),
                  str(m["To"])) for _, m in inbox.messages
                 if not str(m["Subject"]).startswith("Updated invitation"))
             return result

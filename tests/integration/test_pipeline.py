@@ -301,19 +301,25 @@ async def test_unrouted_event_is_kept_not_lost(
                            routing_key="nobody.listens.v1", mandatory=True)
     queue = await channel.declare_queue(f"{settings.namespace}.unrouted", passive=True)
 
-    async def ours() -> aio_pika.abc.AbstractIncomingMessage | None:
-        msg = await queue.get(fail=False)
-        if msg is not None and msg.message_id != message_id:
-            await msg.nack(requeue=True)  # someone else's unrouted event
-            return None
-        return msg
+    # Someone else's unrouted events are held (unacked) while looking, so each get returns
+    # the next message whatever the queue does with a requeued one, then given back.
+    held: list[aio_pika.abc.AbstractIncomingMessage] = []
 
-    msg = await eventually(ours)
+    async def ours() -> aio_pika.abc.AbstractIncomingMessage | None:
+        while (msg := await queue.get(fail=False)) is not None:
+            if msg.message_id == message_id:
+                return msg
+            held.append(msg)
+        return None
+
+    try:
+        msg = await eventually(ours, what="our event in the unrouted queue")
+    finally:
+        for other in held:
+            await other.nack(requeue=True)
     assert msg.routing_key == "nobody.listens.v1"
     await msg.ack()
     await channel.close()
-
-
 
 
 async def test_each_service_reports_ready_and_exports_metrics(pipeline: Any) -> None:
