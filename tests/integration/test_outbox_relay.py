@@ -312,8 +312,16 @@ async def test_a_batch_goes_in_one_write_per_channel_and_each_row_is_settled_alo
     assert not routine.message_id_delivery_tag and not urgent.message_id_delivery_tag
 
 
-async def _never_confirmed(*_: Any, **__: Any) -> None:
-    await asyncio.Event().wait()
+class _NeverConfirmed:
+    """A publisher whose confirms never come; ``called`` is set once a claim has sent a row
+    (its rows are locked by then: the claim publishes inside its transaction)."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def __call__(self, *_: Any, **__: Any) -> None:
+        self.called.set()
+        await asyncio.Event().wait()
 
 
 async def _locked_rows(db: asyncpg.Pool, schema: str) -> int:
@@ -336,11 +344,15 @@ async def test_rows_of_a_relay_killed_mid_batch_go_with_another_relay(
     await queue.bind(f"{settings.namespace}.events", routing_key=routing_key)
     ids = await add_rows(db, schema, f"{settings.namespace}.events", routing_key, 25)
     own_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    doomed = OutboxRelay(own_pool, schema, _never_confirmed, batch_size=100)
+    never = _NeverConfirmed()
+    doomed = OutboxRelay(own_pool, schema, never, batch_size=100)
     claiming = asyncio.create_task(doomed.publish_pending())
     survivor = OutboxRelay(db, schema, publisher, batch_size=100)
     try:
-        await eventually(lambda: _locked_rows(db, schema), timeout=10, what="the batch claimed")
+        # Waited on the claim itself: probing the locks meanwhile (FOR UPDATE) could make the
+        # claim skip the rows the probe held for that instant.
+        await asyncio.wait_for(never.called.wait(), 60)
+        assert await _locked_rows(db, schema) == len(ids), "the whole batch claimed"
         assert await survivor.publish_pending() == 0, "claimed rows are not published twice"
     finally:
         claiming.cancel()
