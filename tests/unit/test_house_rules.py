@@ -55,6 +55,18 @@ def _targets(name: str) -> list[str]:
     return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in MODULES]
 
 
+def _imported_by(module: str, node: ast.AST) -> set[str]:
+    """The project modules one import statement loads (none for any other node)."""
+    if isinstance(node, ast.Import):
+        return {t for alias in node.names for t in _targets(alias.name)}
+    if isinstance(node, ast.ImportFrom):
+        base = _resolve(module, node)
+        return {*_targets(base),
+                *(t for alias in node.names  # `from pkg import submodule`
+                  for t in _targets(f"{base}.{alias.name}") if t != base)}
+    return set()
+
+
 def _load_time_imports(module: str) -> set[str]:
     """Imports executed when ``module`` loads: module level, not inside a function and not
     under ``if TYPE_CHECKING``."""
@@ -63,14 +75,8 @@ def _load_time_imports(module: str) -> set[str]:
 
     def visit(body: list[ast.stmt]) -> None:
         for node in body:
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    found.update(_targets(alias.name))
-            elif isinstance(node, ast.ImportFrom):
-                base = _resolve(module, node)
-                found.update(_targets(base))
-                for alias in node.names:  # `from pkg import submodule`
-                    found.update(t for t in _targets(f"{base}.{alias.name}") if t != base)
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                found.update(_imported_by(module, node))
             elif isinstance(node, ast.If) and not _is_type_checking(node.test):
                 visit(node.body)
                 visit(node.orelse)
@@ -145,16 +151,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def _every_import(module: str, source: str) -> set[str]:
     """The project modules ``source`` imports anywhere: at load time, inside a function, or
     under ``if TYPE_CHECKING``."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found.update(_targets(alias.name))
-        elif isinstance(node, ast.ImportFrom):
-            base = _resolve(module, node)
-            found.update(_targets(base))
-            for alias in node.names:  # `from shared import dead_letters`
-                found.update(t for t in _targets(f"{base}.{alias.name}") if t != base)
+    found = {t for node in ast.walk(ast.parse(source)) for t in _imported_by(module, node)}
     found.discard(module)
     return found
 
