@@ -2,8 +2,8 @@
 
     python -m tools.eval            # the test set (the figures the team reports)
     python -m tools.eval --dev      # the development sentences (dev.jsonl, dev_extra.jsonl and
-                                    # the later passes dev_pass*.jsonl:
-                                    # the ones rules are tuned on)
+                                    # the later passes dev_pass*.jsonl but the held-out
+                                    # dev_pass17.jsonl: the ones rules are tuned on)
     python -m tools.eval --corpus tests/unit/harm_corpus.jsonl   # any JSONL of the same form
     python -m tools.eval --rules-only   # without the model's second opinion (harm/model.py)
 
@@ -40,9 +40,16 @@ DEV_SET = CORPUS / "dev.jsonl"
 DEV_EXTRA = CORPUS / "dev_extra.jsonl"
 
 
+# held out: measured alone (--corpus), never tuned on, so not among the development sentences
+# that --dev measures and the unit tests hold to their targets (tests/data/harm/README.md)
+HELD_OUT_PASSES = ("dev_pass17.jsonl",)
+
+
 def dev_passes() -> list[Path]:
-    """The later development passes, one file each (pass 11 on: dev_pass11.jsonl, ...)."""
-    return sorted(CORPUS.glob("dev_pass*.jsonl"))
+    """The later development passes, one file each (pass 11 on: dev_pass11.jsonl, ...),
+    without the held-out ones."""
+    return sorted(path for path in CORPUS.glob("dev_pass*.jsonl")
+                  if path.name not in HELD_OUT_PASSES)
 
 TARGETS = {"serious_recall": 0.95, "serious_precision": 0.90, "any_recall": 0.98}
 
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--dev", action="store_true",
-                       help="the development sentences (dev.jsonl, dev_extra.jsonl, dev_pass*.jsonl)")
+                       help="the development sentences (dev.jsonl, dev_extra.jsonl, dev_pass*.jsonl"
+                       " but the held-out passes)")
     which.add_argument("--corpus", type=Path, help="another JSONL corpus")
     parser.add_argument("--rules-only", action="store_true",
                         help="the rules alone, without the model's second opinion")
