@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import asyncpg
 import click
 import typer
 
@@ -29,13 +28,21 @@ from services.cli.common import (
     run_async,
     with_db,
 )
-from services.intake import bulk, store
-from services.intake.credentials import api_key_hash, new_api_key
+from services.cli.lazy import modules
 from shared.roles import OPERATORS
-from shared.settings import get_settings
 
+# What the commands use loads when a command runs, not for `--help` (issue 20: the CLI
+# starts in well under half a second).
 if TYPE_CHECKING:
+    import asyncpg
+
+    from services.intake import bulk, credentials, store
     from services.intake.admission import Admission, Admissions
+    from shared import settings as shared_settings
+else:
+    asyncpg, bulk, credentials, store, shared_settings = modules(
+        "asyncpg", "services.intake.bulk", "services.intake.credentials",
+        "services.intake.store", "shared.settings")
 
 T = TypeVar("T")
 
@@ -81,7 +88,7 @@ def providers_import(
             store.check_provider(row)
     except (OSError, ValueError, KeyError) as exc:
         raise fail(str(exc)) from exc
-    default_contact = contact or get_settings().quality_team_email
+    default_contact = contact or shared_settings.get_settings().quality_team_email
 
     async def work(conn: asyncpg.Connection) -> int:
         return await store.upsert_providers(conn, loaded.rows, default_contact)
@@ -125,13 +132,13 @@ def feeds_create(
     if public == bool(codes):
         raise fail("give --ods CODE (a provider feed) or --public (the public's door), not"
                    " both" if codes else "give at least one --ods CODE, or --public")
-    key = new_api_key() if api_key else None
+    key = credentials.new_api_key() if api_key else None
 
     async def work(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             await store.register_feed(conn, feed_user, codes, description, public_door=public)
             if key:
-                await store.set_api_key(conn, feed_user, api_key_hash(key))
+                await store.set_api_key(conn, feed_user, credentials.api_key_hash(key))
 
     try:
         with_db(work)
@@ -247,7 +254,7 @@ async def _with_admissions(work: Callable[[asyncpg.Connection, Admissions], Awai
     from services.intake.validation import MAX_BODY_BYTES
     from shared.db import create_pool
 
-    settings = get_settings()
+    settings = shared_settings.get_settings()
     runtime = build(settings)
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     try:
@@ -350,7 +357,7 @@ def submit(
     rejected records and their reasons are written to FILE.rejected.jsonl."""
     from services.intake import submit as loader
 
-    settings = get_settings()
+    settings = shared_settings.get_settings()
     try:
         fmt = bulk.detect_format(file) if fmt == "auto" else fmt
         if fmt not in bulk.FORMATS:

@@ -66,6 +66,8 @@ def test_a_command_imports_only_its_module() -> None:
     (["concerns", "list", "--help"], "services.quality_monitor.store"),
     (["meetings", "list", "--help"], "services.escalation.store"),
     (["meetings", "list", "--help"], "services.escalation.app"),
+    (["quarantine", "list", "--help"], "services.intake.store"),
+    (["feeds", "create", "--help"], "shared.settings"),
 ])
 def test_a_commands_help_loads_none_of_what_the_command_uses(args: list[str],
                                                                module: str) -> None:
