@@ -184,6 +184,8 @@ async def run(items: Sequence[Item], accepted: int) -> dict[str, Any]:
         for channel, consumer in tags:
             queue = await channel.get_queue(submissions.name if channel is hop1 else events.name)
             await queue.cancel(consumer)
+        for batcher in (first, second):  # no batch still publishing when the queues go
+            await batcher.flush()
         try:
             for name in (submissions.name, events.name):
                 await setup.queue_delete(name)
