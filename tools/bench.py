@@ -79,12 +79,16 @@ def next_poll(remaining: int, rate: float, *, finest: float = 0.05,
 
 
 async def wait_for(conn: asyncpg.Connection, sql: str, target: int, timeout: float,
-                   label: str) -> float:
+                   label: str, progress: list[tuple[float, int]] | None = None) -> float:
+    """Seconds until ``sql`` counts ``target``; each count is appended to ``progress`` as
+    (seconds, count) if given."""
     started = time.perf_counter()
     last_report = started
     while True:
         n = await conn.fetchval(sql)
         now = time.perf_counter()
+        if progress is not None:
+            progress.append((now - started, n))
         if n >= target:
             return now - started
         if now - started > timeout:
@@ -663,7 +667,9 @@ async def icb_year(n: int) -> dict[str, Any]:
             items, url=s.settings.amqp_url, namespace=s.settings.namespace,
             run=uuid.uuid4().hex[:8]))
         probing = asyncio.create_task(serious_during_backlog(s, publishing))
-        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted, 7200, "ICB year")
+        progress: list[tuple[float, int]] = []
+        await wait_for(conn, "SELECT count(*) FROM monitor.feedback", accepted, 7200, "ICB year",
+                       progress)
         await publishing
         elapsed = time.perf_counter() - started
         wall, cpu = meter.read()
@@ -676,7 +682,8 @@ async def icb_year(n: int) -> dict[str, Any]:
         pages = await page_latency(s.settings.database_url)
         await conn.close()
         return {"n": n, "accepted": accepted, "seconds": elapsed, "rss": rss, "cpu": cpu,
-                "wall": wall, "handled": accepted, "probes": probes, "pages": pages}
+                "wall": wall, "handled": accepted, "probes": probes, "pages": pages,
+                "progress": progress}
 
 
 async def serious_during_backlog(s: Stack, publishing: asyncio.Task[Any],
@@ -967,6 +974,15 @@ async def main(args: argparse.Namespace) -> None:
             scaled = await scale_runs(args.throughput, args.replicas, args.rounds, first=t)
             print("\n".join(["", *scale_section(scaled, cores)]))
         return
+    if args.only == "year":
+        year = await icb_year(args.year)
+        first, last = rate_thirds(year["progress"])
+        print("\n".join([
+            f"an ICB's year: {year['n']:,} submissions ({year['accepted']:,} valid) drained in"
+            f" {year['seconds']:.0f} s ({year['n'] / year['seconds']:,.0f}/s end to end); stored"
+            f" {first:,.0f}/s in the first third of the time, {last:,.0f}/s in the last", "",
+            *cpu_table(year, os.cpu_count() or 1)]))
+        return
     if args.only == "national":
         cores = os.cpu_count() or 1
         print("\n".join(national_section(
@@ -1243,7 +1259,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--national-replicas", type=int, default=1,
                    help="replicas of intake and quality-monitor in the national FFT run")
     p.add_argument("--only", choices=["harm", "reports", "workspace", "throughput", "latency",
-                                      "national"],
+                                      "national", "year"],
                    help="run one figure alone and print it (BENCHMARKS.md is not written)")
     return p.parse_args()
 

@@ -32,7 +32,12 @@ class FillingTable:
 
 async def test_a_long_wait_counts_a_few_times_a_second() -> None:
     conn: Any = FillingTable(rate=2000.0)
-    elapsed = await wait_for(conn, "SELECT count(*) FROM t", 6000, 60, "filling")
+    progress: list[tuple[float, int]] = []
+    elapsed = await wait_for(conn, "SELECT count(*) FROM t", 6000, 60, "filling", progress)
     # Every 50 ms, 3 s would take 60 counts (a slow machine only makes them fewer).
     assert conn.counts < 25
     assert elapsed >= 3.0
+    # Every count is kept, for the rate over the run (rate_thirds).
+    assert len(progress) == conn.counts
+    assert progress[-1][1] >= 6000
+    assert [t for t, _ in progress] == sorted(t for t, _ in progress)
