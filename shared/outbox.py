@@ -52,6 +52,8 @@ ALONE_BUDGET = 5.0
 # Readiness fails when due rows have waited this long without the relay publishing, parking
 # or deferring any of them (seconds).
 STALL_AFTER = 60.0
+# The relay vacuums its outbox after deleting this many rows (see OutboxRelay._vacuum).
+VACUUM_AFTER = 5000
 
 
 def refused_by_broker(error: BaseException) -> bool:
@@ -196,7 +198,8 @@ class OutboxRelay:
 
     def __init__(self, pool: asyncpg.Pool, schema: str, publish: Publish, *,
                  batch_size: int = 500, poll_interval: float = 1.0,
-                 backlog_limit: int = 5000, in_flight: int = 2) -> None:
+                 backlog_limit: int = 5000, in_flight: int = 2,
+                 vacuum_after: int = VACUUM_AFTER) -> None:
         self._pool = pool
         self._schema = schema
         self._publish = publish
@@ -215,6 +218,10 @@ class OutboxRelay:
         self._settling: set[asyncio.Task[int]] = set()
         self._settle_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        self._vacuum_after = vacuum_after
+        self._deleted = 0  # rows deleted since the last vacuum
+        self._vacuuming: asyncio.Task[None] | None = None
+        self.vacuums = 0
         self.published = 0
         # When the relay last moved the outbox on (published, parked or deferred a row, or
         # found nothing due): readiness reports a relay that no longer does.
@@ -237,6 +244,11 @@ class OutboxRelay:
         next start)."""
         self._room.set()
 
+    @property
+    def vacuuming(self) -> bool:
+        """A vacuum of the outbox is under way (``_vacuum``)."""
+        return self._vacuuming is not None
+
     def stalled(self, now: float | None = None) -> bool:
         """True when the relay has not moved the outbox on for ``STALL_AFTER`` seconds (or
         its loop has died)."""
@@ -256,6 +268,11 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._vacuuming:
+            self._vacuuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._vacuuming
+            self._vacuuming = None
         settling = list(self._settling)
         if settling:
             _, pending = await asyncio.wait(settling, timeout=timeout)
@@ -447,6 +464,11 @@ class OutboxRelay:
                 await self._finish(conn, claim.transaction, commit=False)
         self.published += len(done)
         self.last_progress = time.monotonic()
+        self._deleted += len(done)
+        if self._deleted >= self._vacuum_after and self._vacuuming is None:
+            self._deleted = 0
+            self._vacuuming = asyncio.create_task(self._vacuum(),
+                                                  name=f"outbox-vacuum-{self._schema}")
         if not measure_backlog:
             return len(rows)  # an urgent batch says nothing of the outbox's depth
         if backlog >= self._backlog_limit:
@@ -500,6 +522,28 @@ class OutboxRelay:
                 if attempt == tries - 1:
                     raise
                 await asyncio.sleep(REOPEN_RETRY.seconds(attempt + 1))
+
+    async def _vacuum(self) -> None:
+        """VACUUM the outbox, in the background (it takes no lock that blocks the relay or
+        the writers).
+
+        Every event is a row inserted and deleted: without a vacuum, the dead rows pile up
+        at the head of the claim's index (``outbox_claim_order``) and of the primary key,
+        and every claim, and the backlog's ``min(seq)``, walks all of them, a cost that
+        grows with every event ever relayed. Autovacuum comes by at best once a minute
+        (``autovacuum_naptime``), and not at all where it is off; the relay knows when it
+        has deleted enough to be worth one. No truncation: that would take an exclusive
+        lock, and the freed pages are reused by the next rows anyway."""
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(f'VACUUM (TRUNCATE false) "{self._schema}".outbox')
+            self.vacuums += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next batch of deletions tries again
+            log.warning("outbox %s: vacuum failed", self._schema, exc_info=True)
+        finally:
+            self._vacuuming = None
 
     async def _run(self) -> None:
         await drain_on_notify(self._pool, notify_channel(self._schema), self._send_next,

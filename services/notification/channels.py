@@ -7,9 +7,11 @@ whether a failure is worth retrying.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -69,21 +71,35 @@ class Channel(Protocol):
 
 # -- e-mail ---------------------------------------------------------------------------------
 class MailTransport(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, build: Callable[[], EmailMessage]) -> None:
+        """Reach the mail server, then ``build`` the message and send it."""
+        ...
 
 
 class SmtpTransport:
-    """SMTP (STARTTLS and authentication as configured)."""
+    """SMTP (STARTTLS and authentication as configured).
+
+    The message is built once the server has answered: while it cannot be reached, every
+    retry of every notification would otherwise render its e-mail (templates, iCalendar,
+    MIME: most of the service's CPU in a year run with no mail server) only to fail."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # What the client says in EHLO: aiosmtplib would look it up (socket.getfqdn, a DNS
+        # query in a thread) on every connection.
+        self._local_hostname: str | None = None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, build: Callable[[], EmailMessage]) -> None:
         s = self._settings
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
+            password=s.smtp_password, start_tls=s.smtp_starttls, timeout=s.smtp_timeout,
+            local_hostname=self._local_hostname)
         try:
-            errors, _ = await aiosmtplib.send(
-                message, hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
-                password=s.smtp_password, start_tls=s.smtp_starttls, timeout=s.smtp_timeout)
+            async with client:
+                errors, _ = await client.send_message(build())
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # 4xx (greylisting, a full mailbox) may pass later; 5xx will not.
             permanent = all(r.code >= 500 for r in exc.recipients)
@@ -115,7 +131,7 @@ class EmailChannel:
                                   listed=self._listed)
 
     async def deliver(self, notification: Outgoing) -> None:
-        await self.transport.send(self.render(notification))
+        await self.transport.send(lambda: self.render(notification))
 
 
 # -- webhooks -------------------------------------------------------------------------------
