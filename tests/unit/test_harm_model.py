@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from services.quality_monitor.harm import model as harm_model_module
-from services.quality_monitor.harm.model import MODEL_CONTEXT, features, harm_model
+from services.quality_monitor.harm.model import (
+    MODEL_CONTEXT,
+    SERIOUS_CONTEXT,
+    HarmModel,
+    features,
+    harm_model,
+)
 from services.quality_monitor.harm.pipeline import (
     CATEGORIES,
     POSSIBLE,
@@ -23,6 +30,13 @@ CORPUS = Path(__file__).resolve().parent.parent / "data" / "harm"
 # the rules find nothing here (no lexicon names wandering off or a canal); the model does
 MISSED_BY_THE_RULES = ("They let her wander out of the unit at night and the police found her"
                        " in the canal.")
+# written for these tests (in no corpus file): the rules find nothing in the first and only a
+# weaker term stated plainly ("cannot walk": possible) in the second; the model reads both as
+# a serious harm and names the category
+NOTHING_FOUND = ("His catheter bag was full to bursting and he had been left in the same chair"
+                 " since breakfast.")
+WEAKER_TERM = ("The home kept her in bed for weeks so she couldn't wander and now she cannot"
+               " walk at all.")
 
 
 def rules_alone() -> Analyser:
@@ -40,14 +54,80 @@ def test_features_are_words_word_pairs_and_character_grams_of_each_word() -> Non
 
 def test_a_sentence_the_rules_pass_over_is_raised_for_review_with_its_evidence() -> None:
     assert rules_alone().mentions(MISSED_BY_THE_RULES) == []
+    model = harm_model()
+    # the model reads it as a serious harm but is not sure of the category (neglect or
+    # abuse?): a serious finding must name its category, so it stays for review
+    assert model.serious_score(MISSED_BY_THE_RULES) >= model.serious_threshold
+    assert model.serious_opinion(MISSED_BY_THE_RULES).category_probability < \
+        model.category_confidence
     [m] = mentions(MISSED_BY_THE_RULES)
-    assert m.tier == POSSIBLE, "the model alone never makes a serious concern"
+    assert m.tier == POSSIBLE
     assert m.category in CATEGORIES
     assert m.sentence == MISSED_BY_THE_RULES
     assert m.phrase.startswith(MODEL_CONTEXT) and "wander" in m.phrase  # the words that weighed
     assert m.context.startswith(f"{MODEL_CONTEXT}, score 0.")
     score = float(m.context.split("score ")[1].split()[0])
     assert score >= harm_model().threshold
+
+
+def test_a_sentence_the_rules_pass_over_is_serious_when_the_model_is_sure_of_harm_and_category(
+) -> None:
+    assert rules_alone().mentions(NOTHING_FOUND) == []
+    [m] = mentions(NOTHING_FOUND)
+    assert (m.tier, m.category, m.sentence) == (SERIOUS, "neglect", NOTHING_FOUND)
+    assert m.phrase.startswith(SERIOUS_CONTEXT) and "bursting" in m.phrase  # its words
+    # "model: serious harm wording, score 0.92, neglect 0.98 (no rule found it serious)"
+    found = re.fullmatch(rf"{SERIOUS_CONTEXT}, score ([0-9.]+), (\w+) ([0-9.]+)"
+                         r" \(no rule found it serious\)", m.context)
+    assert found, m.context
+    model = harm_model()
+    assert float(found[1]) >= model.serious_threshold
+    assert found[2] == "neglect" and float(found[3]) >= model.category_confidence
+
+
+def test_a_weaker_term_stated_plainly_is_serious_when_the_model_is_sure() -> None:
+    rules = rules_alone().mentions(WEAKER_TERM)
+    assert rules and {(m.tier, m.context) for m in rules} == {(POSSIBLE, "unqualified term")}
+    got = mentions(WEAKER_TERM)
+    [m] = [m for m in got if m.tier == SERIOUS]
+    assert m.category == "neglect" and m.phrase.startswith(SERIOUS_CONTEXT)
+    assert "the rules: " in m.context and "'cannot walk' (unqualified term)" in m.context
+    assert set(rules) <= set(got), "the rules' own mentions are kept beside it"
+
+
+def test_a_hedged_rule_mention_is_never_made_serious_by_the_model() -> None:
+    hedged = "The nurse said he may have been given his insulin twice and was found unresponsive."
+    rules = rules_alone().mentions(hedged)
+    assert rules and all(m.tier == POSSIBLE for m in rules)
+    assert "possible: 'may have'" in {m.context for m in rules}
+    # a model that would promote it (threshold lowered below its score) still does not: the
+    # rules' hedge stands
+    spec = json.loads(harm_model_module.MODEL_FILE.read_text())
+    eager = HarmModel(dict(spec, serious_threshold=0.5))
+    assert eager.serious_score(hedged) >= 0.5
+    assert eager.serious_opinion(hedged).category_probability >= eager.category_confidence
+    pipeline = Analyser()
+    pipeline.model = eager
+    assert pipeline.mentions(hedged) == rules
+
+
+def test_with_the_serious_threshold_out_of_reach_the_model_only_raises_for_review() -> None:
+    spec = json.loads(harm_model_module.MODEL_FILE.read_text())
+    pipeline = Analyser()
+    pipeline.model = HarmModel(dict(spec, serious_threshold=2.0))
+    [m] = pipeline.mentions(NOTHING_FOUND)
+    assert (m.tier, m.phrase.startswith(MODEL_CONTEXT)) == (POSSIBLE, True)
+    assert pipeline.mentions(WEAKER_TERM) == rules_alone().mentions(WEAKER_TERM)
+
+
+def test_both_scores_come_from_one_walk_and_match_each_alone() -> None:
+    model = harm_model()
+    for text in (NOTHING_FOUND, WEAKER_TERM, MISSED_BY_THE_RULES, "The car park was full."):
+        harm, serious = model.scores(text)
+        assert harm == model.score(text) and serious == model.serious_score(text)
+        assert abs(model.opinion(text).score - harm) < 1e-9
+        assert abs(model.serious_opinion(text).score - serious) < 1e-9
+    assert model.serious_score(NOTHING_FOUND) > model.serious_score("The car park was full.")
 
 
 def test_only_the_sentence_the_rules_pass_over_is_read_by_the_model() -> None:

@@ -5,11 +5,17 @@ in words nobody listed: each development pass, measured before the rules were tu
 lost 14 to 40% of its serious harms. This model reads a sentence as a bag of words, word pairs
 and character 2- to 4-grams of each word (count x IDF over the square root of the number of
 features),
-weighed by a logistic regression trained on the development corpus (``tests/data/harm``: never
-``test.jsonl``, and not pass 13, kept to measure it). When the rules assert nothing of a
-sentence and the model scores it at ``threshold`` or more, the sentence is raised at the
-*possible* tier: a high concern for the quality team to confirm or dismiss, never a serious
-one on the model's word alone.
+weighed by logistic regressions trained on the development corpus (``tests/data/harm``: never
+``test.jsonl``, and not pass 13, kept to measure it): one for harm (serious or possible
+against none), one for a serious harm (serious against the rest), one for the category.
+When the rules make no serious finding of a sentence (they found nothing, or only a weaker
+term stated plainly, with no hedge) and the model scores it a serious harm at
+``serious_threshold`` or more and names its category with ``category_confidence`` or more,
+the sentence is a *serious* finding: the category, the words that weighed most and both
+scores are its evidence. Otherwise, when the rules assert nothing of a sentence and the
+model scores it at ``threshold`` or more, it is raised at the *possible* tier: a high
+concern for the quality team to confirm or dismiss. Both thresholds were chosen by
+leave-one-pass-out cross-validation (``python -m tools.harm_model --cv``).
 
 The weights are ``model.json``, built by ``python -m tools.harm_model`` (scikit-learn, a
 development dependency); scoring here is plain Python over that file: nothing is downloaded
@@ -31,6 +37,7 @@ from typing import Any
 HERE = Path(__file__).parent
 MODEL_FILE = HERE / "model.json"
 MODEL_CONTEXT = "model: harm-like wording"
+SERIOUS_CONTEXT = "model: serious harm wording"
 
 _FUNCTION_WORDS = frozenset("""
 a an the and or but so then of in on at to for from by with without into onto over under
@@ -67,31 +74,40 @@ def features(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Opinion:
-    """The model's reading of one sentence: the probability that it reports a harm, the
-    category it finds likeliest and the word features that weighed most for harm."""
+    """The model's reading of one sentence: the probability that it reports a harm (or, of
+    ``serious_opinion``, a serious harm), the category it finds likeliest with that category's
+    probability and the word features that weighed most."""
 
     score: float
     category: str
     terms: tuple[str, ...]
+    category_probability: float = 1.0
 
 
 class HarmModel:
-    """The weights of ``model.json``: per feature its IDF and its weight; per word its weight
-    for each category.
+    """The weights of ``model.json``: per feature its IDF, its weight for harm (serious or
+    possible against none) and its weight for a serious harm (serious against the rest); per
+    word its weight for each category.
 
     A sentence's value of a feature is its count x IDF / sqrt(the count of all its features
     in the vocabulary): a sum over the words, so that each word's part (the IDF x weight of
     its own features, and how many they are) is worked out once per process, and a sentence
-    costs a lookup per word and per pair of words."""
+    costs a lookup per word and per pair of words, for both scores at once."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.threshold = float(spec["threshold"])
         self.intercept = float(spec["intercept"])
-        # per feature: IDF x weight
+        self.serious_threshold = float(spec["serious_threshold"])
+        self.serious_intercept = float(spec["serious_intercept"])
+        self.category_confidence = float(spec["category_confidence"])
+        # per feature: IDF x weight for harm, IDF x weight for a serious harm
         self.table: dict[str, float] = {
-            feature: idf * weight for feature, (idf, weight) in spec["features"].items()}
-        # per word: (the sum of IDF x weight of its features in the vocabulary, their number)
-        self._by_word: dict[str, tuple[float, int]] = {}
+            feature: idf * weight for feature, (idf, weight, _) in spec["features"].items()}
+        self.serious_table: dict[str, float] = {
+            feature: idf * weight for feature, (idf, _, weight) in spec["features"].items()}
+        # per word: (the sums of IDF x weight of its features in the vocabulary for harm and
+        # for a serious harm, their number)
+        self._by_word: dict[str, tuple[float, float, int]] = {}
         self.categories: list[str] = list(spec["categories"])
         self.category_intercepts: list[float] = list(spec["category_intercepts"])
         self.category_words: dict[str, list[float]] = spec["category_words"]
@@ -104,51 +120,92 @@ class HarmModel:
     def score(self, sentence: str) -> float:
         """The probability that the sentence reports a harm (the training labels: serious or
         possible against none)."""
-        return self._parts(words(sentence))[0]
+        return self.scores(sentence)[0]
 
-    def _parts(self, ws: list[str]) -> tuple[float, list[float], list[float]]:
-        """The score, each word's part and each pair's part of the sum."""
-        by_word, table = self._by_word, self.table
+    def serious_score(self, sentence: str) -> float:
+        """The probability that the sentence reports a serious harm (serious against possible
+        and none)."""
+        return self.scores(sentence)[1]
+
+    def scores(self, sentence: str) -> tuple[float, float]:
+        """(harm, serious harm): both probabilities from one walk over the words."""
+        ws = words(sentence)
+        by_word, table, serious_table = self._by_word, self.table, self.serious_table
+        z = z_serious = 0.0
+        known = 0
+        for w in ws:
+            part = by_word.get(w)
+            if part is None:
+                part = self._word(w)
+            z += part[0]
+            z_serious += part[1]
+            known += part[2]
+        for a, b in pairwise(ws):
+            pair = f"w {a} {b}"
+            weight = table.get(pair)
+            if weight is not None:
+                known += 1
+                z += weight
+                z_serious += serious_table[pair]
+        scale = 1.0 / math.sqrt(known) if known else 0.0
+        return (_sigmoid(self.intercept + z * scale),
+                _sigmoid(self.serious_intercept + z_serious * scale))
+
+    def _parts(self, ws: list[str], serious: bool = False
+               ) -> tuple[float, list[float], list[float]]:
+        """The score (harm, or serious harm), each word's part and each pair's part of the
+        sum."""
+        by_word = self._by_word
+        table = self.serious_table if serious else self.table
+        which = 1 if serious else 0
         word_parts: list[float] = []
         known = 0
         for w in ws:
             part = by_word.get(w)
             if part is None:
                 part = self._word(w)
-            word_parts.append(part[0])
-            known += part[1]
+            word_parts.append(part[which])
+            known += part[2]
         pair_parts: list[float] = []
         for a, b in pairwise(ws):
             weight = table.get(f"w {a} {b}")
             if weight is not None:
                 known += 1
             pair_parts.append(weight or 0.0)
+        intercept = self.serious_intercept if serious else self.intercept
         if not known:
-            return 1.0 / (1.0 + math.exp(-self.intercept)), word_parts, pair_parts
+            return _sigmoid(intercept), word_parts, pair_parts
         scale = 1.0 / math.sqrt(known)
         word_parts = [p * scale for p in word_parts]
         pair_parts = [p * scale for p in pair_parts]
-        z = self.intercept + sum(word_parts) + sum(pair_parts)
-        return 1.0 / (1.0 + math.exp(-z)), word_parts, pair_parts
+        return _sigmoid(intercept + sum(word_parts) + sum(pair_parts)), word_parts, pair_parts
 
-    def _word(self, word: str) -> tuple[float, int]:
-        table = self.table
+    def _word(self, word: str) -> tuple[float, float, int]:
+        table, serious_table = self.table, self.serious_table
         padded = f" {word} "
         size = len(padded)
         grams = [f"w {word}"] + [padded[i:i + n] for n in (2, 3, 4) for i in range(size - n + 1)]
-        weights = [table[g] for g in grams if g in table]
-        part = (sum(weights), len(weights))
+        known = [g for g in grams if g in table]
+        part = (sum(table[g] for g in known), sum(serious_table[g] for g in known), len(known))
         if len(self._by_word) >= _WORDS_CACHED:
             self._by_word.clear()
         self._by_word[word] = part
         return part
 
     def opinion(self, sentence: str) -> Opinion:
-        """The score, the likeliest category and the three words that weighed most for harm
-        (each word's own features and half of each pair it is in; words like "the" and "he"
-        are left out of the explanation)."""
+        """The harm score, the likeliest category and the three words that weighed most for
+        harm (each word's own features and half of each pair it is in; words like "the" and
+        "he" are left out of the explanation)."""
+        return self._opinion(sentence, serious=False)
+
+    def serious_opinion(self, sentence: str) -> Opinion:
+        """As ``opinion``, for a serious harm: its score and the words that weighed most for
+        it."""
+        return self._opinion(sentence, serious=True)
+
+    def _opinion(self, sentence: str, serious: bool) -> Opinion:
         ws = words(sentence)
-        score, word_parts, pair_parts = self._parts(ws)
+        score, word_parts, pair_parts = self._parts(ws, serious)
         by_word: dict[str, float] = {}
         for i, w in enumerate(ws):
             total = word_parts[i]
@@ -159,16 +216,28 @@ class HarmModel:
             if w not in _FUNCTION_WORDS:
                 by_word[w] = max(by_word.get(w, total), total)
         ranked = sorted(((c, w) for w, c in by_word.items() if c > 0), reverse=True)
-        return Opinion(score, self.category(ws), tuple(w for _, w in ranked[:3]))
+        category, probability = self.category_probability(ws)
+        return Opinion(score, category, tuple(w for _, w in ranked[:3]), probability)
 
     def category(self, ws: list[str]) -> str:
         """The likeliest category of a harm sentence (a linear model over its words)."""
+        return self.category_probability(ws)[0]
+
+    def category_probability(self, ws: list[str]) -> tuple[str, float]:
+        """The likeliest category of a harm sentence and its probability (the softmax of the
+        category model's totals)."""
         totals = list(self.category_intercepts)
         for w in set(ws):
             row = self.category_words.get(w)
             if row is not None:
                 totals = [t + x for t, x in zip(totals, row, strict=True)]
-        return self.categories[max(range(len(totals)), key=totals.__getitem__)]
+        best = max(range(len(totals)), key=totals.__getitem__)
+        top = totals[best]
+        return self.categories[best], 1.0 / sum(math.exp(t - top) for t in totals)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 @lru_cache(maxsize=1)

@@ -4,9 +4,11 @@ spaCy's blank English tokenizer and rule-based sentencizer, medspaCy's target ma
 concepts of ``concepts.yaml``) and ConText (the assertions of ``context.yaml``): a harm is
 kept when it is asserted of the patient, and dropped when it is denied, hypothetical or
 feared, prevented, historical, someone else's, an idiom or a topic. A statistical second
-opinion (``model.py``: TF-IDF and a logistic regression, weights committed in ``model.json``)
-reads each sentence the rules assert nothing of, and raises it at the possible tier when it
-reads like harm. Nothing is downloaded. The pipeline is built once per process (``analyser()``).
+opinion (``model.py``: TF-IDF and logistic regressions, weights committed in ``model.json``)
+reads each sentence the rules make no serious finding of: serious when it is sure of a serious
+harm and of its category (and the rules found nothing, or only a weaker term with no hedge),
+possible when the rules found nothing and it reads like harm. Nothing is downloaded. The
+pipeline is built once per process (``analyser()``).
 
 Each mention carries what a clinician needs to check it: the phrase, the category, the
 assertion context and the sentence (the text it reads has already been redacted by intake).
@@ -24,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from services.quality_monitor.harm.model import MODEL_CONTEXT
+from services.quality_monitor.harm.model import MODEL_CONTEXT, SERIOUS_CONTEXT, Opinion
 
 HERE = Path(__file__).parent
 CONCEPTS_FILE = HERE / "concepts.yaml"
@@ -38,6 +40,9 @@ CATEGORIES = ("death", "severe_harm", "abuse", "neglect", "never_event", "self_h
 DROPPING = ("negated", "denied", "hypothetical", "prevented", "historical", "other", "topic")
 # ConText categories that leave a mention for the quality team's review.
 DOUBTING = ("possible", "uncertain")
+# the contexts of a possible mention with no hedge: a weaker term stated plainly, or a cue with
+# no outcome (the model may make such a sentence serious; never a hedged or uncertain one)
+UNHEDGED = ("unqualified term", "no outcome stated")
 _LABEL_SEP = "|"
 MAX_SENTENCE_EVIDENCE = 300
 
@@ -456,31 +461,50 @@ class Analyser:
         by_sentence: dict[int, list[Any]] = {}
         for span in spans:
             by_sentence.setdefault(span.sent.start, []).append(span)
-        asserted: set[int] = set()
+        judged_by_sentence: dict[int, list[Mention]] = {}
         for start, sentence_spans in by_sentence.items():
             judged = _judge_sentence(text, sentence_spans)
-            if judged:
-                asserted.add(start)
+            judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
             for sent in doc.sents:
-                if sent.start not in asserted:
-                    found.extend(self._second_opinion(text, sent))
+                judged = judged_by_sentence.get(sent.start, [])
+                if all(m.tier == POSSIBLE and m.context in UNHEDGED for m in judged):
+                    found.extend(self._second_opinion(text, sent, judged))
         return _dedupe(found)
 
-    def _second_opinion(self, original: str, sent: Any) -> list[Mention]:
-        """A sentence the rules assert nothing of, raised at the possible tier when the model
-        reads it as harm: the words that weighed most, the category it finds likeliest,
-        its score."""
-        assert self.model is not None
+    def _second_opinion(self, original: str, sent: Any, judged: list[Mention]) -> list[Mention]:
+        """A sentence the rules make no serious finding of, read by the model: serious when
+        it scores it a serious harm at ``serious_threshold`` or more and names its category
+        with ``category_confidence`` or more (the rules found nothing, or only a possible term
+        with no hedge: "unqualified term", "no outcome stated"); otherwise, when the rules
+        found nothing, possible at ``threshold`` or more. The evidence: the words that weighed
+        most, the category, the scores."""
+        model = self.model
+        assert model is not None
         sentence = original[sent.start_char:sent.end_char].strip()
         if not sentence:
             return []
-        if self.model.score(sentence) < self.model.threshold:
+        harm, serious = model.scores(sentence)
+        promoted: Opinion | None = None
+        if serious >= model.serious_threshold:
+            promoted = model.serious_opinion(sentence)
+            if promoted.category_probability < model.category_confidence:
+                promoted = None
+        if promoted is None and (judged or harm < model.threshold):
             return []
-        opinion = self.model.opinion(sentence)
         if len(sentence) > MAX_SENTENCE_EVIDENCE:
             sentence = sentence[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
+        if promoted is not None:
+            terms = ", ".join(f"'{term}'" for term in promoted.terms)
+            rules = ("; the rules: " + ", ".join(f"{m.category} '{m.phrase}' ({m.context})"
+                                                  for m in judged)) if judged else ""
+            return [Mention(f"{SERIOUS_CONTEXT} ({terms})" if terms else SERIOUS_CONTEXT,
+                            promoted.category,
+                            f"{SERIOUS_CONTEXT}, score {promoted.score:.2f}, {promoted.category}"
+                            f" {promoted.category_probability:.2f} (no rule found it serious"
+                            f"{rules})", sentence, SERIOUS)]
+        opinion = model.opinion(sentence)
         terms = ", ".join(f"'{term}'" for term in opinion.terms)
         return [Mention(f"{MODEL_CONTEXT} ({terms})" if terms else MODEL_CONTEXT,
                         opinion.category, f"{MODEL_CONTEXT}, score {opinion.score:.2f}"
