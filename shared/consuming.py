@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from shared.acks import AckBatcher
 from shared.envelope import Envelope
 from shared.events import Event
-from shared.groupcommit import Batch, GroupCommit
+from shared.groupcommit import Batch, GroupCommit, UrgentFirst
 from shared.logs import log_context
 from shared.metrics import Metrics
 from shared.outbox import Outbox, OutboxRelay
@@ -65,11 +65,15 @@ class Consumer:
         self._relay = relay
         # Handled deliveries are acked together, a run at a time (see shared/acks.py).
         self.acks = AckBatcher()
+        # While an urgent delivery is in hand, a routine group commit waits between items.
+        self.priority = UrgentFirst()
         # Concurrent messages share transactions (see shared/groupcommit.py).
         inbox = f'"{schema}".inbox'
-        self.commits = GroupCommit(pool, settings.commit_batch_size, inbox_table=inbox)
+        self.commits = GroupCommit(pool, settings.commit_batch_size, inbox_table=inbox,
+                                   priority=self.priority)
         # The urgent lane's own: its transactions never wait for a routine batch to commit.
-        self.urgent_commits = GroupCommit(pool, settings.commit_batch_size, inbox_table=inbox)
+        self.urgent_commits = GroupCommit(pool, settings.commit_batch_size, inbox_table=inbox,
+                                          priority=self.priority, urgent=True)
         # Set once every consumer has started (see room_for_work).
         self._all_consuming = asyncio.Event()
 
@@ -149,12 +153,21 @@ class Consumer:
                      handle: Callable[[], Awaitable[str]], failure: str,
                      **context: Any) -> None:
         """The one way a delivery is handled and settled, whatever it carries: routine work
-        waits for room (``room_for_work``); ``handle`` runs (within ``context`` for the logs)
-        and says the outcome counted; then the delivery is acked, or on failure recorded
-        (``failure`` logged) and nacked (requeued, and dead-lettered past the delivery
-        limit)."""
-        if not sub.lane:  # the urgent lane is small: it never waits
-            await self.room_for_work()
+        waits for room (``room_for_work``); an urgent delivery is in hand (``priority.urgent``:
+        routine batches give way to it) until settled; ``handle`` runs (within
+        ``context`` for the logs) and says the outcome counted; then the delivery is acked,
+        or on failure recorded (``failure`` logged) and nacked (requeued, and dead-lettered
+        past the delivery limit)."""
+        if sub.lane:  # the urgent lane is small: it never waits
+            with self.priority.urgent():
+                await self._settle(message, sub, handle, failure, context)
+            return
+        await self.room_for_work()
+        await self._settle(message, sub, handle, failure, context)
+
+    async def _settle(self, message: RabbitMessage, sub: Subscription,
+                      handle: Callable[[], Awaitable[str]], failure: str,
+                      context: dict[str, Any]) -> None:
         with self.measure(sub) as outcome, log_context(**context):
             try:
                 outcome["outcome"] = await handle()

@@ -32,9 +32,10 @@ write at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
@@ -48,6 +49,81 @@ Work = Callable[["Batch", bool], Awaitable[Any]]
 InboxKey = tuple[uuid.UUID, str]  # (event id, event type)
 # Writes the rows deferred to one table, in one round trip.
 WriteRows = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[None]]
+
+
+class UrgentFirst:
+    """The urgent lane's precedence over a process's routine work, on one event loop.
+
+    The lanes have queues, consumers and group commits of their own, but one event loop:
+    every await of an urgent delivery's work (each round trip, its commit) would otherwise
+    wait its turn behind whatever routine work is ready (a batch's next item, the next
+    routine delivery), and under load those turns add up to hundreds of milliseconds per
+    service. While an urgent delivery is in hand (``urgent``), a routine group commit stops
+    between its items (``give_way``) until none is. Only the batches wait (a committer or
+    two), not each of the hundreds of prefetched routine deliveries, which would all be
+    woken after every urgent one.
+
+    Routine work goes on while urgent work waits for a pool connection (``connecting``): a
+    routine batch stopped between items holds one, and only its commit gives it back. A
+    routine turn waits ``max_wait`` seconds at most, so routine work is slowed, never
+    stopped, by an urgent lane that does not empty (a bulk load of complaints), or by an
+    urgent transaction that waits for a row a stopped routine transaction holds (the lanes'
+    work locks different keys: this is a backstop)."""
+
+    def __init__(self, max_wait: float = 0.25) -> None:
+        self.max_wait = max_wait
+        self._busy = 0
+        self._connecting = 0
+        # Set when routine work may go on again; a fresh one each time it stops, made on
+        # the running loop.
+        self._go: asyncio.Event | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether an urgent delivery is in hand."""
+        return self._busy > 0
+
+    def _stopped(self) -> bool:
+        return self._busy > 0 and not self._connecting
+
+    def _update(self) -> None:
+        if self._stopped():
+            if self._go is None or self._go.is_set():
+                self._go = asyncio.Event()
+        elif self._go is not None:
+            self._go.set()
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """An urgent delivery in hand, from its handling to its commit."""
+        self._busy += 1
+        self._update()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._update()
+
+    @contextlib.contextmanager
+    def connecting(self) -> Iterator[None]:
+        """Urgent work waiting for a pool connection: routine work goes on meanwhile."""
+        self._connecting += 1
+        self._update()
+        try:
+            yield
+        finally:
+            self._connecting -= 1
+            self._update()
+
+    async def give_way(self) -> None:
+        """Routine work's turn: at once unless urgent work is in hand (and has its
+        connection), else once none is (or after ``max_wait``)."""
+        go = self._go
+        if not self._stopped() or go is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_wait):  # no task of its own, as wait_for makes
+                await go.wait()
 
 
 class Batcher(Generic[I, R]):
@@ -179,9 +255,14 @@ class GroupCommit:
     (on the ``Batcher``), recording their event ids in ``inbox_table`` first."""
 
     def __init__(self, pool_getter: Callable[[], asyncpg.Pool], max_batch: int = 100, *,
-                 inbox_table: str | None = None) -> None:
+                 inbox_table: str | None = None, priority: UrgentFirst | None = None,
+                 urgent: bool = False) -> None:
         self._pool = pool_getter
         self._inbox_table = inbox_table
+        # With ``priority``, a routine group commit gives way to urgent work in hand between
+        # items; an urgent one lets routine work go on while it waits for a connection.
+        self._priority = priority
+        self._urgent = urgent
         self._batcher: Batcher[tuple[Work, InboxKey | None], Any] = Batcher(
             self._commit, max_batch)
 
@@ -230,8 +311,26 @@ class GroupCommit:
             firsts.append(first)
         return firsts
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection for a batch; the urgent lane's, when every connection is taken,
+        lets routine work go on while it waits for one (UrgentFirst.connecting)."""
+        pool = self._pool()
+        if self._priority is None or not self._urgent or pool.get_idle_size() \
+                or pool.get_size() < pool.get_max_size():
+            # A connection to be had without routine work's commits (the usual case).
+            async with pool.acquire() as conn:
+                yield conn
+            return
+        with self._priority.connecting():
+            conn = await pool.acquire()
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
     async def _commit(self, batch: list[tuple[Work, InboxKey | None]]) -> list[Any]:
-        async with self._pool().acquire() as conn:
+        async with self._connection() as conn:
             shared = Batch(conn, deferring=True)
             async with conn.transaction():
                 firsts = await self._firsts(conn, batch)
@@ -243,7 +342,10 @@ class GroupCommit:
                     # would, so that the other lane's batch is not kept waiting.
                     # (Every millisecond instead was not enough: in
                     # test_lanes.py the serious complaint's concern was then
-                    # seen after 230-520 routine items, not 4.)
+                    # seen after 230-520 routine items, not 4.) A routine batch
+                    # then waits while urgent work is in hand (UrgentFirst).
                     await asyncio.sleep(0)
+                    if self._priority is not None and not self._urgent:
+                        await self._priority.give_way()
                 await shared.flush()
         return results

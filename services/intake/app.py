@@ -59,7 +59,7 @@ def build(settings: Settings) -> ServiceRuntime:
     urgent, routine = runtime.topology.submission_lanes(URGENT_KINDS)
     for sub, prefetch in ((urgent, lanes.urgent_prefetch), (routine, lanes.routine_prefetch)):
         _consume(runtime, sub, Batcher(admissions.admit_many, lanes.batch_size, committers=2,
-                                       name="intake-admission-batch"),
+                                       name=f"intake-admission-{sub.lane or 'routine'}"),
                  Channel(prefetch_count=prefetch))
 
     # Its routes (http.py): the feeds' API, then the operator's; one ACCESS table for both.

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
-from shared.groupcommit import Batch, GroupCommit
+from shared.groupcommit import Batch, GroupCommit, UrgentFirst
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +110,78 @@ async def test_deferred_rows_go_in_one_write_before_the_commit_and_reads_see_the
     async with db.acquire() as conn:
         await Batch(conn).defer(write, 20)
     assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE n = 20") == 1
+
+
+async def test_a_routine_batch_gives_way_between_items_to_urgent_work_in_hand(
+        db: asyncpg.Pool, inbox: str) -> None:
+    """An urgent event that arrives while a routine batch is under way commits before the
+    routine batch's next item runs (one event loop: without the precedence, every round
+    trip of the urgent transaction lets the routine batch's items run first)."""
+    priority = UrgentFirst(max_wait=60)
+    routine = GroupCommit(lambda: db, 100, inbox_table=inbox, priority=priority)
+    urgent = GroupCommit(lambda: db, 100, inbox_table=inbox, priority=priority, urgent=True)
+    order: list[str] = []
+    urgent_done: list[asyncio.Task[str]] = []
+
+    async def urgent_work(batch: Batch, first: bool) -> str:
+        await batch.conn.execute("SELECT 1")  # a round trip of its own
+        order.append("urgent")
+        return "urgent"
+
+    async def handle_urgent() -> str:
+        with priority.urgent():
+            result = await urgent.run(urgent_work, inbox=(uuid.uuid4(), "x.v1.serious"))
+            order.append("urgent committed")
+            return result
+
+    def routine_work(n: int):  # type: ignore[no-untyped-def]
+        async def work(batch: Batch, first: bool) -> int:
+            order.append(f"routine {n}")
+            if n == 2:  # the urgent event arrives during the routine batch
+                urgent_done.append(asyncio.create_task(handle_urgent()))
+            return n
+        return work
+
+    results = await asyncio.gather(*(routine.run(routine_work(n), inbox=(uuid.uuid4(), "x.v1"))
+                                     for n in range(20)))
+    assert results == list(range(20))
+    assert await urgent_done[0] == "urgent"
+    await routine.stop()
+    await urgent.stop()
+    assert order.index("urgent committed") < order.index("routine 3"), order
+    assert order[:3] == ["routine 0", "routine 1", "routine 2"]
+
+
+async def test_a_routine_batch_goes_on_while_urgent_work_waits_for_its_connection(
+        settings: Settings, inbox: str) -> None:
+    """With every pool connection held by a routine batch, the urgent work waits for the
+    batch's commit: the routine batch must not wait for the urgent work meanwhile."""
+    async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=1) as one:
+        priority = UrgentFirst(max_wait=60)
+        routine = GroupCommit(lambda: one, 100, inbox_table=inbox, priority=priority)
+        urgent = GroupCommit(lambda: one, 100, inbox_table=inbox, priority=priority,
+                             urgent=True)
+        order: list[str] = []
+        urgent_done: list[asyncio.Task[None]] = []
+
+        async def urgent_work(batch: Batch, first: bool) -> None:
+            order.append("urgent")
+
+        async def handle_urgent() -> None:
+            with priority.urgent():
+                await urgent.run(urgent_work, inbox=(uuid.uuid4(), "x.v1.serious"))
+
+        def routine_work(n: int):  # type: ignore[no-untyped-def]
+            async def work(batch: Batch, first: bool) -> None:
+                order.append(f"routine {n}")
+                if n == 2:
+                    urgent_done.append(asyncio.create_task(handle_urgent()))
+            return work
+
+        await asyncio.wait_for(asyncio.gather(*(
+            routine.run(routine_work(n), inbox=(uuid.uuid4(), "x.v1")) for n in range(10))), 30)
+        await asyncio.wait_for(urgent_done[0], 30)
+        await routine.stop()
+        await urgent.stop()
+    assert order == [f"routine {n}" for n in range(10)] + ["urgent"]
+

@@ -10,6 +10,7 @@ registry's version, the receipts' SQL, and the group commit of concurrent batche
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -193,3 +194,25 @@ async def test_a_replayed_rejection_is_answered_again_on_the_feed_s_reply_queue(
     assert event.submission_id == item.submission_id and event.reasons[0].type == "forbidden"
     assert outboxes[1].options == [{"submission_id": item.submission_id, "reply_to": REPLIES,
                                     "correlation_id": "c-9"}]
+
+
+async def test_a_batch_is_read_in_pieces_with_a_turn_of_the_loop_between_them(
+        fake: FakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is read (validated, redacted) a piece at a time, so the event loop (and an
+    urgent delivery waiting for it) never waits for a whole batch's reading."""
+    pieces: list[int] = []
+    parse_all = admission_module._parse_all
+
+    def recorded(items: Sequence[Incoming]) -> Any:
+        pieces.append(len(items))
+        return parse_all(items)
+
+    monkeypatch.setattr(admission_module, "_parse_all", recorded)
+    a, _ = admissions()
+    batch = [submission(record_id=f"DATIX-RJ1-{n}") for n in range(25)]
+    admitting = asyncio.create_task(a.admit_many(batch))
+    await asyncio.sleep(0)
+    assert pieces == [admission_module.PARSE_PIECE], "one piece, then the loop's turn"
+    results = await asyncio.wait_for(admitting, 5)
+    assert [r.outcome for r in results] == ["accepted"] * 25
+    assert pieces == [10, 10, 5]

@@ -20,6 +20,7 @@ import pytest
 from faststream.exceptions import RejectMessage
 
 from shared.events import ConcernClosed
+from shared.groupcommit import UrgentFirst
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 from shared.topology import URGENT_SUFFIX, Subscription
@@ -171,6 +172,31 @@ async def test_routine_work_waits_for_every_consumer_and_the_urgent_lane_never(
     assert ran == ["urgent", "routine"]
 
 
+async def test_an_urgent_delivery_is_in_hand_until_settled_and_a_routine_one_never(
+        runtime: ServiceRuntime) -> None:
+    """Routine batches give way while an urgent delivery is in hand (UrgentFirst): from its
+    handling until it is settled, whatever its outcome."""
+    runtime.consumer.all_started()
+    seen: list[tuple[str, bool]] = []
+
+    def work(lane: str, fail: bool = False) -> Any:
+        async def handle() -> str:
+            seen.append((lane, runtime.consumer.priority.busy))
+            if fail:
+                raise RuntimeError("handler failed")
+            return "handled"
+        return handle
+
+    urgent = Subscription(NAME, "unit.events", "x.v1.serious", f"unit.x{URGENT_SUFFIX}")
+    await runtime.consumer.settle(delivery(), urgent, work("urgent"), "failed")
+    assert not runtime.consumer.priority.busy
+    with pytest.raises(RuntimeError):
+        await runtime.consumer.settle(delivery(), urgent, work("urgent", fail=True), "failed")
+    assert not runtime.consumer.priority.busy
+    await runtime.consumer.settle(delivery(), routine(), work("routine"), "failed")
+    assert seen == [("urgent", True), ("urgent", True), ("routine", False)]
+
+
 async def test_an_unreadable_event_is_recorded_rejected_and_counted(
         runtime: ServiceRuntime) -> None:
     runtime.consumer.all_started()
@@ -195,3 +221,44 @@ async def test_an_unreadable_event_is_recorded_rejected_and_counted(
     assert [e.startswith("poison: ") for e in errors] == [True, True]
     assert "expected concern.closed.v1, got x.v1" in errors[1]
     assert counted(runtime, "unit.closed", "rejected") == 2 and not handled
+
+
+# -- the urgent lane's precedence (shared/groupcommit.py's UrgentFirst) ----------------------------
+async def test_routine_work_goes_on_at_once_when_no_urgent_work_is_in_hand() -> None:
+    priority = UrgentFirst(max_wait=60)
+    turn = asyncio.create_task(priority.give_way())
+    await asyncio.sleep(0)
+    assert turn.done()
+
+
+async def test_routine_work_waits_until_the_last_urgent_delivery_in_hand_is_done() -> None:
+    priority = UrgentFirst(max_wait=60)
+    with priority.urgent():
+        with priority.urgent():
+            turn = asyncio.create_task(priority.give_way())
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert priority.busy and not turn.done(), "one urgent delivery is still in hand"
+    await asyncio.wait_for(turn, 5)
+    assert not priority.busy
+
+
+async def test_an_urgent_lane_that_never_empties_slows_routine_work_but_never_stops_it() -> None:
+    priority = UrgentFirst(max_wait=0.01)
+    with priority.urgent():
+        await asyncio.wait_for(priority.give_way(), 5)  # returns with the urgent still in hand
+        assert priority.busy
+
+
+async def test_routine_work_goes_on_while_the_urgent_work_waits_for_a_connection() -> None:
+    """A routine batch stopped between items holds a pool connection: while the urgent work
+    waits for one, routine work must go on (to its commit, which gives its connection back)."""
+    priority = UrgentFirst(max_wait=60)
+    with priority.urgent():
+        with priority.connecting():
+            await asyncio.wait_for(priority.give_way(), 5)
+        turn = asyncio.create_task(priority.give_way())
+        await asyncio.sleep(0)
+        assert not turn.done(), "the urgent work has its connection: routine work waits again"
+        with priority.connecting():
+            await asyncio.wait_for(turn, 5)
