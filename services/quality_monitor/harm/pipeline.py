@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import warnings
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -421,20 +422,20 @@ class Analyser:
         self._phrases = phrases
         self._labels = {self.nlp.vocab.strings[rule_id]: rule.category
                         for rule_id, rule in inner.rule_map.items()}
+        # ConText is read for each target on its own (a modifier's edges to one target do not
+        # depend on the others) when no rule caps its targets or judges them by a callback and
+        # the graph prunes nothing: then it need only read the sentences a mention can come from
+        # (``_mentions``). Checked on the rules as built, so a rule that breaks it turns it off.
+        self._targets_independent = (
+            not getattr(context_pipe, "prune_on_target_overlap", True)
+            and not getattr(context_pipe, "context_attributes_mapping", None)
+            and all(rule.max_targets is None and rule.on_modifies is None
+                    for rule in context_rules))
 
     def doc(self, text: str) -> Any:
         """The processed doc: tokens, sentences, target spans, ConText modifiers (ConText is
         not run on a doc without a target span: it would have nothing to modify)."""
-        from spacy.tokens import Span
-
-        doc = self.nlp.make_doc(normalise(text))
-        labels = self._labels
-        doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
-                                 for key, start, end in self._phrases(doc)]
-        doc = self._sentencizer(doc)
-        if "\n" in text:
-            _line_breaks(doc)
-        self.gapped(doc, self.GROUP)
+        doc = self._targets(text)
         if not len(doc.spans[self.GROUP]):
             return doc
         return self.context(doc)
@@ -447,7 +448,68 @@ class Analyser:
             found.extend(self._mentions(chunk))
         return _dedupe(found)
 
+    def _targets(self, text: str) -> Any:
+        """The doc with its tokens, sentences and target spans (``doc`` without ConText)."""
+        from spacy.tokens import Span
+
+        doc = self.nlp.make_doc(normalise(text))
+        labels = self._labels
+        doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
+                                 for key, start, end in self._phrases(doc)]
+        doc = self._sentencizer(doc)
+        if "\n" in text:
+            _line_breaks(doc)
+        self.gapped(doc, self.GROUP)
+        return doc
+
     def _mentions(self, text: str) -> list[Mention]:
+        """``reference_mentions`` with ConText run only on the sentences a mention can come
+        from, and the sentences read from the doc's arrays: the same mentions, in the same
+        order (tests/unit/test_harm_fast.py compares the two on the whole corpus)."""
+        if not text or not text.strip():
+            return []
+        if not self._targets_independent:
+            return self.reference_mentions(text)
+        doc = self._targets(text)
+        every = list(doc.spans.get(self.GROUP, []))
+        sentences = _Sentences(doc, text)
+        found: list[Mention] = []
+        asserted: set[int] = set()
+        if every:
+            spans = _without_idioms(every)
+            # a sentence with only outcomes and settings reports nothing, whatever ConText
+            # says of them (they complete a cue or place a harm): ConText is not run on it
+            reported = {sentences.of(span)[0] for span in spans
+                        if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
+            if reported:
+                # every span of those sentences, idioms too: a span shares its modifiers with
+                # any span of the same characters (spaCy keys them by offsets)
+                targets = [span for span in every if sentences.of(span)[0] in reported]
+                if len(targets) < len(every):
+                    doc.spans[self.GROUP] = targets
+                self.context(doc)
+            by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
+            for span in spans:
+                start, end = sentences.of(span)
+                if start in reported:
+                    group = by_sentence.setdefault(start, ([], []))
+                    group[0].append(span)
+                    group[1].append(sentences.evidence(start, end))
+            for start, (sentence_spans, texts) in by_sentence.items():
+                judged = _judge_sentence(text, sentence_spans, texts)
+                if judged:
+                    asserted.add(start)
+                found.extend(judged)
+        if self.model is not None:
+            for start, end in sentences.spans():
+                if start not in asserted:
+                    found.extend(self._opinion(sentences.text(start, end)))
+        return _dedupe(found)
+
+    def reference_mentions(self, text: str) -> list[Mention]:
+        """The mentions of one piece as the pipeline is written: every stage on every span
+        (ConText on the whole doc, spaCy's own sentence spans). ``_mentions`` is this, faster;
+        the equivalence tests hold the two to the same output."""
         if not text or not text.strip():
             return []
         doc = self.doc(text)
@@ -458,7 +520,8 @@ class Analyser:
             by_sentence.setdefault(span.sent.start, []).append(span)
         asserted: set[int] = set()
         for start, sentence_spans in by_sentence.items():
-            judged = _judge_sentence(text, sentence_spans)
+            judged = _judge_sentence(text, sentence_spans,
+                                     [_sentence_text(text, span) for span in sentence_spans])
             if judged:
                 asserted.add(start)
             found.extend(judged)
@@ -469,11 +532,14 @@ class Analyser:
         return _dedupe(found)
 
     def _second_opinion(self, original: str, sent: Any) -> list[Mention]:
+        """``_opinion`` of a spaCy sentence span."""
+        return self._opinion(original[sent.start_char:sent.end_char].strip())
+
+    def _opinion(self, sentence: str) -> list[Mention]:
         """A sentence the rules assert nothing of, raised at the possible tier when the model
         reads it as harm: the words that weighed most, the category it finds likeliest,
         its score."""
         assert self.model is not None
-        sentence = original[sent.start_char:sent.end_char].strip()
         if not sentence:
             return []
         if self.model.score(sentence) < self.model.threshold:
@@ -485,6 +551,58 @@ class Analyser:
         return [Mention(f"{MODEL_CONTEXT} ({terms})" if terms else MODEL_CONTEXT,
                         opinion.category, f"{MODEL_CONTEXT}, score {opinion.score:.2f}"
                         " (no rule matched)", sentence, POSSIBLE)]
+
+
+# labels of the spans that only support a mention: an outcome completes a cue, a setting
+# places a harm; alone they report nothing
+_SUPPORTING = ("outcome", "setting")
+
+
+class _Sentences:
+    """The sentences of a doc read from its arrays: the start of each (what ``Span.sent``
+    finds by walking the tokens) and the characters of each, for a span's sentence."""
+
+    def __init__(self, doc: Any, original: str) -> None:
+        from spacy.attrs import IDX, LENGTH, SENT_START
+
+        array = doc.to_array([SENT_START, IDX, LENGTH])
+        self.starts: list[int] = (array[:, 0] == 1).nonzero()[0].tolist()
+        if not self.starts or self.starts[0] != 0:
+            self.starts.insert(0, 0)
+        self.idx: list[int] = array[:, 1].tolist()
+        self.length: list[int] = array[:, 2].tolist()
+        self.size = len(doc)
+        self.original = original
+        self._evidence: dict[tuple[int, int], str] = {}
+
+    def of(self, span: Any) -> tuple[int, int]:
+        """(start, end) of ``span.sent``: the sentence the span starts in (a span over a
+        sentence break has the first sentence only, as spaCy gives it)."""
+        starts = self.starts
+        after = bisect_right(starts, span.start)
+        return starts[after - 1], starts[after] if after < len(starts) else self.size
+
+    def text(self, start: int, end: int) -> str:
+        """The sentence's text, stripped (``original[sent.start_char:sent.end_char]``)."""
+        last = end - 1
+        return self.original[self.idx[start]:self.idx[last] + self.length[last]].strip()
+
+    def evidence(self, start: int, end: int) -> str:
+        """``_sentence_text`` of a span whose sentence is (start, end)."""
+        key = (start, end)
+        text = self._evidence.get(key)
+        if text is None:
+            text = self.text(start, end)
+            if len(text) > MAX_SENTENCE_EVIDENCE:
+                text = text[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
+            self._evidence[key] = text
+        return text
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each sentence, as ``doc.sents`` gives them."""
+        starts = self.starts
+        return [(start, starts[n + 1] if n + 1 < len(starts) else self.size)
+                for n, start in enumerate(starts)]
 
 
 _BULLETS = frozenset({"-", "*", "\u2022"})
@@ -599,27 +717,28 @@ def _sentence_text(original: str, span: Any) -> str:
     return text
 
 
-def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
-    asserted: list[tuple[Any, str | None]] = []
+def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> list[Mention]:
+    """The mentions of one sentence's spans (``sentences``: each span's sentence text, as
+    ``_sentence_text`` gives it)."""
+    asserted: list[tuple[Any, str | None, str]] = []
     # outcomes denied only by words that a cue holds ("NEWS2 8 NOT escalated for 4h, pt
     # arrested": the "not" is the failure, not a denial of the arrest)
     denied_outcomes: list[tuple[Any, str | None, list[tuple[int, int]]]] = []
-    for span in spans:
+    for span, sentence in zip(spans, sentences, strict=True):
         drop, doubt, dropped_by = _assertion(span)
         if drop is None:
-            asserted.append((span, doubt))
+            asserted.append((span, doubt, sentence))
         elif span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS):
             denied_outcomes.append((span, doubt, dropped_by))
-    outcomes = [(s, d) for s, d in asserted
+    outcomes = [(s, d) for s, d, _ in asserted
                 if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
-    settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _ in asserted
+    settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _, _ in asserted
                 if s.label_.startswith("setting" + _LABEL_SEP)}
     found: list[Mention] = []
-    for span, doubt in asserted:
+    for span, doubt, sentence in asserted:
         parts = span.label_.split(_LABEL_SEP)
-        sentence = _sentence_text(original, span)
         phrase = original[span.start_char:span.end_char]
-        if parts[0] in ("outcome", "setting"):
+        if parts[0] in _SUPPORTING:
             continue
         if parts[0] == "cue":
             category, weak = parts[1], parts[-1] == "weak"
