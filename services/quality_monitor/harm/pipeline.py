@@ -426,7 +426,8 @@ class Analyser:
         # depend on the others) when no rule caps its targets or judges them by a callback and
         # the graph prunes nothing: then it need only read the sentences a mention can come from
         # (``_mentions``). Checked on the rules as built, so a rule that breaks it turns it off.
-        self._targets_independent = (
+        self._context_matcher: Any = getattr(context_pipe, "_ConText__matcher", None)
+        self._targets_independent = self._context_matcher is not None and (
             not getattr(context_pipe, "prune_on_target_overlap", True)
             and not getattr(context_pipe, "context_attributes_mapping", None)
             and all(rule.max_targets is None and rule.on_modifies is None
@@ -484,10 +485,8 @@ class Analyser:
             if reported:
                 # every span of those sentences, idioms too: a span shares its modifiers with
                 # any span of the same characters (spaCy keys them by offsets)
-                targets = [span for span in every if sentences.of(span)[0] in reported]
-                if len(targets) < len(every):
-                    doc.spans[self.GROUP] = targets
-                self.context(doc)
+                self._context(doc, [span for span in every
+                                    if sentences.of(span)[0] in reported], sentences)
             by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
             for span in spans:
                 start, end = sentences.of(span)
@@ -505,6 +504,58 @@ class Analyser:
                 if start not in asserted:
                     found.extend(self._opinion(sentences.text(start, end)))
         return _dedupe(found)
+
+    def _context(self, doc: Any, targets: list[Any], sentences: _Sentences) -> None:
+        """medspaCy's ConText (``ConText.__call__``) on ``targets``: its own matcher, modifiers,
+        ``limit_scope`` and ``modifies``, in its order, with the calls that cannot change
+        anything left out. A modifier's scope lies in its sentence (the component has no
+        window), so when no modifier runs over a sentence break, two modifiers in different
+        sentences never limit each other's scope (they meet at most at an empty edge, which
+        moves neither), and a modifier modifies no target outside its sentence: each pair is
+        tried within a sentence only. A modifier over a break: every pair, as medspaCy does."""
+        from medspacy.context import ConTextGraph, ConTextModifier
+
+        strings = self.nlp.vocab.strings
+        rule_map = self._context_matcher.rule_map
+        modifiers: list[Any] = []
+        sentence_of: list[int] = []
+        crossing = False
+        for match_id, start, end in self._context_matcher(doc):
+            rule = rule_map[strings[match_id]]
+            first, last = sentences.index(start), sentences.index(end - 1)
+            crossing = crossing or first != last
+            scope = _scope(rule, start, end, *sentences.bounds(first))
+            modifiers.append(ConTextModifier(rule, start, end, doc, scope_start=scope[0],
+                                             scope_end=scope[1], max_scope=None))
+            sentence_of.append(first)
+        graph = ConTextGraph(prune_on_modifier_overlap=False)
+        graph.targets, graph.modifiers = targets, modifiers
+        if crossing:
+            graph.update_scopes()
+            graph.apply_modifiers()
+        else:
+            by_sentence: dict[int, list[Any]] = {}
+            for modifier, n in zip(modifiers, sentence_of, strict=True):
+                by_sentence.setdefault(n, []).append(modifier)
+            for group in by_sentence.values():  # ConTextGraph.update_scopes, within a sentence
+                for i in range(len(group) - 1):
+                    for j in range(i + 1, len(group)):
+                        group[i].limit_scope(group[j])
+                        group[j].limit_scope(group[i])
+            for target in targets:  # ConTextGraph.apply_modifiers, within a sentence
+                for n in range(sentences.index(target.start),
+                               sentences.index(max(target.end - 1, target.start)) + 1):
+                    for modifier in by_sentence.get(n, ()):
+                        if modifier.modifies(target):
+                            modifier.modify(target)
+            edges = []
+            for modifier in modifiers:
+                modifier.reduce_targets()
+                edges += [(target, modifier) for target in modifier._targets]
+            graph.edges = edges
+        for target, modifier in graph.edges:
+            target._.modifiers += (modifier,)
+        doc._.context_graph = graph
 
     def reference_mentions(self, text: str) -> list[Mention]:
         """The mentions of one piece as the pipeline is written: every stage on every span
@@ -582,6 +633,15 @@ class _Sentences:
         after = bisect_right(starts, span.start)
         return starts[after - 1], starts[after] if after < len(starts) else self.size
 
+    def index(self, token: int) -> int:
+        """The number of the sentence a token is in."""
+        return bisect_right(self.starts, token) - 1
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        """(start, end) of sentence ``n``."""
+        starts = self.starts
+        return starts[n], starts[n + 1] if n + 1 < len(starts) else self.size
+
     def text(self, start: int, end: int) -> str:
         """The sentence's text, stripped (``original[sent.start_char:sent.end_char]``)."""
         last = end - 1
@@ -606,6 +666,28 @@ class _Sentences:
 
 
 _BULLETS = frozenset({"-", "*", "\u2022"})
+
+
+def _scope(rule: Any, start: int, end: int, sent_start: int, sent_end: int) -> tuple[int, int]:
+    """The scope medspaCy gives a modifier (``ConTextModifier.__set_scope`` with no window):
+    its sentence, on its rule's side, cut to the rule's max_scope."""
+    direction = rule.direction.lower()
+    most = rule.max_scope
+    if direction == "forward":
+        scope_start, scope_end = end, sent_end
+        if most is not None and scope_end - scope_start > most:
+            scope_end = end + most
+    elif direction == "backward":
+        scope_start, scope_end = sent_start, start
+        if most is not None and scope_end - scope_start > most:
+            scope_start = start - most
+    else:
+        scope_start, scope_end = sent_start, sent_end
+        if most is not None and start - scope_start > most:
+            scope_start = start - most
+        if most is not None and scope_end - end > most:
+            scope_end = end + most
+    return scope_start, scope_end
 
 
 def _line_breaks(doc: Any) -> None:
