@@ -15,6 +15,7 @@ assertion context and the sentence (the text it reads has already been redacted 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import warnings
 from bisect import bisect_right
@@ -473,32 +474,43 @@ class Analyser:
             return self.reference_mentions(text)
         doc = self._targets(text)
         every = list(doc.spans.get(self.GROUP, []))
-        sentences = _Sentences(doc, text)
         found: list[Mention] = []
-        asserted: set[int] = set()
         if every:
+            sentences = _Sentences(doc, text)
             spans = _without_idioms(every)
             # a sentence with only outcomes and settings reports nothing, whatever ConText
             # says of them (they complete a cue or place a harm): ConText is not run on it
             reported = {sentences.of(span)[0] for span in spans
                         if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
             if reported:
-                # every span of those sentences, idioms too: a span shares its modifiers with
-                # any span of the same characters (spaCy keys them by offsets)
-                self._context(doc, [span for span in every
-                                    if sentences.of(span)[0] in reported], sentences)
-            by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
-            for span in spans:
-                start, end = sentences.of(span)
-                if start in reported:
-                    group = by_sentence.setdefault(start, ([], []))
-                    group[0].append(span)
-                    group[1].append(sentences.evidence(start, end))
-            for start, (sentence_spans, texts) in by_sentence.items():
-                judged = _judge_sentence(text, sentence_spans, texts)
-                if judged:
-                    asserted.add(start)
-                found.extend(judged)
+                return self._judged(text, doc, every, spans, reported, sentences)
+        if self.model is not None:  # no sentence can report a harm: the model reads each
+            for sent in doc.sents:
+                found.extend(self._second_opinion(text, sent))
+        return _dedupe(found)
+
+    def _judged(self, text: str, doc: Any, every: list[Any], spans: list[Any],
+                reported: set[int], sentences: _Sentences) -> list[Mention]:
+        """The mentions of a piece some of whose sentences (``reported``) may report a harm:
+        ConText on those, each judged, the model on the sentences that assert nothing."""
+        # every span of those sentences, idioms too: a span shares its modifiers with any
+        # span of the same characters (spaCy keys them by offsets)
+        self._context(doc, [span for span in every if sentences.of(span)[0] in reported],
+                      sentences)
+        found: list[Mention] = []
+        by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
+        for span in spans:
+            start, end = sentences.of(span)
+            if start in reported:
+                group = by_sentence.setdefault(start, ([], []))
+                group[0].append(span)
+                group[1].append(sentences.evidence(start, end))
+        asserted: set[int] = set()
+        for start, (sentence_spans, texts) in by_sentence.items():
+            judged = _judge_sentence(text, sentence_spans, texts)
+            if judged:
+                asserted.add(start)
+            found.extend(judged)
         if self.model is not None:
             for start, end in sentences.spans():
                 if start not in asserted:
@@ -865,9 +877,15 @@ def _dedupe(mentions: list[Mention]) -> list[Mention]:
 
 @lru_cache(maxsize=1)
 def analyser() -> Analyser:
-    """The process's one pipeline (building it takes about a second)."""
+    """The process's one pipeline (building it takes about a second). Its millions of objects
+    (rules, matchers, vocabulary) live as long as the process: they are moved out of the
+    garbage collector's reach (``gc.freeze``), or each full collection walked them all and
+    held the event loop for 0.5 to 1.2 s (measured in ``tools.bench --only harm``)."""
     _quiet_pyrush()
-    return Analyser()
+    built = Analyser()
+    gc.collect()
+    gc.freeze()
+    return built
 
 
 def _quiet_pyrush() -> None:
