@@ -820,6 +820,18 @@ def _harm_fields(n: int, seed: int) -> list[str]:
     return [" ".join(rng.sample(corpus, rng.randint(1, 4))) for _ in range(n)]
 
 
+def _fft_fields(n: int, seed: int) -> list[str]:
+    """``n`` FFT-comment-like fields: one or two of the stream's FFT comments ("Waited too long
+    to be seen.") and the corpus's ordinary sentences (dev_ordinary.jsonl), drawn at random."""
+    from tools.stream import _FFT_NEGATIVE, _FFT_POSITIVE
+
+    path = ROOT / "tests" / "data" / "harm" / "dev_ordinary.jsonl"
+    pool = [t for t in _FFT_POSITIVE + _FFT_NEGATIVE if t]
+    pool += [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(pool, rng.randint(1, 2))) for _ in range(n)]
+
+
 async def _loop_stall(work: Any) -> tuple[float, float]:
     """(the longest the event loop went without a turn, the wall time) while ``work`` ran."""
     longest = 0.0
@@ -849,7 +861,8 @@ def _init_harm_worker() -> None:
     pipeline.analyser()
 
 
-async def harm_text(fields: int = 20_000, seed: int = 7) -> dict[str, Any]:
+async def harm_text(fields: int = 20_000, seed: int = 7, mix: str = "corpus"
+                    ) -> dict[str, Any]:
     """The clinical-text harm pipeline alone, in this process: fields per CPU second (one
     core), the time to build it, and how long the event loop waits while long texts are
     read inline, on the pipeline's thread (what quality-monitor does) or in a process pool."""
@@ -860,7 +873,7 @@ async def harm_text(fields: int = 20_000, seed: int = 7) -> dict[str, Any]:
     start = time.perf_counter()
     pipeline.analyser()
     build = time.perf_counter() - start
-    texts = _harm_fields(fields, seed)
+    texts = _fft_fields(fields, seed) if mix == "fft" else _harm_fields(fields, seed)
     for text in texts[:200]:  # warm up
         pipeline.mentions(text)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -901,7 +914,8 @@ async def harm_text(fields: int = 20_000, seed: int = 7) -> dict[str, Any]:
                 await loop.run_in_executor(pool, pipeline.mentions, text)
 
         modes["process"] = await _loop_stall(process)
-    return {"fields": fields, "cpu": cpu, "wall": wall, "rate": fields / cpu, "build": build,
+    return {"fields": fields, "mix": mix, "cpu": cpu, "wall": wall, "rate": fields / cpu,
+            "build": build,
             "flagged": found, "mean_chars": sum(map(len, texts)) / len(texts),
             "max_chars": short, "reads_ms": reads,
             "big_chars": sum(map(len, big)) / len(big), "modes": modes,
@@ -927,8 +941,10 @@ def workspace_section(p: dict[str, Any]) -> list[str]:
 def harm_section(h: dict[str, Any]) -> list[str]:
     lines = [
         "## Free text: the harm pipeline",
-        f"- {h['fields']:,} free-text fields (one to four sentences of tests/data/harm at"
-        f" random, {h['mean_chars']:.0f} characters on average) read by the clinical-text"
+        f"- {h['fields']:,} free-text fields ("
+        + ("one or two FFT comments and ordinary sentences (--harm-mix fft)"
+           if h.get("mix") == "fft" else "one to four sentences of tests/data/harm at random")
+        + f", {h['mean_chars']:.0f} characters on average) read by the clinical-text"
         f" pipeline in one process: **{h['rate']:,.0f} fields/s per core** ({h['cpu']:.1f} CPU"
         f" seconds; {h['flagged']:,} flagged). Target: 2,000/s. Built once per process in"
         f" {h['build']:.1f} s.",
@@ -955,7 +971,7 @@ async def main(args: argparse.Namespace) -> None:
         print("\n".join(cli_table(cli_startup(args.cli_runs))))
         return
     if args.only == "harm":
-        h = await harm_text(args.harm_fields)
+        h = await harm_text(args.harm_fields, mix=args.harm_mix)
         print("\n".join(harm_section(h)))
         return
     if args.only == "reports":
@@ -1245,6 +1261,9 @@ def parse() -> argparse.Namespace:
                    help="measure redaction alone (no broker, no database) and print it")
     p.add_argument("--harm-fields", type=int, default=20_000,
                    help="free-text fields for the harm pipeline's figure")
+    p.add_argument("--harm-mix", choices=["corpus", "fft"], default="corpus",
+                   help="with --only harm: the corpus's sentences (the figure) or FFT-comment-like"
+                        " fields (the stream's comments and ordinary sentences)")
     p.add_argument("--report-providers", type=int, default=100,
                    help="providers whose monthly CQRM packs are timed")
     p.add_argument("--replicas", type=int,

@@ -4,11 +4,9 @@ spaCy's blank English tokenizer and rule-based sentencizer, medspaCy's target ma
 concepts of ``concepts.yaml``) and ConText (the assertions of ``context.yaml``): a harm is
 kept when it is asserted of the patient, and dropped when it is denied, hypothetical or
 feared, prevented, historical, someone else's, an idiom or a topic. A statistical second
-opinion (``model.py``: TF-IDF and logistic regressions, weights committed in ``model.json``)
-reads each sentence the rules make no serious finding of: serious when it is sure of a serious
-harm and of its category (and the rules found nothing, or only a weaker term with no hedge),
-possible when the rules found nothing and it reads like harm. Nothing is downloaded. The
-pipeline is built once per process (``analyser()``).
+opinion (``model.py``: TF-IDF and a logistic regression, weights committed in ``model.json``)
+reads each sentence the rules assert nothing of, and raises it at the possible tier when it
+reads like harm. Nothing is downloaded. The pipeline is built once per process (``analyser()``).
 
 Each mention carries what a clinician needs to check it: the phrase, the category, the
 assertion context and the sentence (the text it reads has already been redacted by intake).
@@ -17,8 +15,10 @@ assertion context and the sentence (the text it reads has already been redacted 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import warnings
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -426,20 +426,21 @@ class Analyser:
         self._phrases = phrases
         self._labels = {self.nlp.vocab.strings[rule_id]: rule.category
                         for rule_id, rule in inner.rule_map.items()}
+        # ConText is read for each target on its own (a modifier's edges to one target do not
+        # depend on the others) when no rule caps its targets or judges them by a callback and
+        # the graph prunes nothing: then it need only read the sentences a mention can come from
+        # (``_mentions``). Checked on the rules as built, so a rule that breaks it turns it off.
+        self._context_matcher: Any = getattr(context_pipe, "_ConText__matcher", None)
+        self._targets_independent = self._context_matcher is not None and (
+            not getattr(context_pipe, "prune_on_target_overlap", True)
+            and not getattr(context_pipe, "context_attributes_mapping", None)
+            and all(rule.max_targets is None and rule.on_modifies is None
+                    for rule in context_rules))
 
     def doc(self, text: str) -> Any:
         """The processed doc: tokens, sentences, target spans, ConText modifiers (ConText is
         not run on a doc without a target span: it would have nothing to modify)."""
-        from spacy.tokens import Span
-
-        doc = self.nlp.make_doc(normalise(text))
-        labels = self._labels
-        doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
-                                 for key, start, end in self._phrases(doc)]
-        doc = self._sentencizer(doc)
-        if "\n" in text:
-            _line_breaks(doc)
-        self.gapped(doc, self.GROUP)
+        doc = self._targets(text)
         if not len(doc.spans[self.GROUP]):
             return doc
         return self.context(doc)
@@ -452,7 +453,129 @@ class Analyser:
             found.extend(self._mentions(chunk))
         return _dedupe(found)
 
+    def _targets(self, text: str) -> Any:
+        """The doc with its tokens, sentences and target spans (``doc`` without ConText)."""
+        from spacy.tokens import Span
+
+        doc = self.nlp.make_doc(normalise(text))
+        labels = self._labels
+        doc.spans[self.GROUP] = [Span(doc, start, end, label=labels[key])
+                                 for key, start, end in self._phrases(doc)]
+        doc = self._sentencizer(doc)
+        if "\n" in text:
+            _line_breaks(doc)
+        self.gapped(doc, self.GROUP)
+        return doc
+
     def _mentions(self, text: str) -> list[Mention]:
+        """``reference_mentions`` with ConText run only on the sentences a mention can come
+        from, and the sentences read from the doc's arrays: the same mentions, in the same
+        order (tests/unit/test_harm_fast.py compares the two on the whole corpus)."""
+        if not text or not text.strip():
+            return []
+        if not self._targets_independent:
+            return self.reference_mentions(text)
+        doc = self._targets(text)
+        every = list(doc.spans.get(self.GROUP, []))
+        found: list[Mention] = []
+        if every:
+            sentences = _Sentences(doc, text)
+            spans = _without_idioms(every)
+            # a sentence with only outcomes and settings reports nothing, whatever ConText
+            # says of them (they complete a cue or place a harm): ConText is not run on it
+            reported = {sentences.of(span)[0] for span in spans
+                        if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
+            if reported:
+                return self._judged(text, doc, every, spans, reported, sentences)
+        if self.model is not None:  # no sentence can report a harm: the model reads each
+            for sent in doc.sents:
+                found.extend(self._second_opinion(text, sent, []))
+        return _dedupe(found)
+
+    def _judged(self, text: str, doc: Any, every: list[Any], spans: list[Any],
+                reported: set[int], sentences: _Sentences) -> list[Mention]:
+        """The mentions of a piece some of whose sentences (``reported``) may report a harm:
+        ConText on those, each judged, the model on the sentences that assert nothing."""
+        # every span of those sentences, idioms too: a span shares its modifiers with any
+        # span of the same characters (spaCy keys them by offsets)
+        self._context(doc, [span for span in every if sentences.of(span)[0] in reported],
+                      sentences)
+        found: list[Mention] = []
+        by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
+        for span in spans:
+            start, end = sentences.of(span)
+            if start in reported:
+                group = by_sentence.setdefault(start, ([], []))
+                group[0].append(span)
+                group[1].append(sentences.evidence(start, end))
+        judged_by_sentence: dict[int, list[Mention]] = {}
+        for start, (sentence_spans, texts) in by_sentence.items():
+            judged = _judge_sentence(text, sentence_spans, texts)
+            judged_by_sentence[start] = judged
+            found.extend(judged)
+        if self.model is not None:
+            for start, end in sentences.spans():
+                judged = judged_by_sentence.get(start, [])
+                if _unhedged(judged):
+                    found.extend(self._opinion(sentences.text(start, end), judged))
+        return _dedupe(found)
+
+    def _context(self, doc: Any, targets: list[Any], sentences: _Sentences) -> None:
+        """medspaCy's ConText (``ConText.__call__``) on ``targets``: its own matcher, modifiers,
+        ``limit_scope`` and ``modifies``, in its order, with the calls that cannot change
+        anything left out. A modifier's scope lies in its sentence (the component has no
+        window), so when no modifier runs over a sentence break, two modifiers in different
+        sentences never limit each other's scope (they meet at most at an empty edge, which
+        moves neither), and a modifier modifies no target outside its sentence: each pair is
+        tried within a sentence only. A modifier over a break: every pair, as medspaCy does."""
+        from medspacy.context import ConTextGraph, ConTextModifier
+
+        strings = self.nlp.vocab.strings
+        rule_map = self._context_matcher.rule_map
+        modifiers: list[Any] = []
+        sentence_of: list[int] = []
+        crossing = False
+        for match_id, start, end in self._context_matcher(doc):
+            rule = rule_map[strings[match_id]]
+            first, last = sentences.index(start), sentences.index(end - 1)
+            crossing = crossing or first != last
+            scope = _scope(rule, start, end, *sentences.bounds(first))
+            modifiers.append(ConTextModifier(rule, start, end, doc, scope_start=scope[0],
+                                             scope_end=scope[1], max_scope=None))
+            sentence_of.append(first)
+        graph = ConTextGraph(prune_on_modifier_overlap=False)
+        graph.targets, graph.modifiers = targets, modifiers
+        if crossing:
+            graph.update_scopes()
+            graph.apply_modifiers()
+        else:
+            by_sentence: dict[int, list[Any]] = {}
+            for modifier, n in zip(modifiers, sentence_of, strict=True):
+                by_sentence.setdefault(n, []).append(modifier)
+            for group in by_sentence.values():  # ConTextGraph.update_scopes, within a sentence
+                for i in range(len(group) - 1):
+                    for j in range(i + 1, len(group)):
+                        group[i].limit_scope(group[j])
+                        group[j].limit_scope(group[i])
+            for target in targets:  # ConTextGraph.apply_modifiers, within a sentence
+                for n in range(sentences.index(target.start),
+                               sentences.index(max(target.end - 1, target.start)) + 1):
+                    for modifier in by_sentence.get(n, ()):
+                        if modifier.modifies(target):
+                            modifier.modify(target)
+            edges = []
+            for modifier in modifiers:
+                modifier.reduce_targets()
+                edges += [(target, modifier) for target in modifier._targets]
+            graph.edges = edges
+        for target, modifier in graph.edges:
+            target._.modifiers += (modifier,)
+        doc._.context_graph = graph
+
+    def reference_mentions(self, text: str) -> list[Mention]:
+        """The mentions of one piece as the pipeline is written: every stage on every span
+        (ConText on the whole doc, spaCy's own sentence spans). ``_mentions`` is this, faster;
+        the equivalence tests hold the two to the same output."""
         if not text or not text.strip():
             return []
         doc = self.doc(text)
@@ -463,17 +586,22 @@ class Analyser:
             by_sentence.setdefault(span.sent.start, []).append(span)
         judged_by_sentence: dict[int, list[Mention]] = {}
         for start, sentence_spans in by_sentence.items():
-            judged = _judge_sentence(text, sentence_spans)
+            judged = _judge_sentence(text, sentence_spans,
+                                     [_sentence_text(text, span) for span in sentence_spans])
             judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
             for sent in doc.sents:
                 judged = judged_by_sentence.get(sent.start, [])
-                if all(m.tier == POSSIBLE and m.context in UNHEDGED for m in judged):
+                if _unhedged(judged):
                     found.extend(self._second_opinion(text, sent, judged))
         return _dedupe(found)
 
     def _second_opinion(self, original: str, sent: Any, judged: list[Mention]) -> list[Mention]:
+        """``_opinion`` of a spaCy sentence span."""
+        return self._opinion(original[sent.start_char:sent.end_char].strip(), judged)
+
+    def _opinion(self, sentence: str, judged: list[Mention]) -> list[Mention]:
         """A sentence the rules make no serious finding of, read by the model: serious when
         it scores it a serious harm at ``serious_threshold`` or more and names its category
         with ``category_confidence`` or more (the rules found nothing, or only a possible term
@@ -482,7 +610,6 @@ class Analyser:
         most, the category, the scores."""
         model = self.model
         assert model is not None
-        sentence = original[sent.start_char:sent.end_char].strip()
         if not sentence:
             return []
         harm, serious = model.scores(sentence)
@@ -511,7 +638,90 @@ class Analyser:
                         " (no rule matched)", sentence, POSSIBLE)]
 
 
+# labels of the spans that only support a mention: an outcome completes a cue, a setting
+# places a harm; alone they report nothing
+_SUPPORTING = ("outcome", "setting")
+
+
+class _Sentences:
+    """The sentences of a doc read from its arrays: the start of each (what ``Span.sent``
+    finds by walking the tokens) and the characters of each, for a span's sentence."""
+
+    def __init__(self, doc: Any, original: str) -> None:
+        from spacy.attrs import IDX, LENGTH, SENT_START
+
+        array = doc.to_array([SENT_START, IDX, LENGTH])
+        self.starts: list[int] = (array[:, 0] == 1).nonzero()[0].tolist()
+        if not self.starts or self.starts[0] != 0:
+            self.starts.insert(0, 0)
+        self.idx: list[int] = array[:, 1].tolist()
+        self.length: list[int] = array[:, 2].tolist()
+        self.size = len(doc)
+        self.original = original
+        self._evidence: dict[tuple[int, int], str] = {}
+
+    def of(self, span: Any) -> tuple[int, int]:
+        """(start, end) of ``span.sent``: the sentence the span starts in (a span over a
+        sentence break has the first sentence only, as spaCy gives it)."""
+        starts = self.starts
+        after = bisect_right(starts, span.start)
+        return starts[after - 1], starts[after] if after < len(starts) else self.size
+
+    def index(self, token: int) -> int:
+        """The number of the sentence a token is in."""
+        return bisect_right(self.starts, token) - 1
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        """(start, end) of sentence ``n``."""
+        starts = self.starts
+        return starts[n], starts[n + 1] if n + 1 < len(starts) else self.size
+
+    def text(self, start: int, end: int) -> str:
+        """The sentence's text, stripped (``original[sent.start_char:sent.end_char]``)."""
+        last = end - 1
+        return self.original[self.idx[start]:self.idx[last] + self.length[last]].strip()
+
+    def evidence(self, start: int, end: int) -> str:
+        """``_sentence_text`` of a span whose sentence is (start, end)."""
+        key = (start, end)
+        text = self._evidence.get(key)
+        if text is None:
+            text = self.text(start, end)
+            if len(text) > MAX_SENTENCE_EVIDENCE:
+                text = text[:MAX_SENTENCE_EVIDENCE - 1] + "\u2026"
+            self._evidence[key] = text
+        return text
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each sentence, as ``doc.sents`` gives them."""
+        starts = self.starts
+        return [(start, starts[n + 1] if n + 1 < len(starts) else self.size)
+                for n, start in enumerate(starts)]
+
+
 _BULLETS = frozenset({"-", "*", "\u2022"})
+
+
+def _scope(rule: Any, start: int, end: int, sent_start: int, sent_end: int) -> tuple[int, int]:
+    """The scope medspaCy gives a modifier (``ConTextModifier.__set_scope`` with no window):
+    its sentence, on its rule's side, cut to the rule's max_scope."""
+    direction = rule.direction.lower()
+    most = rule.max_scope
+    if direction == "forward":
+        scope_start, scope_end = end, sent_end
+        if most is not None and scope_end - scope_start > most:
+            scope_end = end + most
+    elif direction == "backward":
+        scope_start, scope_end = sent_start, start
+        if most is not None and scope_end - scope_start > most:
+            scope_start = start - most
+    else:
+        scope_start, scope_end = sent_start, sent_end
+        if most is not None and start - scope_start > most:
+            scope_start = start - most
+        if most is not None and scope_end - end > most:
+            scope_end = end + most
+    return scope_start, scope_end
 
 
 def _line_breaks(doc: Any) -> None:
@@ -623,27 +833,28 @@ def _sentence_text(original: str, span: Any) -> str:
     return text
 
 
-def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
-    asserted: list[tuple[Any, str | None]] = []
+def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> list[Mention]:
+    """The mentions of one sentence's spans (``sentences``: each span's sentence text, as
+    ``_sentence_text`` gives it)."""
+    asserted: list[tuple[Any, str | None, str]] = []
     # outcomes denied only by words that a cue holds ("NEWS2 8 NOT escalated for 4h, pt
     # arrested": the "not" is the failure, not a denial of the arrest)
     denied_outcomes: list[tuple[Any, str | None, list[tuple[int, int]]]] = []
-    for span in spans:
+    for span, sentence in zip(spans, sentences, strict=True):
         drop, doubt, dropped_by = _assertion(span)
         if drop is None:
-            asserted.append((span, doubt))
+            asserted.append((span, doubt, sentence))
         elif span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS):
             denied_outcomes.append((span, doubt, dropped_by))
-    outcomes = [(s, d) for s, d in asserted
+    outcomes = [(s, d) for s, d, _ in asserted
                 if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
-    settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _ in asserted
+    settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _, _ in asserted
                 if s.label_.startswith("setting" + _LABEL_SEP)}
     found: list[Mention] = []
-    for span, doubt in asserted:
+    for span, doubt, sentence in asserted:
         parts = span.label_.split(_LABEL_SEP)
-        sentence = _sentence_text(original, span)
         phrase = original[span.start_char:span.end_char]
-        if parts[0] in ("outcome", "setting"):
+        if parts[0] in _SUPPORTING:
             continue
         if parts[0] == "cue":
             category, weak = parts[1], parts[-1] == "weak"
@@ -675,6 +886,12 @@ def _judge_sentence(original: str, spans: list[Any]) -> list[Mention]:
     return found
 
 
+def _unhedged(judged: list[Mention]) -> bool:
+    """The model reads a sentence the rules found nothing in, or only possible terms with no
+    hedge ("unqualified term", "no outcome stated"): a serious or hedged finding stands."""
+    return all(m.tier == POSSIBLE and m.context in UNHEDGED for m in judged)
+
+
 def _dedupe(mentions: list[Mention]) -> list[Mention]:
     seen: set[tuple[str, str, str]] = set()
     out: list[Mention] = []
@@ -688,9 +905,15 @@ def _dedupe(mentions: list[Mention]) -> list[Mention]:
 
 @lru_cache(maxsize=1)
 def analyser() -> Analyser:
-    """The process's one pipeline (building it takes about a second)."""
+    """The process's one pipeline (building it takes about a second). Its millions of objects
+    (rules, matchers, vocabulary) live as long as the process: they are moved out of the
+    garbage collector's reach (``gc.freeze``), or each full collection walked them all and
+    held the event loop for 0.5 to 1.2 s (measured in ``tools.bench --only harm``)."""
     _quiet_pyrush()
-    return Analyser()
+    built = Analyser()
+    gc.collect()
+    gc.freeze()
+    return built
 
 
 def _quiet_pyrush() -> None:
