@@ -13,10 +13,11 @@ with the reasons.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from services.intake.validation import Parsed, content_type_problem, reason
+from services.intake.validation import Parsed, reason, size_or_type_problem
 from shared.events import RejectionReason
 from shared.submissions import (
     BULK_ITEM_KINDS,
@@ -52,13 +53,10 @@ def read_bulk(body: bytes, content_type: str | None = None,
               size: int | None = None) -> tuple[str, list[bytes]] | list[RejectionReason]:
     """The item kind and the items (each as the bytes to admit) of a bulk message; or why
     it cannot be read as one (the whole message is then quarantined)."""
-    size = len(body) if size is None else size
-    if size > MAX_BULK_BYTES:
-        return [reason("", f"bulk message is {size} bytes; the limit is {MAX_BULK_BYTES}",
-                       "too_large")]
-    problem = content_type_problem(content_type)
-    if problem:
-        return [reason("", problem, "content_type")]
+    unreadable = size_or_type_problem(len(body) if size is None else size, MAX_BULK_BYTES,
+                                      content_type, "bulk message")
+    if unreadable:
+        return unreadable
     try:
         envelope = json.loads(body, object_pairs_hook=keep_repeated_keys)
     except (ValueError, RecursionError) as exc:
@@ -67,10 +65,9 @@ def read_bulk(body: bytes, content_type: str | None = None,
         return [reason("", "a bulk message is one JSON object: {\"kind\": \"bulk\","
                        " \"version\": 1, \"item_kind\": ..., \"items\": [...]}", "bulk_envelope")]
     if isinstance(envelope, RepeatedKeys):
-        seen: set[str] = set()
-        repeated = sorted({k for k, _ in envelope.pairs if k in seen or seen.add(k)})
+        counts = Counter(k for k, _ in envelope.pairs)
         return [reason(k, f"the key {k!r} appears more than once in the bulk message",
-                       "duplicate_key") for k in repeated]
+                       "duplicate_key") for k in sorted(k for k, n in counts.items() if n > 1)]
     reasons = [reason(k, "unknown field of a bulk message", "extra_forbidden")
                for k in envelope if k not in ENVELOPE_KEYS]
     if envelope.get("kind") != BULK_KIND:
