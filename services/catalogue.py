@@ -15,6 +15,7 @@ from shared.events import (
     ConcernUpdatedV1,
     Event,
     FeedbackAccepted,
+    FeedbackAcceptedBatch,
     FeedbackRejected,
     MeetingCancelled,
     MeetingReplied,
@@ -34,7 +35,7 @@ SERVICES = ("intake", "quality_monitor", "escalation", "notification", "workspac
 # The events each service publishes (its outbox refuses any other): the AsyncAPI documents
 # are generated from this and from the subscriptions.
 PUBLISHES: dict[str, tuple[type[Event], ...]] = {
-    "intake": (FeedbackAccepted, FeedbackRejected),
+    "intake": (FeedbackAccepted, FeedbackAcceptedBatch, FeedbackRejected),
     "quality_monitor": (ConcernRaised, ConcernUpdated, ConcernResolved, ReportPublished),
     "escalation": (MeetingScheduled, MeetingRescheduled, MeetingCancelled, ActionDueSoon,
                    ActionOverdue, ConcernEscalated, VisitScheduled, ConcernClosed,

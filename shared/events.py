@@ -22,7 +22,7 @@ from pydantic import (
 
 from shared.envelope import Envelope
 from shared.severity import Severity as Severity
-from shared.submissions import KINDS, URGENT_KINDS
+from shared.submissions import BULK_ITEM_KINDS, KINDS, MAX_BULK_ITEMS, URGENT_KINDS
 
 # An e-mail address in an event. Addresses are checked in full (email-validator) where they
 # enter carewatch (the provider registry, the notification routing file); events check the
@@ -122,6 +122,32 @@ class FeedbackAccepted(Event):
     def routing_key(self) -> str:
         # feedback.accepted.v1.<kind>: a service that needs one kind (escalation: insight
         # visits) binds to it alone instead of receiving the whole stream.
+        return f"{self.event_type}.{self.kind}"
+
+
+class FeedbackAcceptedBatch(Event):
+    """Many accepted submissions of one routine kind at once: a bulk message's items stored
+    in one transaction (``submission.bulk.v1``), each exactly as ``feedback.accepted.v1``
+    would carry it (free text redacted). One event, one inbox row and one group of writes
+    downstream, instead of one per item. Only intake publishes it; only the kinds a bulk
+    message may carry (never one that reports risk) travel this way."""
+
+    event_type: ClassVar[str] = "feedback.accepted_batch.v1"
+    routing_suffixes: ClassVar[tuple[str, ...]] = tuple(sorted(BULK_ITEM_KINDS))
+
+    kind: str
+    items: Annotated[list[FeedbackAccepted], Field(min_length=1, max_length=MAX_BULK_ITEMS)]
+
+    @model_validator(mode="after")
+    def _one_routine_kind(self) -> FeedbackAcceptedBatch:
+        if self.kind not in BULK_ITEM_KINDS:
+            raise ValueError(f"a batch carries one of {sorted(BULK_ITEM_KINDS)}, not {self.kind}")
+        if any(item.kind != self.kind for item in self.items):
+            raise ValueError(f"every item of a {self.kind} batch is a {self.kind}")
+        return self
+
+    def routing_key(self) -> str:
+        # feedback.accepted_batch.v1.<kind>, as feedback.accepted.v1.<kind>.
         return f"{self.event_type}.{self.kind}"
 
 
@@ -445,6 +471,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
         FeedbackAccepted,
+        FeedbackAcceptedBatch,
         FeedbackRejected,
         ConcernRaised,
         ConcernUpdated,

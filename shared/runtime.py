@@ -94,10 +94,12 @@ class ServiceRuntime:
         self.handlers.on_event(event_cls, handler, description=description, suffix=suffix)
 
     def on_batch_event(self, event_cls: type[E], handler: BatchEventHandler[E], *,
-                       description: str | None = None, suffix: str = "#") -> None:
+                       description: str | None = None, suffix: str = "#",
+                       channel: Channel | None = None) -> None:
         """Consume ``event_cls`` with a handler of its group commit's batch, once per event id
         (``HandlerTable.on_batch_event``)."""
-        self.handlers.on_batch_event(event_cls, handler, description=description, suffix=suffix)
+        self.handlers.on_batch_event(event_cls, handler, description=description, suffix=suffix,
+                                     channel=channel)
 
     def on_messages(self, sub: Subscription, decode: Callable[[RabbitMessage], M],
                     handle: Callable[[M], Awaitable[str]], *, title: str, description: str,

@@ -644,3 +644,31 @@ URGENT_KINDS: frozenset[str] = frozenset({"complaint", "safeguarding_concern", "
 # The kinds only the public's door may submit (a feed registered with ``--public``, which may
 # submit nothing else): no provider feed can speak for the public.
 PUBLIC_KINDS: frozenset[str] = frozenset({"public_feedback"})
+
+# -- bulk messages ------------------------------------------------------------------------------
+# A bulk message carries many submissions of one routine kind from one feed (an FFT vendor's
+# export, say): ``{"kind": "bulk", "version": 1, "item_kind": "fft_response", "items": [...]}``,
+# published with the routing key ``submission.bulk.v1`` (or posted to
+# ``/v1/submissions/batch``). Each item is exactly the submission it would be on its own,
+# validated, authorised, redacted, de-duplicated and quarantined on its own; the message is
+# read, authenticated and stored once.
+BULK_KIND = "bulk"
+BULK_ROUTING_KEY = "submission.bulk.v1"
+MAX_BULK_ITEMS = 1_000
+MAX_BULK_BYTES = 16 * 1_048_576
+# The kinds a bulk message may carry: routine ones only, never a kind that reports risk
+# (those take the urgent lane, one submission a message).
+BULK_ITEM_KINDS: frozenset[str] = frozenset({"fft_response"})
+
+
+class BulkSubmissionV1(BaseModel):
+    """Up to 1,000 submissions of one routine kind (today ``fft_response``) from one feed, in
+    one message: routing key ``submission.bulk.v1``. Each item is a submission as it would be
+    sent alone; an invalid item is quarantined with its reasons, the others are admitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["bulk"]
+    version: Literal[1] = 1
+    item_kind: Literal["fft_response"]
+    items: Annotated[list[FFTResponseV1], Field(min_length=1, max_length=MAX_BULK_ITEMS)]

@@ -96,14 +96,16 @@ class HandlerTable:
                             suffix=suffix)
 
     def on_batch_event(self, event_cls: type[E], handler: BatchEventHandler[E], *,
-                       description: str | None = None, suffix: str = "#") -> None:
+                       description: str | None = None, suffix: str = "#",
+                       channel: Channel | None = None) -> None:
         """Consume ``event_cls`` from this service's own quorum queue, once per event id.
 
         ``suffix`` narrows the binding to ``<type>.<suffix>`` (events whose routing key
         carries a suffix, such as ``feedback.accepted.v1.<kind>``). Consumed whole, an event
         with an urgent lane (``urgent_suffixes``) gets two queues, each with its own
         consumer and its own group commit, so an urgent event never waits behind a batch of
-        routine ones. The handler takes its group commit's ``Batch``."""
+        routine ones. The handler takes its group commit's ``Batch``. ``channel``: a
+        channel of its own (its prefetch), for events that each carry many items."""
         if suffix == "#" and event_cls.urgent_suffixes:
             urgent, routine = self.topology.event_lanes(
                 self.name, event_cls.event_type, event_cls.routing_suffixes,
@@ -114,7 +116,8 @@ class HandlerTable:
             self._subscribe(event_cls, handler, routine, description, self.consumer.commits)
         else:
             self._subscribe(event_cls, handler, self.topology.event_subscription(
-                self.name, event_cls.event_type, suffix), description, self.consumer.commits)
+                self.name, event_cls.event_type, suffix), description, self.consumer.commits,
+                channel)
 
     def _subscribe(self, event_cls: type[E], handler: BatchEventHandler[E], sub: Subscription,
                    description: str | None, commits: GroupCommit,

@@ -28,6 +28,7 @@ URGENT_SUFFIX = ".urgent"
 # broker-validated ``user_id`` is not its owner's (``sender_refusal``).
 EVENT_OWNERS: dict[str, str] = {
     "feedback.accepted.v1": "intake",
+    "feedback.accepted_batch.v1": "intake",
     "feedback.rejected.v1": "intake",
     "concern.raised.v1": "quality_monitor",
     "concern.updated.v1": "quality_monitor",  # no longer published (v2); still accepted

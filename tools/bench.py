@@ -23,7 +23,9 @@ separate processes, as they run in production:
 9. the monthly CQRM packs of 100 providers (``tools/reports_bench.py``; ``--only reports``);
 10. a national FFT year (14 million responses) extrapolated from ``--national`` responses
     (100,000 by default, a few minutes; the 2 million the issue asks for take over an hour
-    on a slow host) through the five services (``--only national``).
+    on a slow host) through the five services (``--only national``), one message a response,
+    then in bulk messages of ``--national-bulk`` responses (500 by default; 0: not run;
+    ``--only national-bulk`` runs the bulk one alone).
 
 An "## Analysis" section written by the engineers is carried over from the previous file.
 """
@@ -52,7 +54,7 @@ import aio_pika
 import asyncpg
 
 from services.catalogue import SERVICES
-from shared.submissions import KO41aSubject
+from shared.submissions import BULK_KIND, MAX_BULK_ITEMS, KO41aSubject
 from tools import ceiling as fair_ceiling
 from tools.publisher import publish_items
 from tools.reports_bench import monthly_packs, reports_section
@@ -370,12 +372,21 @@ def own_cpu_cap(run: dict[str, Any], cores: int, target: int = NATIONAL_FFT_YEAR
             "cores": target * own / within}
 
 
+def bulk_messages(items: list[Item], size: int) -> list[Item]:
+    """FFT responses as bulk messages (``BulkSubmissionV1``) of up to ``size`` each, as a
+    vendor's export is sent (routing key ``submission.bulk.v1``)."""
+    return [Item({"kind": BULK_KIND, "version": 1, "item_kind": "fft_response",
+                  "items": [i.body for i in items[k:k + size]]}, "accept")
+            for k in range(0, len(items), size)]
+
+
 async def national_fft(n: int, replicas: int = 1, chunk: int = 20_000,
-                       backlog: int = 60_000) -> dict[str, Any]:
+                       backlog: int = 60_000, bulk: int = 0) -> dict[str, Any]:
     """``n`` FFT responses of a year published while the five services run (``replicas`` of
     intake and quality-monitor), generated and published in chunks with at most ``backlog``
     waiting in the broker (a feed arriving, not a queue of millions), timed to the last one
-    stored; extrapolated to a national year."""
+    stored; extrapolated to a national year. With ``bulk``, the feed sends bulk messages of
+    that many responses each rather than one message a response."""
     async with stack() as s:
         for _ in range(replicas):
             s.start(*SCALED)
@@ -395,10 +406,12 @@ async def national_fft(n: int, replicas: int = 1, chunk: int = 20_000,
         while True:
             if sent < n:
                 items = list(itertools.islice(responses, chunk))
+                sent += len(items)
+                if bulk:
+                    items = bulk_messages(items, bulk)
                 await publish_items(items, url=s.settings.amqp_url,
                                     namespace=s.settings.namespace,
                                     run=f"{run}-{sent // chunk:05d}")
-                sent += len(items)
             # Waits on the services' progress: until there is room for the next chunk, or
             # (everything sent) until the last response is stored.
             while True:
@@ -424,7 +437,28 @@ async def national_fft(n: int, replicas: int = 1, chunk: int = 20_000,
         return {"n": n, "accepted": generator.expected.accepted, "seconds": elapsed,
                 "samples": samples, "cpu": cpu, "wall": wall, "handled": n,
                 "replicas": replicas, "load": (load0, load1), "backlog": backlog,
-                "estimate": national_estimate(n, elapsed, samples)}
+                "bulk": bulk, "estimate": national_estimate(n, elapsed, samples)}
+
+
+async def national_runs(n: int, replicas: int = 1, bulk: int = 0) -> list[dict[str, Any]]:
+    """The national FFT run one message a response, then (with ``bulk``) in bulk messages."""
+    runs = [await national_fft(n, replicas)]
+    if bulk:
+        runs.append(await national_fft(n, replicas, bulk=bulk))
+    return runs
+
+
+def national_sections(runs: list[dict[str, Any]], cores: int) -> list[str]:
+    """Each national run; and, with both, the bulk run beside the one-message-a-response."""
+    lines = [line for run in runs for line in national_section(run, cores)]
+    if len(runs) == 2:
+        one, bulk = runs
+        a, b = own_cpu_cap(one, cores), own_cpu_cap(bulk, cores)
+        lines += [f"Bulk messages of {bulk['bulk']:,} beside one message a response:"
+                  f" {bulk['estimate']['rate'] / one['estimate']['rate']:.2f} x the rate,"
+                  f" {b['ms']:.2f} ms of CPU per response against {a['ms']:.2f} ms"
+                  f" ({b['ms'] / a['ms']:.0%}).", ""]
+    return lines
 
 
 def national_section(run: dict[str, Any], cores: int) -> list[str]:
@@ -437,10 +471,13 @@ def national_section(run: dict[str, Any], cores: int) -> list[str]:
              f" of it, sized to finish in minutes on this host (that run would take about"
              f" {e['asked'] / 60:.0f} minutes at this rate; `--national {NATIONAL_ASKED}` runs"
              f" it)")
+    how = (f"in bulk messages of {run['bulk']:,} (`--national-bulk {run['bulk']}`)"
+           if run.get("bulk") else "one message a response")
     return [
-        "## A national FFT year (extrapolated)",
+        f"## A national FFT year (extrapolated), {how}",
         f"- Run: **{run['n']:,} FFT responses** of one year across the registry's providers,"
-        f" published as a feed (at most {run['backlog']:,} waiting) while all five services ran"
+        f" published as a feed {how} (at most {run['backlog']:,} responses waiting) while all"
+        f" five services ran"
         f" ({run['replicas']} of intake and quality-monitor), timed to the last stored:"
         f" {run['seconds'] / 60:.1f} minutes, {e['rate']:,.0f}/s (first third"
         f" {e['early']:,.0f}/s, last third {e['late']:,.0f}/s; load"
@@ -999,10 +1036,14 @@ async def main(args: argparse.Namespace) -> None:
             f" {first:,.0f}/s in the first third of the time, {last:,.0f}/s in the last", "",
             *cpu_table(year, os.cpu_count() or 1)]))
         return
-    if args.only == "national":
+    if args.only in ("national", "national-bulk"):
         cores = os.cpu_count() or 1
-        print("\n".join(national_section(
-            await national_fft(args.national, args.national_replicas), cores)))
+        fft_runs = (await national_runs(args.national, args.national_replicas,
+                                        args.national_bulk)
+                    if args.only == "national" else
+                    [await national_fft(args.national, args.national_replicas,
+                                        bulk=args.national_bulk or 500)])
+        print("\n".join(national_sections(fft_runs, cores)))
         return
     if args.only == "latency":
         runs = {"idle": await latency(args.samples, 0)}
@@ -1058,9 +1099,11 @@ async def main(args: argparse.Namespace) -> None:
     national = None
     if args.national:
         step(f"{args.national:,} FFT responses, extrapolated to a national year")
-        national = await national_fft(args.national, args.national_replicas)
-        log(f"  {national['seconds']:.0f} s; a national year"
-            f" ~{national['estimate']['year'] / 3600:.1f} h (extrapolated)")
+        national = await national_runs(args.national, args.national_replicas,
+                                       args.national_bulk)
+        for run in national:
+            log(f"  {'bulk ' if run['bulk'] else ''}{run['seconds']:.0f} s; a national year"
+                f" ~{run['estimate']['year'] / 3600:.1f} h (extrapolated)")
     step("the harm pipeline on free text")
     harm = await harm_text(args.harm_fields)
     log(f"  {harm['rate']:.0f} fields/s per core")
@@ -1122,7 +1165,7 @@ async def main(args: argparse.Namespace) -> None:
         f" (p50 {year['pages']['overview']['p50']:.0f}), the busiest provider's profile p95"
         f" {year['pages']['provider']['p95']:.0f} ms (p50 {year['pages']['provider']['p50']:.0f})"
         " (target: p95 under 200 ms).", "",
-        *(national_section(national, os.cpu_count() or 1) if national else []),
+        *(national_sections(national, os.cpu_count() or 1) if national else []),
     ]
     report += ["## CLI start-up",
                f"`carewatch` as a newcomer calls it, {args.cli_runs} runs each (no broker or"
@@ -1275,10 +1318,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--national", type=int, default=100_000,
                    help="FFT responses run to extrapolate a national year (14 million) from;"
                         " the issue asks for 2000000, over an hour here (0: none)")
+    p.add_argument("--national-bulk", type=int, default=500,
+                   help="after the national run one message a response, the same run in bulk"
+                        " messages (submission.bulk.v1) of this many responses (0: none; at"
+                        f" most {MAX_BULK_ITEMS:,})")
     p.add_argument("--national-replicas", type=int, default=1,
                    help="replicas of intake and quality-monitor in the national FFT run")
     p.add_argument("--only", choices=["harm", "reports", "workspace", "throughput", "latency",
-                                      "national", "year"],
+                                      "national", "national-bulk", "year"],
                    help="run one figure alone and print it (BENCHMARKS.md is not written)")
     return p.parse_args()
 

@@ -15,7 +15,7 @@ from services.catalogue import PUBLISHES, SERVICES, builder
 from shared.envelope import Envelope
 from shared.events import EVENT_TYPES, Event
 from shared.settings import Settings
-from shared.submissions import SUBMISSION_ADAPTER
+from shared.submissions import SUBMISSION_ADAPTER, BulkSubmissionV1
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
 # Documents describe the default deployment, whatever this machine's settings are.
@@ -48,7 +48,13 @@ def document(service: str) -> dict[str, Any]:
             full = SUBMISSION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(full.pop("$defs", {}))
             schemas["Submission"] = full
-            message["payload"] = {"$ref": "#/components/schemas/Submission"}
+            bulk = BulkSubmissionV1.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            schemas.update(bulk.pop("$defs", {}))
+            schemas["BulkSubmission"] = bulk
+            # The routine lane takes bulk messages too (routing key submission.bulk.v1).
+            message["payload"] = {"oneOf": [{"$ref": "#/components/schemas/Submission"},
+                                            {"$ref": "#/components/schemas/BulkSubmission"}]}
         elif name.endswith(":SubscribeMessage") and event_type in EVENT_TYPES:
             model = typed_envelope(EVENT_TYPES[event_type])
             message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}

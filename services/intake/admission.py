@@ -4,11 +4,14 @@ redacts, de-duplicates, stores or quarantines them, writes a receipt and puts th
 the outbox, all in one transaction per batch.
 
 Outcomes:
-- ``accepted``: stored, ``feedback.accepted`` published.
+- ``accepted``: stored, ``feedback.accepted`` published (for a bulk message's items, one
+  ``feedback.accepted_batch`` with every item of the message stored now).
 - ``duplicate``: the provider's record (ODS code + record id) was accepted before; counted on
   the stored feedback (unless the broker is redelivering the same message).
 - ``rejected``: quarantined with machine-readable reasons, ``feedback.rejected`` published,
   and sent back to the publisher's ``reply_to`` queue when it gave one.
+- ``bulk``: a bulk message (``bulk_message.py``) read: each of its items has one of the
+  outcomes above (``Admission.items``). One that cannot be read is ``rejected`` whole.
 
 A *replay* is the very same submission again (same feed, message id and bytes, hence the same
 submission id): it changes nothing but the duplicate count, and reports what became of the
@@ -27,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from services.intake import store
+from services.intake import bulk_message, store
 from services.intake.classification import (
     Store,
     classify,
@@ -38,19 +41,28 @@ from services.intake.classification import (
     urgent_routing_key,
 )
 from services.intake.validation import Parsed, parse, submission_id
-from shared.events import FeedbackAccepted, FeedbackRejected, ProviderRef, RejectionReason
+from shared.events import (
+    FeedbackAccepted,
+    FeedbackAcceptedBatch,
+    FeedbackRejected,
+    ProviderRef,
+    RejectionReason,
+)
 from shared.outbox import Outbox, OutboxRow
 from shared.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+ACCEPTED, DUPLICATE, REJECTED, BULK = "accepted", "duplicate", "rejected", "bulk"
 # Batches holding more than this many bytes are validated and redacted in a worker thread,
 # so that the event loop keeps answering (health checks, the urgent lane) meanwhile.
 OFF_LOOP_BYTES = 64 * 1024
 # Items of a batch read in one turn of the event loop (about 0.3 ms each): the loop, and an
 # urgent delivery waiting for it, never waits for a whole batch's reading.
 PARSE_PIECE = 10
+# At most this many submissions (bulk messages' items included) are written in one
+# transaction: a batch of bulk messages is admitted in several (a message never split).
+MAX_TRANSACTION_ITEMS = 2_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class Incoming:
     correlation_id: str | None = None
     size: int | None = None  # the full size, when ``body`` is only the beginning
     resubmission_of: uuid.UUID | None = None
+    # An item of a bulk message: the message's submission id (its accepted items are
+    # announced together, in one ``feedback.accepted_batch`` event).
+    bulk_of: uuid.UUID | None = None
 
     @property
     def submission_id(self) -> uuid.UUID:
@@ -83,10 +98,14 @@ class Admission:
     feedback_id: uuid.UUID | None = None
     replay: bool = False
     first_outcome: str | None = None  # for a replay: the outcome of the first copy
+    items: list[Admission] | None = None  # a bulk message's: each item's, in order
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"submission_id": str(self.submission_id),
                                "outcome": self.outcome}
+        if self.items is not None:
+            out.update(totals(self.items))
+            out["items"] = [item.as_json() for item in self.items]
         if self.feedback_id:
             out["feedback_id"] = str(self.feedback_id)
         if self.reasons:
@@ -95,6 +114,56 @@ class Admission:
             out["replay"] = True
             out["first_outcome"] = self.first_outcome
         return out
+
+
+def totals(admissions: Sequence[Admission]) -> dict[str, int]:
+    """How many of ``admissions`` were accepted, duplicates, rejected."""
+    return {o: sum(a.outcome == o for a in admissions) for o in (ACCEPTED, DUPLICATE, REJECTED)}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one message became: the submissions to admit (itself, or a bulk message's
+    items), each parsed or with why it is invalid."""
+
+    incoming: Incoming
+    units: list[Incoming]
+    parsed: list[Parsed | list[RejectionReason]]
+    bulk: bool = False
+
+
+def read_message(item: Incoming) -> Message:
+    """A message as the submissions to admit: a bulk message (read once) as its items, each
+    parsed on its own; any other message (or a bulk message that cannot be read: quarantined
+    whole, with why) as itself."""
+    if bulk_message.is_bulk(item.routing_key):
+        read = bulk_message.read_bulk(item.body, item.content_type, item.size)
+        if isinstance(read, tuple):
+            kind, bodies = read
+            units = bulk_message.items_of(item, kind, bodies)
+            return Message(item, units, [bulk_message.wrong_kind(parse(u.body), kind)
+                                         for u in units], bulk=True)
+        return Message(item, [item], [read])
+    return Message(item, [item], [parse(item.body, item.content_type, item.size)])
+
+
+def read_messages(items: Sequence[Incoming]) -> list[Message]:
+    return [read_message(i) for i in items]
+
+
+def in_transactions(messages: Sequence[Message],
+                    limit: int = MAX_TRANSACTION_ITEMS) -> list[list[Message]]:
+    """Messages grouped for their transactions: at most ``limit`` submissions in each, but
+    a message (a bulk message's items) never split across two."""
+    groups: list[list[Message]] = []
+    held = 0
+    for m in messages:
+        if not groups or held + len(m.units) > limit:
+            groups.append([])
+            held = 0
+        groups[-1].append(m)
+        held += len(m.units)
+    return groups
 
 
 def _describe(reasons: list[RejectionReason]) -> str:
@@ -119,20 +188,31 @@ class Admissions:
         return admission
 
     async def admit_many(self, items: Sequence[Incoming]) -> list[Admission]:
-        """Admit a batch in one transaction; one Admission per item, in order. The batch is
-        read (validated, redacted) ``PARSE_PIECE`` items at a time, the loop getting a turn
-        between pieces."""
-        parsed: list[Parsed | list[RejectionReason]] = []
+        """Admit a batch of messages, in one transaction (in several for a batch of bulk
+        messages holding more than ``MAX_TRANSACTION_ITEMS`` submissions); one Admission
+        per message, in order. The batch is read (validated, redacted) ``PARSE_PIECE``
+        messages at a time, the loop getting a turn between pieces (a piece of more than
+        ``OFF_LOOP_BYTES``, such as a bulk message, is read in a worker thread)."""
+        messages: list[Message] = []
         for start in range(0, len(items), PARSE_PIECE):
             if start:
                 await asyncio.sleep(0)
             piece = items[start:start + PARSE_PIECE]
             if sum(len(i.body) for i in piece) > OFF_LOOP_BYTES:
-                parsed.extend(await asyncio.to_thread(_parse_all, piece))
+                messages.extend(await asyncio.to_thread(read_messages, piece))
             else:
-                parsed.extend(_parse_all(piece))
-        async with self._pool().acquire() as conn, conn.transaction():
-            return await self._admit(conn, items, parsed)
+                messages.extend(read_messages(piece))
+        admitted: list[Admission] = []
+        for group in in_transactions(messages):
+            units = [u for m in group for u in m.units]
+            parsed = [p for m in group for p in m.parsed]
+            async with self._pool().acquire() as conn, conn.transaction():
+                results = iter(await self._admit(conn, units, parsed))
+            for m in group:
+                mine = [next(results) for _ in m.units]
+                admitted.append(Admission(m.incoming.submission_id, BULK, items=mine)
+                                if m.bulk else mine[0])
+        return admitted
 
     async def _admit(self, conn: asyncpg.Connection, items: Sequence[Incoming],
                      parsed: list[Parsed | list[RejectionReason]]) -> list[Admission]:
@@ -162,13 +242,19 @@ class Admissions:
         outbox = self._outbox(conn)
         rows: list[tuple[str, uuid.UUID, OutboxRow]] = []
         receipts: list[store.Receipt] = []
-        for _, row, provider in to_store:
-            rows.append((store.STORED, row.submission_id, outbox.row(FeedbackAccepted(
+        in_bulk: dict[tuple[uuid.UUID, str], list[FeedbackAccepted]] = {}
+        for n, row, provider in to_store:
+            accepted = FeedbackAccepted(
                 feedback_id=row.feedback_id, submission_id=row.submission_id,
                 provider=provider, kind=row.kind, provider_record_id=row.provider_record_id,
                 occurred_on=row.occurred_on, theme=row.theme,
-                site_code=row.content.get("site_code"), content=row.content),
-                submission_id=row.submission_id)))
+                site_code=row.content.get("site_code"), content=row.content)
+            bulk_of = items[n].bulk_of
+            if bulk_of is not None:  # announced with the message's others, once stored
+                in_bulk.setdefault((bulk_of, row.kind), []).append(accepted)
+            else:
+                rows.append((store.STORED, row.submission_id,
+                             outbox.row(accepted, submission_id=row.submission_id)))
             receipts.append(store.Receipt(row.submission_id, row.feed_user, DUPLICATE, None,
                                           row.ods_code, row.provider_record_id))
         for n, q, valid in to_quarantine:
@@ -192,6 +278,11 @@ class Admissions:
         outbox.written([o.envelope for gate, sid, o in rows
                         if gate == store.ALWAYS or sid in (stored if gate == store.STORED
                                                            else kept)])
+        # A bulk message's items stored now, in one event (duplicates and replays not).
+        await outbox.add_many([
+            (FeedbackAcceptedBatch(kind=kind, items=now), bulk_of)
+            for (bulk_of, kind), accepted in in_bulk.items()
+            if (now := [a for a in accepted if a.submission_id in stored])])
 
         duplicates: Counter[tuple[str, str]] = Counter()
         for n, row, _ in to_store:
@@ -274,7 +365,3 @@ class Admissions:
         if queue:
             await outbox.add(event, submission_id=event.submission_id, reply_to=queue,
                              correlation_id=item.correlation_id or item.message_id)
-
-
-def _parse_all(items: Sequence[Incoming]) -> list[Parsed | list[RejectionReason]]:
-    return [parse(i.body, i.content_type, i.size) for i in items]

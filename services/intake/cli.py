@@ -393,7 +393,9 @@ def submit(
             assert api_key is not None
             sender = loader.HttpSender(http, api_key, cp.run_id, timeout=timeout)
         else:
-            amqp = loader.AmqpSender(settings, url, cp.run_id, stall_timeout=timeout)
+            # A vendor's FFT export goes as bulk messages (one a batch).
+            amqp = loader.AmqpSender(settings, url, cp.run_id, stall_timeout=timeout,
+                                     bulk=fmt == "fft-responses-csv")
             await amqp.open()
             sender = amqp
         reporter = loader.Reporter(total, cp.done, file.name)

@@ -36,7 +36,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 
 from services.intake import store
-from services.intake.admission import ACCEPTED, DUPLICATE, REJECTED, Admission, Admissions, Incoming
+from services.intake.admission import ACCEPTED, DUPLICATE, Admission, Admissions, Incoming, totals
+from services.intake.bulk_message import item_bytes, keep_repeated_keys, read_bulk
 from services.intake.credentials import api_key_hash, key_matches
 from services.intake.validation import MAX_BODY_BYTES
 from shared.events import RejectionReason
@@ -52,7 +53,7 @@ from shared.identity import (
 )
 from shared.metrics import Metrics
 from shared.ratelimit import RateLimiter
-from shared.submissions import SUBMISSION_ADAPTER
+from shared.submissions import BULK_ROUTING_KEY, MAX_BULK_ITEMS, SUBMISSION_ADAPTER, BulkSubmissionV1
 
 if TYPE_CHECKING:
     from shared.runtime import ServiceRuntime
@@ -151,6 +152,13 @@ def status_for(admission: Admission) -> int:
     return 422
 
 
+def is_bulk_message(body: bytes, content_type: str | None) -> bool:
+    """Whether a batch body is a bulk message (one JSON object, ``BulkSubmissionV1``) rather
+    than an array or lines of submissions."""
+    media = (content_type or "application/json").partition(";")[0].strip().lower()
+    return media in ("application/json", "text/json") and body.lstrip()[:1] == b"{"
+
+
 def split_batch(body: bytes, content_type: str | None) -> list[bytes] | str:
     """The items of a batch body (a JSON array, or one JSON object per line), each as the
     bytes to admit; or why the batch as a whole cannot be read."""
@@ -160,61 +168,15 @@ def split_batch(body: bytes, content_type: str | None) -> list[bytes] | str:
     if media not in ("application/json", "text/json"):
         return f"content type {content_type!r}: send a JSON array or application/x-ndjson"
     try:
-        items = json.loads(body, object_pairs_hook=_keep_repeated_keys)
+        items = json.loads(body, object_pairs_hook=keep_repeated_keys)
     except (ValueError, RecursionError) as exc:
         return f"the batch is not a JSON array: {str(exc)[:200]}"
     if not isinstance(items, list):
         return "the batch must be a JSON array of submissions"
     try:
-        return [_item_bytes(item) for item in items]
+        return [item_bytes(item) for item in items]
     except RecursionError:  # nesting deeper than any submission (the reader took it)
         return "the batch is nested too deeply to be a JSON array of submissions"
-
-
-class _RepeatedKeys(dict[str, Any]):
-    """A JSON object that repeats a key, with its pairs as written: re-encoded as written,
-    so that admission refuses the item (``duplicate_key``) rather than keeping one copy."""
-
-    pairs: list[tuple[str, Any]]
-
-
-def _keep_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    repeated = _RepeatedKeys(obj)
-    repeated.pairs = pairs
-    return repeated
-
-
-def _encode(value: Any, ensure_ascii: bool) -> str:
-    if isinstance(value, dict):
-        pairs = value.pairs if isinstance(value, _RepeatedKeys) else value.items()
-        return "{" + ",".join(json.dumps(k, ensure_ascii=ensure_ascii) + ":"
-                              + _encode(v, ensure_ascii) for k, v in pairs) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_encode(v, ensure_ascii) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=ensure_ascii)
-
-
-def _has_repeated_keys(value: Any) -> bool:
-    if isinstance(value, dict):
-        return isinstance(value, _RepeatedKeys) or any(map(_has_repeated_keys, value.values()))
-    return isinstance(value, list) and any(map(_has_repeated_keys, value))
-
-
-def _item_bytes(item: Any) -> bytes:
-    """One item of a JSON array batch as the bytes to admit: its JSON, compact, in UTF-8. Text
-    with a lone surrogate escape (``"\\ud800"``, which Python's JSON reader lets through) has
-    no UTF-8 form: it stays escaped, and admission rejects the item as invalid JSON."""
-    repeated = _has_repeated_keys(item)
-    text = (_encode(item, False) if repeated
-            else json.dumps(item, ensure_ascii=False, separators=(",", ":")))
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return (_encode(item, True) if repeated
-                else json.dumps(item, separators=(",", ":"))).encode()
 
 
 async def read_body(chunks: AsyncIterator[bytes], keep: int) -> tuple[bytes, int]:
@@ -309,9 +271,13 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
     @router.post(
         "/submissions/batch", summary="Submit up to 1,000 submissions at once",
         description="A JSON array of submissions, or `application/x-ndjson` (one submission"
-        " per line). Admitted together in one transaction; the result of each item is given"
-        " in order, with the status it would have had on its own. With an `Idempotency-Key`,"
-        " item *i* gets the key `<key>:<i>`.",
+        " per line), or a bulk message (one JSON object, `BulkSubmission`: up to"
+        f" {MAX_BULK_ITEMS:,} items of one routine kind, as published on AMQP with the routing"
+        f" key `{BULK_ROUTING_KEY}`). Admitted together in one transaction; the result of each"
+        " item is given in order, with the status it would have had on its own. With an"
+        " `Idempotency-Key`, item *i* gets the key `<key>:<i>` (`<key>#<i>` in a bulk"
+        " message). A bulk message that cannot be read is refused whole (400, or 413 over"
+        " its limits) with its `reasons`; nothing is stored.",
         responses={200: {"model": BatchResult, "description": "Every item's outcome."},
                    400: {"model": Problem, "description": "The batch cannot be read."},
                    **unauthorised,
@@ -320,8 +286,10 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
                          " stored: send again after `Retry-After` seconds."},
                    415: {"model": Problem, "description": "Neither JSON nor NDJSON."}},
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_ITEMS,
-                                            "items": {"$ref": "#/components/schemas/Submission"}}},
+            "application/json": {"schema": {"oneOf": [
+                {"type": "array", "maxItems": MAX_BATCH_ITEMS,
+                 "items": {"$ref": "#/components/schemas/Submission"}},
+                {"$ref": "#/components/schemas/BulkSubmission"}]}},
             "application/x-ndjson": {"schema": {"type": "string",
                                                 "description": "One submission per line."}}}}},
         response_model=None)
@@ -329,24 +297,39 @@ def install(api: FastAPI, admissions: Admissions, pool: Callable[[], asyncpg.Poo
         body, size = await read_body(request.stream(), MAX_BATCH_BYTES + 1)
         if size > MAX_BATCH_BYTES:
             return _problem(413, f"batch is {size} bytes; the limit is {MAX_BATCH_BYTES}")
-        items = split_batch(body, request.headers.get("content-type"))
-        if isinstance(items, str):
-            return _problem(415 if items.startswith("content type") else 400, items)
-        if len(items) > MAX_BATCH_ITEMS:
-            return _problem(413, f"{len(items)} items; the limit is {MAX_BATCH_ITEMS}")
-        if refused := over_limit(feed, len(items)):
-            return refused
+        content_type = request.headers.get("content-type")
         key = _idempotency_key(request)
-        admitted = await admissions.admit_many([
-            Incoming(body=item, feed_user=feed, content_type="application/json",
-                     message_id=f"{key}:{n}" if key else None)
-            for n, item in enumerate(items)])
+        if is_bulk_message(body, content_type):
+            read = read_bulk(body, content_type, size)
+            if isinstance(read, list):
+                too_big = any(r.type in ("too_large", "too_many_items") for r in read)
+                return JSONResponse({"detail": "; ".join(f"{r.loc or '<message>'}: {r.msg}"
+                                                         for r in read),
+                                     "reasons": [r.model_dump() for r in read]},
+                                    status_code=413 if too_big else 400)
+            if refused := over_limit(feed, len(read[1])):
+                return refused
+            [bulk] = await admissions.admit_many([Incoming(
+                body=body, feed_user=feed, message_id=key, routing_key=BULK_ROUTING_KEY,
+                content_type=content_type, size=size)])
+            admitted = bulk.items or []
+        else:
+            items = split_batch(body, content_type)
+            if isinstance(items, str):
+                return _problem(415 if items.startswith("content type") else 400, items)
+            if len(items) > MAX_BATCH_ITEMS:
+                return _problem(413, f"{len(items)} items; the limit is {MAX_BATCH_ITEMS}")
+            if refused := over_limit(feed, len(items)):
+                return refused
+            admitted = await admissions.admit_many([
+                Incoming(body=item, feed_user=feed, content_type="application/json",
+                         message_id=f"{key}:{n}" if key else None)
+                for n, item in enumerate(items)])
         results = []
         for n, admission in enumerate(admitted):
             count(admission.outcome)
             results.append({"index": n, "status": status_for(admission), **admission.as_json()})
-        totals = {o: sum(a.outcome == o for a in admitted) for o in (ACCEPTED, DUPLICATE, REJECTED)}
-        return JSONResponse({**totals, "results": results})
+        return JSONResponse({**totals(admitted), "results": results})
 
     @router.get(
         "/submissions/{submission_id}", summary="What became of a submission",
@@ -435,6 +418,9 @@ def _document_submission_schema(api: FastAPI) -> None:
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(full.pop("$defs", {}))
         schemas["Submission"] = full
+        bulk = BulkSubmissionV1.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(bulk.pop("$defs", {}))
+        schemas["BulkSubmission"] = bulk
         return spec
 
     api.openapi = openapi  # type: ignore[method-assign]

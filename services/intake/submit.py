@@ -4,7 +4,10 @@ Records go through the same door as any feed's (nothing is written to intake's t
 directly), in batches with several in flight:
 - over AMQP (default): published to ``{ns}.submissions`` with the feed's RabbitMQ user as
   ``user_id``, publisher confirms pipelined; the outcome of each record is then read back
-  from intake's receipts (the loader is an operator tool with database access);
+  from intake's receipts (the loader is an operator tool with database access). Records of
+  a kind a bulk message may carry (an ``fft-responses-csv`` export's) go as one bulk message
+  a batch (``submission.bulk.v1``: a message, a transaction and an acknowledgement for 500
+  records rather than one each); the others one message each;
 - over HTTP (``--http URL --api-key KEY``): ``POST /v1/submissions/batch``, whose response
   carries each outcome.
 
@@ -35,10 +38,18 @@ import httpx
 
 from services.intake import store
 from services.intake.bulk import Checkpoint, Record, records
+from services.intake.bulk_message import item_bytes, item_message_id
 from services.intake.validation import submission_id
 from shared.db import create_pool
 from shared.retry import Backoff
 from shared.settings import Settings
+from shared.submissions import (
+    BULK_ITEM_KINDS,
+    BULK_KIND,
+    BULK_ROUTING_KEY,
+    MAX_BULK_BYTES,
+    MAX_BULK_ITEMS,
+)
 from shared.topology import Topology
 
 OUTCOMES = ("accepted", "duplicate", "rejected")
@@ -91,8 +102,9 @@ class AmqpSender:
     """Publishes as the RabbitMQ user of ``amqp_url`` and reads outcomes from receipts."""
 
     def __init__(self, settings: Settings, amqp_url: str, run_id: str, *,
-                 stall_timeout: float, poll_interval: float = 0.2) -> None:
+                 stall_timeout: float, poll_interval: float = 0.2, bulk: bool = False) -> None:
         self.feed = url_user(amqp_url)
+        self._bulk = bulk  # send bulk messages where the records' kind allows
         self._settings = settings
         self._url = amqp_url
         self._run_id = run_id
@@ -130,19 +142,35 @@ class AmqpSender:
         return {sid: Outcome(r["outcome"], str(sid), r["reasons"] or [])
                 for sid, r in rows.items()}
 
+    def _message(self, body: bytes, message_id: str) -> aio_pika.Message:
+        return aio_pika.Message(body, content_type="application/json",
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                message_id=message_id, user_id=self.feed)
+
     async def submit(self, batch: list[Record], resumed: bool) -> list[Outcome]:
         assert self._exchange is not None
-        ids = [self._ids(r) for r in batch]
+        exchange = self._exchange
+        bulk_id = f"{self._run_id}:{batch[0].number}:bulk"
+        grouped = bulk_items(batch) if self._bulk else None
+        if grouped is None:
+            ids = [self._ids(r) for r in batch]
+        else:  # each item's id, as intake derives it (the bulk message's id and place)
+            ids = [(bulk_id, submission_id(self.feed, item_message_id(bulk_id, n), item))
+                   for n, item in enumerate(grouped[1])]
         known = await self._known(sid for _, sid in ids) if resumed else {}
-        await asyncio.gather(*(
-            self._exchange.publish(
-                aio_pika.Message(record.body, content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 message_id=message_id, user_id=self.feed),
-                # ".bulk": a load takes the routine lane, whatever its kinds (intake limits
-                # each feed's rate on the urgent keys).
-                f"{routing_key(record.body)}.bulk", mandatory=True, timeout=60)
-            for record, (message_id, sid) in zip(batch, ids, strict=True) if sid not in known))
+        if grouped is not None:
+            if any(sid not in known for _, sid in ids):  # known items are answered as replays
+                await exchange.publish(self._message(grouped[0], bulk_id), BULK_ROUTING_KEY,
+                                       mandatory=True, timeout=60)
+        else:
+            await asyncio.gather(*(
+                exchange.publish(
+                    self._message(record.body, message_id),
+                    # ".bulk": a load takes the routine lane, whatever its kinds (intake
+                    # limits each feed's rate on the urgent keys).
+                    f"{routing_key(record.body)}.bulk", mandatory=True, timeout=60)
+                for record, (message_id, sid) in zip(batch, ids, strict=True)
+                if sid not in known))
         waiting = {sid for _, sid in ids} - set(known)
         last_progress = time.monotonic()
         while waiting:
@@ -156,6 +184,24 @@ class AmqpSender:
                 raise LoadError(f"no outcome for {len(waiting)} published records in"
                                 f" {self._stall_timeout:.0f}s: is intake running?")
         return [known[sid] for _, sid in ids]
+
+
+def bulk_items(batch: list[Record]) -> tuple[bytes, list[bytes]] | None:
+    """A batch as one bulk message (its body, and its items as intake reads them), when
+    every record is a JSON object of one kind a bulk message may carry and it fits; else
+    None (the records go one message each)."""
+    try:
+        objects = [json.loads(r.body) for r in batch]
+    except ValueError:
+        return None
+    kinds = {o.get("kind") if isinstance(o, dict) else None for o in objects}
+    if len(kinds) != 1 or not kinds <= BULK_ITEM_KINDS or len(objects) > MAX_BULK_ITEMS:
+        return None
+    body = json.dumps({"kind": BULK_KIND, "version": 1, "item_kind": kinds.pop(),
+                       "items": objects}, ensure_ascii=False).encode()
+    if len(body) > MAX_BULK_BYTES:
+        return None
+    return body, [item_bytes(o) for o in objects]
 
 
 class HttpSender:

@@ -70,18 +70,25 @@ def content_type_problem(content_type: str | None) -> str | None:
     return None
 
 
+def size_or_type_problem(size: int, limit: int, content_type: str | None,
+                         what: str = "body") -> list[RejectionReason]:
+    """Why a message of ``size`` bytes and this content type is not read at all (over
+    ``limit``, or not JSON in UTF-8); [] when it is read."""
+    if size > limit:
+        return [reason("", f"{what} is {size} bytes; the limit is {limit}", "too_large")]
+    problem = content_type_problem(content_type)
+    return [reason("", problem, "content_type")] if problem else []
+
+
 def parse(body: bytes, content_type: str | None = None,
           size: int | None = None) -> Parsed | list[RejectionReason]:
     """Validate a submission body against the contract, redact its free text and add the
     derived fields. ``size`` is the body's full size when ``body`` is only its beginning
     (an oversized HTTP request is not read to the end)."""
-    size = len(body) if size is None else size
-    if size > MAX_BODY_BYTES:
-        return [reason("", f"body is {size} bytes; the limit is {MAX_BODY_BYTES}",
-                       "too_large")]
-    problem = content_type_problem(content_type)
-    if problem:
-        return [reason("", problem, "content_type")]
+    unreadable = size_or_type_problem(len(body) if size is None else size, MAX_BODY_BYTES,
+                                      content_type)
+    if unreadable:
+        return unreadable
     duplicates = duplicate_keys(body)
     if duplicates:
         return [reason(key, f"the key {key!r} appears more than once in one object: each key"

@@ -1,6 +1,7 @@
 """quality-monitor: turns accepted feedback into explainable concerns, and ends them.
 
-Consumes: ``feedback.accepted.v1``, ``concern.closed.v1``.
+Consumes: ``feedback.accepted.v1``, ``feedback.accepted_batch.v1`` (a bulk message's items),
+``concern.closed.v1``.
 Publishes: ``concern.raised.v1``, ``concern.updated.v2``, ``concern.resolved.v1``,
 ``report.published.v1`` (outbox).
 Stores: schema ``monitor`` (feedback, providers, fft_months, equality_returns, concerns,
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from faststream.rabbit import Channel
 
 from services.quality_monitor import clusters, fft, review, rules, store
 from services.quality_monitor.config import ClusterRule, MonitorRules, load_rules
@@ -70,6 +72,7 @@ from shared.events import (
     Event,
     Evidence,
     FeedbackAccepted,
+    FeedbackAcceptedBatch,
     ProviderRef,
     Severity,
 )
@@ -122,10 +125,13 @@ class Monitor:
 
     # -- consumed events ------------------------------------------------------------------
     async def on_feedback_accepted(self, batch: Batch, fb: FeedbackAccepted,
-                                   outbox: Outbox) -> None:
+                                   outbox: Outbox, mentions: list[Mention] | None = None
+                                   ) -> None:
         """Record the feedback and run every rule it can trigger: immediate serious risk,
         visit rating, service change, clusters, and for a monthly FFT return its SPC series
         and the funnel of its setting and month."""
+        # ``mentions``: the harm pipeline's reading of its free text, when read already (a
+        # batch reads each distinct text once: on_feedback_batch).
         conn = batch.conn
         ods = fb.provider.ods_code
         fft = fb.kind == "fft_monthly" and {"setting", "period"} <= fb.content.keys()
@@ -134,7 +140,8 @@ class Monitor:
         if fft:
             keys += [f"fft:{ods}:{fb.content['setting']}",
                      f"funnel:{fb.content['setting']}:{fb.content['period']}"]
-        mentions = await read_harm(rules.free_text(fb))  # off the loop when the text is long
+        if mentions is None:
+            mentions = await read_harm(rules.free_text(fb))  # off the loop when it is long
         await store.lock(conn, *keys)
         await store.record_feedback(batch, fb)
         await store.record_provider(conn, fb.provider, self._providers_committed)
@@ -157,6 +164,20 @@ class Monitor:
                 await self.check_fft_series(batch, fb.provider, METRICS[metric], setting,
                                             outbox)
             await self.check_funnel(batch, setting, period, outbox)
+
+    async def on_feedback_batch(self, batch: Batch, accepted: FeedbackAcceptedBatch,
+                                outbox: Outbox) -> None:
+        """A bulk message's accepted items, in one event (once, by its id, in the inbox):
+        each handled exactly as ``feedback.accepted`` would be, every rule it can trigger
+        run (a harm in an FFT comment raises its concern as it would alone), its row
+        written with the group commit's others in one statement. A free text repeated in
+        the batch (FFT comments often are) is read by the harm pipeline once."""
+        readings: dict[str, list[Mention]] = {}
+        for fb in accepted.items:
+            text = rules.free_text(fb)
+            if text not in readings:
+                readings[text] = await read_harm(text)
+            await self.on_feedback_accepted(batch, fb, outbox, readings[text])
 
     async def on_concern_closed(self, batch: Batch, closed: ConcernClosed,
                                 outbox: Outbox) -> None:
@@ -558,8 +579,14 @@ def handlers(monitor: Monitor) -> list[tuple[type[Event], BatchEventHandler[Any]
     """What this service does, in one table: event consumed -> handler."""
     return [
         (FeedbackAccepted, monitor.on_feedback_accepted),
+        (FeedbackAcceptedBatch, monitor.on_feedback_batch),
         (ConcernClosed, monitor.on_concern_closed),
     ]
+
+
+# Each batch event carries up to 1,000 items: a few at a time in hand, not the default
+# prefetch's hundreds of events.
+BATCH_EVENT_PREFETCH = 4
 
 
 def subscriptions(topology: Topology) -> list[Subscription]:
@@ -584,7 +611,8 @@ def build_monitor(settings: Settings, clock: Clock = utc_now,
         the_rules, report_settings, settings.commissioner_name, clock, outbox_for)
     monitor = Monitor(the_rules, clock, outbox_for=outbox_for, reports=reports)
     for event_cls, handler in handlers(monitor):
-        runtime.on_batch_event(event_cls, handler)
+        runtime.on_batch_event(event_cls, handler, channel=Channel(
+            prefetch_count=BATCH_EVENT_PREFETCH) if event_cls is FeedbackAcceptedBatch else None)
 
     async def schedule_loop() -> None:
         await monitor.schedule_loop(lambda: runtime.pool)

@@ -253,6 +253,37 @@ async def test_batch_as_a_json_array(api: Api) -> None:
     assert response.json()["accepted"] == 3
 
 
+async def test_a_bulk_message_gives_each_item_s_outcome_in_order(api: Api) -> None:
+    good = fresh(example_message("fft-response")["body"])
+    items = [good, good, {**fresh(example_message("fft-response")["body"]), "answer": "superb"},
+             fresh(example_message("fft-response")["body"])]
+    envelope = {"kind": "bulk", "version": 1, "item_kind": "fft_response", "items": items}
+    response = await api.client.post("/v1/submissions/batch", content=json.dumps(envelope),
+                                     headers={"Authorization": f"Bearer {api.key}",
+                                              "Content-Type": "application/json",
+                                              "Idempotency-Key": "bulk-http-1"})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["accepted"], result["duplicate"], result["rejected"]) == (2, 1, 1)
+    assert [(r["outcome"], r["status"]) for r in result["results"]] == [
+        ("accepted", 202), ("duplicate", 200), ("rejected", 422), ("accepted", 202)]
+    rejected = result["results"][2]
+    assert (await quarantined(api.pool, rejected["submission_id"]))["reasons"] == \
+        rejected["reasons"]
+    # The same request again: every item a replay, nothing stored twice.
+    again = await api.client.post("/v1/submissions/batch", content=json.dumps(envelope),
+                                  headers={"Authorization": f"Bearer {api.key}",
+                                           "Content-Type": "application/json",
+                                           "Idempotency-Key": "bulk-http-1"})
+    assert [r.get("replay") for r in again.json()["results"]] == [True] * 4
+    # An envelope that cannot be read is refused whole, with its reasons.
+    bad = await api.client.post("/v1/submissions/batch", content=json.dumps(
+        {**envelope, "item_kind": "complaint"}), headers={
+        "Authorization": f"Bearer {api.key}", "Content-Type": "application/json"})
+    assert bad.status_code == 400
+    assert [r["loc"] for r in bad.json()["reasons"]] == ["item_kind"]
+
+
 async def test_batch_item_with_a_lone_surrogate_is_rejected_not_a_server_error(api: Api) -> None:
     # Python's JSON reader lets "\ud800" through; the item has no UTF-8 form. Found by the
     # fuzz run (tests/fuzz): it was a 500 for the whole batch.

@@ -44,6 +44,9 @@ class FakeOutbox:
         self.options.append(options)
         return envelope
 
+    async def add_many(self, events: list[tuple[Event, uuid.UUID | None]]) -> list[Envelope]:
+        return [await self.add(event, submission_id=sid) for event, sid in events]
+
     def row(self, event: Event, *, submission_id: uuid.UUID | None = None,
             reply_to: str | None = None, correlation_id: str | None = None) -> OutboxRow:
         return self._rows.row(event, submission_id=submission_id, reply_to=reply_to,

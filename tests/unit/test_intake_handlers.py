@@ -201,13 +201,13 @@ async def test_a_batch_is_read_in_pieces_with_a_turn_of_the_loop_between_them(
     """A batch is read (validated, redacted) a piece at a time, so the event loop (and an
     urgent delivery waiting for it) never waits for a whole batch's reading."""
     pieces: list[int] = []
-    parse_all = admission_module._parse_all
+    read_messages = admission_module.read_messages
 
     def recorded(items: Sequence[Incoming]) -> Any:
         pieces.append(len(items))
-        return parse_all(items)
+        return read_messages(items)
 
-    monkeypatch.setattr(admission_module, "_parse_all", recorded)
+    monkeypatch.setattr(admission_module, "read_messages", recorded)
     a, _ = admissions()
     batch = [submission(record_id=f"DATIX-RJ1-{n}") for n in range(25)]
     admitting = asyncio.create_task(a.admit_many(batch))

@@ -1,5 +1,5 @@
 """quality-monitor's event handlers (services/quality_monitor/app.py ``Monitor``:
-``on_feedback_accepted``, ``on_concern_closed``) reached through a fake store and outbox:
+``on_feedback_accepted``, ``on_feedback_batch``, ``on_concern_closed``) reached through a fake store and outbox:
 an item's own risk, a cluster of items (a concern of its own, or a signal of its measure
 family), a later item that ends a concern, a closure on the escalation side. The SPC,
 funnel and complaint-handling checks have theirs in test_measure_verdicts.py and
@@ -29,6 +29,7 @@ from shared.events import (
     ConcernRaised,
     ConcernResolved,
     FeedbackAccepted,
+    FeedbackAcceptedBatch,
     ProviderRef,
     Severity,
 )
@@ -220,3 +221,48 @@ async def test_a_closure_on_the_escalation_side_resolves_the_concern_once(
     assert resolved.resolution == "closed by escalation (user:lead): all actions complete"
     assert resolved.resolved_at == closed.closed_at
 
+
+
+# -- a bulk message's items, in one event ---------------------------------------------------------
+async def test_a_batch_event_handles_each_item_as_alone_reading_a_repeated_text_once(
+        fake: FakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    harm = "My father fell on the ward at night and suffered a fractured hip; he died a week later."
+    items = [feedback("fft_response", theme="fft: inpatient", answer="very_good",
+                      comment="Lovely staff.") for _ in range(3)]
+    items.append(feedback("fft_response", theme="fft: inpatient", answer="very_poor",
+                          comment=harm, ods_code="RJZ"))
+    items.append(feedback("fft_response", theme="fft: inpatient", answer="good"))
+    read: list[str] = []
+    real_read = monitor_app.read_harm
+
+    async def counting(text: str) -> Any:
+        read.append(text)
+        return await real_read(text)
+
+    monkeypatch.setattr(monitor_app, "read_harm", counting)
+    outbox = FakeOutbox()
+    monitor = Monitor(load_rules(), clock=FakeClock(NOW))
+    await monitor.on_feedback_batch(Batch(object()),  # type: ignore[arg-type]
+                                    FeedbackAcceptedBatch(kind="fft_response", items=items),
+                                    outbox)
+    assert fake.feedback == items  # every item recorded, in order
+    assert sorted(read) == sorted(["Lovely staff.", harm, ""])  # each distinct text once
+    # The harm in one comment raises its concern, as the item alone would.
+    [raised] = outbox.of(ConcernRaised)
+    assert (raised.rule, raised.severity) == (IMMEDIATE_RULE, Severity.SERIOUS)
+    assert raised.provider.ods_code == "RJZ"
+    assert [e.feedback_id for e in raised.evidence] == [items[3].feedback_id]
+    alone = await accept(items[3])
+    assert [(e.rule, e.severity, e.theme) for e in alone.of(ConcernRaised)] == \
+        [(raised.rule, raised.severity, raised.theme)]
+
+
+def test_a_batch_event_carries_one_routine_kind() -> None:
+    with pytest.raises(ValueError, match="every item"):
+        FeedbackAcceptedBatch(kind="fft_response", items=[
+            feedback("fft_response"), feedback("compliment")])
+    with pytest.raises(ValueError, match="batch carries"):
+        FeedbackAcceptedBatch(kind="complaint", items=[feedback("complaint")])
+    batch = FeedbackAcceptedBatch(kind="fft_response", items=[feedback("fft_response")])
+    assert batch.routing_key() == "feedback.accepted_batch.v1.fft_response"
+    assert not batch.urgent
