@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from services.quality_monitor.harm import model as harm_model_module
@@ -39,8 +42,21 @@ WEAKER_TERM = ("The home kept her in bed for weeks so she couldn't wander and no
                " walk at all.")
 
 
+@lru_cache(maxsize=1)
 def rules_alone() -> Analyser:
+    """The rules without the model, built once for the module (a build takes seconds)."""
     return Analyser(model=False)
+
+
+@contextmanager
+def reading_with(model: HarmModel) -> Iterator[Analyser]:
+    """The rules of ``rules_alone()`` with ``model`` as their second opinion, for a while."""
+    pipeline = rules_alone()
+    pipeline.model = model
+    try:
+        yield pipeline
+    finally:
+        pipeline.model = None
 
 
 def test_features_are_words_word_pairs_and_character_grams_of_each_word() -> None:
@@ -106,18 +122,17 @@ def test_a_hedged_rule_mention_is_never_made_serious_by_the_model() -> None:
     eager = HarmModel(dict(spec, serious_threshold=0.5))
     assert eager.serious_score(hedged) >= 0.5
     assert eager.serious_opinion(hedged).category_probability >= eager.category_confidence
-    pipeline = Analyser()
-    pipeline.model = eager
-    assert pipeline.mentions(hedged) == rules
+    with reading_with(eager) as pipeline:
+        assert pipeline.mentions(hedged) == rules
 
 
 def test_with_the_serious_threshold_out_of_reach_the_model_only_raises_for_review() -> None:
     spec = json.loads(harm_model_module.MODEL_FILE.read_text())
-    pipeline = Analyser()
-    pipeline.model = HarmModel(dict(spec, serious_threshold=2.0))
-    [m] = pipeline.mentions(NOTHING_FOUND)
-    assert (m.tier, m.phrase.startswith(MODEL_CONTEXT)) == (POSSIBLE, True)
-    assert pipeline.mentions(WEAKER_TERM) == rules_alone().mentions(WEAKER_TERM)
+    rules = rules_alone().mentions(WEAKER_TERM)
+    with reading_with(HarmModel(dict(spec, serious_threshold=2.0))) as pipeline:
+        [m] = pipeline.mentions(NOTHING_FOUND)
+        assert (m.tier, m.phrase.startswith(MODEL_CONTEXT)) == (POSSIBLE, True)
+        assert pipeline.mentions(WEAKER_TERM) == rules
 
 
 def test_both_scores_come_from_one_walk_and_match_each_alone() -> None:
