@@ -128,6 +128,18 @@ def segments(variant: Variant) -> tuple[list[tuple[str, ...]], list[Gap]]:
     return runs, gaps
 
 
+def _bare_lexemes(vocab: Any, keys: list[str]) -> None:
+    """Lexemes for a matcher's keys without a word's attributes (spaCy's PhraseMatcher makes
+    a lexeme of every key it is given; a key is no token of any text)."""
+    getters = vocab.lex_attr_getters
+    vocab.lex_attr_getters = {}
+    try:
+        for key in keys:
+            vocab[key]
+    finally:
+        vocab.lex_attr_getters = getters
+
+
 class GappedMatcher:
     """Target patterns with gaps ("left _{0,3} on the floor"): each run of words is found by
     a PhraseMatcher (hash lookups, fast whatever the number of phrases), then the runs are
@@ -150,13 +162,16 @@ class GappedMatcher:
         if pid is None:
             pid = self.phrase_ids[words] = len(self.phrase_ids)
             key = f"harm_run_{pid}"
+            _bare_lexemes(self.vocab, [key])
             self.matcher.add(key, [self.tokenize(" ".join(words))])
             self.key_to_phrase[self.vocab.strings[key]] = pid
         return pid
 
-    def add(self, label: str, variant: Variant) -> None:
-        runs, gaps = segments(variant)
-        ids = [self._phrase(run) for run in runs]
+    def add(self, label: str, runs: list[tuple[str, ...]], gaps: list[Gap]) -> None:
+        """A pattern as ``segments`` splits it: two runs of words or more, a gap between each
+        two."""
+        phrase_ids = self.phrase_ids
+        ids = [phrase_ids[run] if run in phrase_ids else self._phrase(run) for run in runs]
         self.by_pair.setdefault(ids[0], {}).setdefault(ids[1], []).append((label, ids, gaps))
         self.count += 1
 
@@ -326,12 +341,13 @@ class Analyser:
                 text = line[2:] if weak else line
                 full = label + ("|weak" if weak else "")
                 for variant in expand(text, macros, tokenize):
-                    runs, _ = segments(variant)
+                    runs, gaps = segments(variant)
                     if len(runs) == 1:  # no gap inside: a phrase
                         phrase = " ".join(runs[0])
-                        literals.setdefault((phrase, full), TargetRule(phrase, full))
+                        if (phrase, full) not in literals:
+                            literals[phrase, full] = TargetRule(phrase, full)
                     else:
-                        self.gapped.add(full, variant)
+                        self.gapped.add(full, runs, gaps)
 
         for category, spec in concepts["categories"].items():
             add(f"{category}|{SERIOUS}", spec.get("serious") or [])
@@ -341,7 +357,15 @@ class Analyser:
         for category, lines in (concepts.get("setting") or {}).items():
             add(f"setting|{category}", lines)
         add("idiom", concepts.get("idiom") or [])
-        matcher.add(list(literals.values()))
+        rules = list(literals.values())
+        inner_count = getattr(getattr(matcher, "_TargetMatcher__matcher", None),
+                              "_MedspacyMatcher__rule_count", 0)
+        # medspaCy adds each literal under its own key ("<category>_<n>"), and spaCy makes a
+        # lexeme of every key with its 23 attributes (a word's shape, prefix, suffix ...):
+        # ~2 s of ~20 for 134,000 keys no text ever holds. Made bare beforehand.
+        _bare_lexemes(self.nlp.vocab, [f"{rule.category}_{inner_count + i}"
+                                       for i, rule in enumerate(rules)])
+        matcher.add(rules)
         self.nlp.add_pipe("sentencizer")
 
         context_rules: list[Any] = []
