@@ -8,8 +8,8 @@
 
 Trained on the development corpus only: ``TRAINING`` below. Never on ``test.jsonl`` (the
 figures the team reports) and not on ``dev_pass13.jsonl``, written before the model was built
-and kept out to measure it on text it never saw, nor on ``dev_pass17.jsonl`` (held out from
-rules and model alike). Deterministic: the same files give the same
+and kept out to measure it on text it never saw, nor on ``dev_pass17.jsonl`` and
+``dev_pass20.jsonl`` (held out from rules and model alike). Deterministic: the same files give the same
 weights (lbfgs from zeros; the weights rounded to 5 decimals).
 
 - harm or not: count x IDF over ``model.features`` (words, word pairs, character 2- to
@@ -49,7 +49,7 @@ CORPUS = ROOT / "tests" / "data" / "harm"
 # model learns what most free text is; the corpus's own negatives are nearly all hard ones
 TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.jsonl",
             "dev_ordinary.jsonl"]
-HELD_OUT = ["test.jsonl", "dev_pass13.jsonl", "dev_pass17.jsonl"]
+HELD_OUT = ["test.jsonl", "dev_pass13.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl"]
 THRESHOLD = 0.7
 SERIOUS_THRESHOLD = 0.9
 CATEGORY_CONFIDENCE = 0.5
