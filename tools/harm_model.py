@@ -3,14 +3,15 @@
     python -m tools.harm_model            # (re)writes model.json from the training files
     python -m tools.harm_model --check    # exits 1 when model.json is not what they build
     python -m tools.harm_model --cv       # leave-one-pass-out cross-validation (below)
-    python -m tools.harm_model --cv --first-met   # and on passes 11 to 15 with the rules as
-                                                  # they stood when each was written (git)
+    python -m tools.harm_model --cv --first-met   # and on each pass of FIRST_MET with the
+                                                  # rules as they stood when it was written (git)
 
-Trained on the development corpus only: ``TRAINING`` below. Never on ``test.jsonl`` (the
-figures the team reports) and not on ``dev_pass13.jsonl``, written before the model was built
-and kept out to measure it on text it never saw, nor on ``dev_pass17.jsonl`` and
-``dev_pass20.jsonl`` (held out from rules and model alike). Deterministic: the same files give the same
-weights (lbfgs from zeros; the weights rounded to 5 decimals).
+Trained on the development corpus only: ``TRAINING`` below (since pass 22: passes 13, 15, 18
+and 19 and a second file of ordinary feedback too, 2,988 sentences). Never on ``HELD_OUT``:
+``test.jsonl`` (the figures the team reports) and the held-out passes ``dev_pass17.jsonl``
+and ``dev_pass20.jsonl`` (held out from rules and model alike, measured once a round).
+Deterministic: the same files give the same weights (lbfgs from zeros; the weights rounded to
+5 decimals).
 
 - harm or not: count x IDF over ``model.features`` (words, word pairs, character 2- to
   4-grams of each word; features of at least two sentences), divided by the square root of
@@ -25,11 +26,15 @@ weights (lbfgs from zeros; the weights rounded to 5 decimals).
 ``THRESHOLD`` (0.7) was chosen on passes 11 and 12 as they were first measured: the rules as
 they stood before each pass, and the model trained on the passes before it
 (see the harm section of the top README). ``SERIOUS_THRESHOLD`` (0.9) and
-``CATEGORY_CONFIDENCE`` (0.5), which make a sentence the rules find no serious harm in a
-serious finding, were chosen by leave-one-pass-out cross-validation over the development
-passes (``--cv``: each pass measured by a model trained without it; with ``--first-met``
-also passes 11 to 15 with the rules as they stood before any tuning on them, the honest
-measure of text the lexicons have not seen).
+``CATEGORY_CONFIDENCE`` (0.4; 0.5 before the training files grew), which make a sentence the
+rules find no serious harm in a serious finding, were chosen by leave-one-pass-out
+cross-validation over the development passes (``--cv``: each pass measured by a model trained
+without it; with ``--first-met`` also each pass of ``FIRST_MET`` with the rules as they stood
+before any tuning on it, the honest measure of text the lexicons have not seen): pooled over
+passes 11, 12, 13, 15, 18 and 19 as first met (1,041 sentences, 691 serious), serious 0.943 /
+0.951, caught at either tier 0.991 (the rules alone 0.936 / 0.822); C=10 and a gate on the
+harm score were tried and gave no better trade (top README). Each candidate's decisions are
+worked out from one reading per sentence (``Record``), as ``Analyser._opinion`` takes them.
 """
 
 from __future__ import annotations
@@ -45,14 +50,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "harm"
-# dev_ordinary.jsonl: ordinary feedback (waits, parking, food, letters, praise), so that the
-# model learns what most free text is; the corpus's own negatives are nearly all hard ones
+# dev_ordinary.jsonl and dev_ordinary2.jsonl: ordinary feedback (waits, parking, food, letters,
+# staff attitude, praise, everyday wording near harm words), so that the model learns what
+# most free text is; the corpus's own negatives are nearly all hard ones
 TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.jsonl",
-            "dev_ordinary.jsonl"]
-HELD_OUT = ["test.jsonl", "dev_pass13.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl"]
+            "dev_pass13.jsonl", "dev_pass14.jsonl", "dev_pass18.jsonl", "dev_pass19.jsonl",
+            "dev_ordinary.jsonl", "dev_ordinary2.jsonl"]
+# never trained on: the test set, and the held-out passes (measured once a round, never
+# tuned on; dev_pass20.jsonl may not exist yet)
+HELD_OUT = ["test.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl"]
 THRESHOLD = 0.7
 SERIOUS_THRESHOLD = 0.9
-CATEGORY_CONFIDENCE = 0.5
+CATEGORY_CONFIDENCE = 0.4
 C_HARM = 3.0
 C_CATEGORY = 3.0
 MIN_DF = 2
@@ -152,7 +161,9 @@ def fit(data: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 FIRST_MET = {"dev_pass11.jsonl": "819e2533f0fde0a2b384372fa0698030049536b3",
              "dev_pass12.jsonl": "fb7f4b5f34b48ffe115bbb1eda9e34e9b2f146a9",
              "dev_pass13.jsonl": "7134ed9f4f52a6afe354e806af3f358545273415",
-             "dev_pass14.jsonl": "bb2a4a1906adcfe058f312227ba2ded16def8e39"}
+             "dev_pass14.jsonl": "bb2a4a1906adcfe058f312227ba2ded16def8e39",  # pass 15
+             "dev_pass18.jsonl": "d0009ca06f1ac1f88b3bc87191b178ffc5b2549f",
+             "dev_pass19.jsonl": "0ebd1e9003c378ba9e2a12309cd88891061101f4"}
 
 
 def cv_files() -> list[str]:
@@ -161,9 +172,10 @@ def cv_files() -> list[str]:
     from tools.eval import HELD_OUT_PASSES
 
     later = sorted(path.name for path in CORPUS.glob("dev_pass*.jsonl")
-                   if path.name not in HELD_OUT_PASSES and path.name not in TRAINING)
+                   if path.name not in HELD_OUT_PASSES and path.name not in HELD_OUT
+                   and path.name not in TRAINING)
     names = [*TRAINING, *later]
-    assert "test.jsonl" not in names and not set(names) & set(HELD_OUT_PASSES)
+    assert not set(names) & {*HELD_OUT, *HELD_OUT_PASSES}
     return names
 
 
@@ -194,29 +206,52 @@ class Tally:
 DECISIONS = ("rules alone", "rules + model (possible)", "rules + model (serious)")
 
 
-def cross_validate(first_met: bool = False, out: Any = sys.stdout) -> dict[str, list[Tally]]:
-    """Leave one pass out: for each development pass (the ``pass`` field), the model is
-    trained on the training files' other passes and measured on it, three ways: the rules
-    alone; the rules with the model raising only the possible tier (``serious_threshold``
-    out of reach); the rules with the model also making serious findings. A pass of a file
-    the model never trains on (pass 13, ...) is measured by the model trained on all the
-    training files. Prints serious precision / recall / caught at either tier per pass and
-    pooled; ``first_met``: also on passes 11 to 15 with the rules of ``FIRST_MET``."""
+@dataclass
+class Record:
+    """One development sentence as cross-validation saw it: its label, the tiers the rules
+    alone found, and per sentence the model reads (the rules made no serious or hedged finding
+    of it) the model's harm and serious scores, its likeliest category with that category's
+    probability, and whether the rules found a possible term in it. The decisions of any
+    thresholds follow from it as ``Analyser._opinion`` takes them."""
+
+    label: str
+    rules: set[str]
+    read: list[tuple[float, float, str, float, bool]]
+
+    def tiers(self, threshold: float, serious_threshold: float,
+              category_confidence: float) -> set[str]:
+        found = set(self.rules)
+        for harm, serious, _, probability, judged in self.read:
+            if serious >= serious_threshold and probability >= category_confidence:
+                found.add("serious")
+            elif not judged and harm >= threshold:
+                found.add("possible")
+        return found
+
+
+def records(first_met: bool = False) -> dict[str, dict[int, list[Record]]]:
+    """Leave one pass out: for each development pass (the ``pass`` field), the model trained
+    on the training files' other passes reads its sentences (a pass of a file the model never
+    trains on, by the model of all the training files). Per rule set (today's; with
+    ``first_met`` also each pass of ``FIRST_MET`` with the rules of its commit), per pass, the
+    ``Record`` of each sentence."""
     import subprocess
     import tempfile
 
-    from services.quality_monitor.harm.model import HarmModel
+    from services.quality_monitor.harm.model import HarmModel, words
     from services.quality_monitor.harm.pipeline import Analyser, _quiet_pyrush
 
     _quiet_pyrush()
     data = [dict(row, file=name) for name in cv_files() for row in rows([name])]
     passes = sorted({row["pass"] for row in data})
     rule_sets: list[tuple[str, Analyser, list[dict[str, Any]]]] = [
-        ("rules of today (tuned on every development pass but 13)", Analyser(model=False),
-         data)]
+        ("rules of today", Analyser(model=False), data)]
     if first_met:
         tmp = Path(tempfile.mkdtemp(prefix="harm-cv-"))
         for name, commit in FIRST_MET.items():
+            measured = [row for row in data if row["file"] == name]
+            if not measured:
+                continue
             paths = []
             for part in ("concepts.yaml", "context.yaml"):
                 path = tmp / f"{commit[:7]}-{part}"
@@ -225,43 +260,78 @@ def cross_validate(first_met: bool = False, out: Any = sys.stdout) -> dict[str, 
                     cwd=ROOT, check=True, capture_output=True).stdout)
                 paths.append(path)
             rule_sets.append((f"{name}: the rules of {commit[:7]}, before any tuning on it",
-                              Analyser(paths[0], paths[1], model=False),
-                              [row for row in data if row["file"] == name]))
-    models: dict[int, HarmModel] = {}
+                              Analyser(paths[0], paths[1], model=False), measured))
+    out: dict[str, dict[int, list[Record]]] = {title: {} for title, _, _ in rule_sets}
     for held in passes:
         train = [row for row in data if row["file"] in TRAINING and row["pass"] != held]
-        models[held] = HarmModel(fit(train, TRAINING))
-    pooled: dict[str, list[Tally]] = {}
-    for title, analyser, measured in rule_sets:
-        print(f"\n{title}\nserious precision / recall / caught at either tier", file=out)
-        print(f"{'pass':>4} {'sentences':>9} {'serious':>7}  " + "  ".join(
-            f"{d:<40}" for d in DECISIONS), file=out)
-        total = [Tally() for _ in DECISIONS]
-        for held in passes:
+        model = HarmModel(fit(train, TRAINING))
+        read: list[tuple[float, float, str, float, bool]] = []
+
+        def opinion(sentence: str, judged: list[Any], model: HarmModel = model,
+                    read: list[tuple[float, float, str, float, bool]] = read) -> list[Any]:
+            if sentence:
+                harm, serious = model.scores(sentence)
+                category, probability = model.category_probability(words(sentence))
+                read.append((harm, serious, category, probability, bool(judged)))
+            return []
+
+        for title, analyser, measured in rule_sets:
             subset = [row for row in measured if row["pass"] == held]
             if not subset:
                 continue
-            tallies = [Tally() for _ in DECISIONS]
-            model = models[held]
-            promote = model.serious_threshold
+            analyser.model = model
+            analyser._opinion = opinion  # type: ignore[method-assign]
             for row in subset:
-                analyser.model = None
-                tallies[0].add(row["tier"], {m.tier for m in analyser.mentions(row["text"])})
-                analyser.model = model
-                model.serious_threshold = 2.0  # never: the possible tier only
-                tallies[1].add(row["tier"], {m.tier for m in analyser.mentions(row["text"])})
-                model.serious_threshold = promote
-                tallies[2].add(row["tier"], {m.tier for m in analyser.mentions(row["text"])})
+                read.clear()
+                rules = {m.tier for m in analyser.mentions(row["text"])}
+                out[title].setdefault(held, []).append(Record(row["tier"], rules, list(read)))
             analyser.model = None
-            for t, s in zip(total, tallies, strict=True):
-                t.tp, t.fp, t.fn, t.caught = (t.tp + s.tp, t.fp + s.fp, t.fn + s.fn,
-                                              t.caught + s.caught)
-            serious = sum(row["tier"] == "serious" for row in subset)
-            print(f"{held:>4} {len(subset):>9} {serious:>7}  " + "  ".join(
-                f"{t.cell():<40}" for t in tallies), file=out)
-        n = len(measured)
-        serious = sum(row["tier"] == "serious" for row in measured)
-        print(f"{'all':>4} {n:>9} {serious:>7}  " + "  ".join(
+            del analyser._opinion
+    return out
+
+
+def tally(measured: list[Record], decision: int, threshold: float = THRESHOLD,
+          serious_threshold: float = SERIOUS_THRESHOLD,
+          category_confidence: float = CATEGORY_CONFIDENCE) -> Tally:
+    """The ``Tally`` of one of ``DECISIONS`` over ``measured``."""
+    t = Tally()
+    for r in measured:
+        if decision == 0:
+            t.add(r.label, r.rules)
+        else:
+            t.add(r.label, r.tiers(threshold, serious_threshold if decision == 2 else 2.0,
+                                   category_confidence))
+    return t
+
+
+def cross_validate(first_met: bool = False, out: Any = sys.stdout) -> dict[str, list[Tally]]:
+    """Leave one pass out (``records``), three ways: the rules alone; the rules with the model
+    raising only the possible tier (``serious_threshold`` out of reach); the rules with the
+    model also making serious findings. Prints serious precision / recall / caught at either
+    tier per pass and pooled; ``first_met``: also each pass of ``FIRST_MET`` with the rules
+    before any tuning on it, and those passes pooled."""
+    pooled: dict[str, list[Tally]] = {}
+    by_set = records(first_met)
+    first = [r for title, by_pass in by_set.items() if title != "rules of today"
+             for measured in by_pass.values() for r in measured]
+    sets = [(title, by_pass) for title, by_pass in by_set.items()]
+    if first_met:
+        sets.append(("the passes above pooled, each with the rules as first met",
+                     {0: first}))
+    for title, by_pass in sets:
+        print(f"\n{title}\nserious precision / recall / caught at either tier", file=out)
+        print(f"{'pass':>4} {'sentences':>9} {'serious':>7}  " + "  ".join(
+            f"{d:<40}" for d in DECISIONS), file=out)
+        everything = [r for measured in by_pass.values() for r in measured]
+        for held, measured in sorted(by_pass.items()):
+            if held == 0:
+                continue
+            serious = sum(r.label == "serious" for r in measured)
+            print(f"{held:>4} {len(measured):>9} {serious:>7}  " + "  ".join(
+                f"{tally(measured, d).cell():<40}" for d in range(len(DECISIONS))), file=out)
+        total = [tally(everything, d) for d in range(len(DECISIONS))]
+        serious = sum(r.label == "serious" for r in everything)
+        print(f"{'all':>4} {len(everything):>9} {serious:>7}  " + "  ".join(
             f"{t.cell():<40}" for t in total), file=out)
         pooled[title] = total
     return pooled
@@ -280,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", action="store_true",
                         help="leave-one-pass-out cross-validation over the development files")
     parser.add_argument("--first-met", action="store_true",
-                        help="with --cv: also passes 11 to 15 with the rules before their tuning")
+                        help="with --cv: also each FIRST_MET pass with the rules before its tuning")
     args = parser.parse_args(argv)
     if args.cv:
         cross_validate(args.first_met)

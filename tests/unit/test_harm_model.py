@@ -36,8 +36,8 @@ MISSED_BY_THE_RULES = ("They let her wander out of the unit at night and the pol
 # written for these tests (in no corpus file): the rules find nothing in the first and only a
 # weaker term stated plainly ("cannot walk": possible) in the second; the model reads both as
 # a serious harm and names the category
-NOTHING_FOUND = ("His catheter bag was full to bursting and he had been left in the same chair"
-                 " since breakfast.")
+NOTHING_FOUND = ("His catheter bag was full to bursting, his water jug was empty and he had been"
+                 " left in the same chair since breakfast.")
 WEAKER_TERM = ("The home kept her in bed for weeks so she couldn't wander and now she cannot"
                " walk at all.")
 
@@ -173,16 +173,35 @@ def test_the_pipeline_holds_one_model_per_process() -> None:
     assert rules_alone().model is None
 
 
-def test_the_model_never_trained_on_the_test_set_or_pass_13_17_or_20() -> None:
+def test_the_model_never_trained_on_the_test_set_or_the_held_out_passes() -> None:
     spec = json.loads(harm_model_module.MODEL_FILE.read_text())
     trained = {entry["file"] for entry in spec["trained_on"]}
     assert trained == set(build_tool.TRAINING)
-    held_out = {"test.jsonl", "dev_pass13.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl"}
-    assert not trained & held_out
-    assert held_out <= set(build_tool.HELD_OUT)
+    held_out = {"test.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl"}
+    assert held_out <= set(build_tool.HELD_OUT) and not trained & held_out
     for entry in spec["trained_on"]:  # a changed training file asks for a rebuild
         assert hashlib.sha256((CORPUS / entry["file"]).read_bytes()).hexdigest() == \
             entry["sha256"], f"{entry['file']} changed: python -m tools.harm_model"
+
+
+def test_cross_validation_measures_no_held_out_file() -> None:
+    names = build_tool.cv_files()
+    assert set(build_tool.TRAINING) <= set(names)
+    assert not set(names) & set(build_tool.HELD_OUT)
+    assert set(build_tool.FIRST_MET) <= set(names), "each first-met pass is measured"
+
+
+def test_cross_validation_decides_as_the_pipeline_does() -> None:
+    """``Record.tiers``: the rules' tiers, serious when the model is sure of a serious harm
+    and its category, possible when the rules found nothing and it scores harm high."""
+    read = build_tool.Record
+    assert read("serious", {"possible"}, [(0.99, 0.95, "neglect", 0.9, True)]).tiers(
+        0.7, 0.9, 0.5) == {"possible", "serious"}
+    assert read("none", set(), [(0.99, 0.95, "neglect", 0.4, False)]).tiers(
+        0.7, 0.9, 0.5) == {"possible"}, "a category not named: for review"
+    assert read("none", {"possible"}, [(0.99, 0.5, "neglect", 0.9, True)]).tiers(
+        0.7, 0.9, 0.5) == {"possible"}, "the rules' term: the model adds no review of its own"
+    assert read("none", set(), [(0.6, 0.5, "neglect", 0.9, False)]).tiers(0.7, 0.9, 0.5) == set()
 
 
 def test_model_json_is_what_the_documented_command_builds() -> None:
