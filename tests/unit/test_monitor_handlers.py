@@ -244,7 +244,7 @@ async def test_a_batch_event_handles_each_item_as_alone_reading_a_repeated_text_
     monitor = Monitor(load_rules(), clock=FakeClock(NOW))
     await monitor.on_feedback_batch(Batch(object()),  # type: ignore[arg-type]
                                     FeedbackAcceptedBatch(kind="fft_response", items=items),
-                                    outbox)
+                                    outbox)  # type: ignore[arg-type]
     assert fake.feedback == items  # every item recorded, in order
     assert sorted(read) == sorted(["Lovely staff.", harm, ""])  # each distinct text once
     # The harm in one comment raises its concern, as the item alone would.
