@@ -83,7 +83,8 @@ class BrokerUsers:
         """A new user (name, password) with these permissions on vhost / and, per exchange,
         topic permissions (write, read)."""
         name = f"cwsec-{role}-{uuid.uuid4().hex[:8]}"
-        password = secrets.token_urlsafe(18)
+        # hex: a URL-safe token can start with '-', which rabbitmqctl reads as an option
+        password = secrets.token_hex(18)
         for args in (("add_user", name, password),
                      ("set_permissions", "-p", "/", name, configure, write, read),
                      *(("set_topic_permissions", "-p", "/", name, exchange, w, r)
