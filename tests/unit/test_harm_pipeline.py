@@ -19,8 +19,10 @@ from services.quality_monitor.harm.pipeline import (
     expand,
     mentions,
     normalise,
+    joined,
+    positions,
     read_harm,
-    segments,
+    shapes,
     tier_of,
 )
 
@@ -51,10 +53,82 @@ def test_alternatives_optional_tokens_gaps_and_macros_expand() -> None:
     assert expand("did+not survive", macros, tokenize) == [["did", "not", "survive"]]
 
 
-def test_a_variant_splits_into_runs_and_gaps() -> None:
-    assert segments(["left", (0, 3), "on", "the", "floor"]) == (
-        [("left",), ("on", "the", "floor")], [(0, 3)])
-    assert segments([(1, 1), "dead", (0, 2)]) == ([("dead",)], [])
+def test_a_line_keeps_its_alternatives_together_and_each_optional_position_present_or_not(
+        ) -> None:
+    macros = {"POSS": "his|her"}
+    assert shapes("left? $POSS _{0,3} floor", macros, tokenize) == [
+        [(("left",),), (("his",), ("her",)), (0, 3), (("floor",),)],
+        [(("his",), ("her",)), (0, 3), (("floor",),)]]
+    assert shapes("did+not survive", macros, tokenize) == [
+        [(("did", "not"),), (("survive",),)]]
+    assert positions([(1, 1), (("dead",),), (0, 2), (0, 1), (("in", "bed"),), (2, 2)]) == (
+        [(("dead",),), (("in", "bed"),)], [(0, 3)])
+    assert positions([(("found",),), (("dead",),)]) == ([(("found",),), (("dead",),)], [(0, 0)])
+
+
+def test_positions_side_by_side_join_into_one_run_while_it_stays_small() -> None:
+    found, dead, poss = (("found",),), (("dead",), ("cold",)), (("his",), ("her",))
+    assert joined([found, dead, poss], [(0, 0), (0, 2)]) == (
+        [(("found", "dead"), ("found", "cold")), poss], [(0, 2)])
+    many = tuple((f"w{i}",) for i in range(pipeline.RUN_UP_TO))
+    assert joined([dead, many], [(0, 0)]) == ([dead, many], [(0, 0)])
+
+
+def _as_runs(words_and_gaps: list[object]) -> tuple[object, ...]:
+    """A variant as its runs of words and the gaps between them (leading and trailing gaps
+    dropped, gaps side by side added): what a match of it is."""
+    out: list[object] = []
+    run: list[str] = []
+    gap = (0, 0)
+    for item in words_and_gaps:
+        if isinstance(item, str):
+            if not run and out:
+                out.append(gap)
+            run.append(item)
+            gap = (0, 0)
+        else:
+            if run:
+                out.append(tuple(run))
+                run = []
+            gap = (gap[0] + item[0], gap[1] + item[1])  # type: ignore[index]
+    if run:
+        out.append(tuple(run))
+    return tuple(out)
+
+
+def test_every_concept_line_as_shapes_stands_for_exactly_its_expanded_variants() -> None:
+    """The matcher keeps each line as shapes of word sets (``shapes``, ``positions``,
+    ``joined``): every line of concepts.yaml as it is, expanded back, gives the very variants
+    ``expand`` gives, so the two match the same texts."""
+    import itertools
+
+    import yaml
+
+    concepts = yaml.safe_load(pipeline.CONCEPTS_FILE.read_text())
+    macros = concepts.get("macros", {})
+    real = pipeline.analyser().nlp.tokenizer
+    lines = [line for spec in concepts["categories"].values()
+             for kind in ("serious", "possible", "cue") for line in spec.get(kind) or []]
+    lines += concepts.get("outcome") or []
+    lines += [line for setting in (concepts.get("setting") or {}).values() for line in setting]
+    lines += concepts.get("idiom") or []
+    assert len(lines) > 500
+    gapped = 0
+    for line in lines:
+        text = line.removeprefix("~ ")
+        expected = {_as_runs(v) for v in expand(text, macros, real)}
+        got: set[tuple[object, ...]] = set()
+        for shape in shapes(text, macros, real):
+            sets, gaps = joined(*positions(shape))
+            gapped += len(sets) > 1
+            for choice in itertools.product(*sets):
+                items: list[object] = list(choice[0]) if choice else []
+                for words, gap in zip(choice[1:], gaps, strict=True):
+                    items += [gap, *words] if gap != (0, 0) else list(words)
+                if items:
+                    got.add(_as_runs(items))
+        assert got == expected, line
+    assert gapped > 100
 
 
 def test_normalising_keeps_offsets() -> None:

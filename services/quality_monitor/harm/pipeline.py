@@ -103,29 +103,94 @@ def expand(text: str, macros: dict[str, str], tokenize: Any) -> list[Variant]:
     return [v for v in variants if any(isinstance(x, str) for x in v)]
 
 
-def segments(variant: Variant) -> tuple[list[tuple[str, ...]], list[Gap]]:
-    """A variant as its runs of words and the gaps between them (leading and trailing gaps
-    are dropped: they add nothing to a match)."""
-    runs: list[tuple[str, ...]] = []
-    gaps: list[Gap] = []
-    words: list[str] = []
-    pending = (0, 0)
-    for item in variant:
-        if isinstance(item, Regex):
-            raise ValueError(f"a target pattern cannot hold a regular expression: {variant}")
-        if isinstance(item, str):
-            if not words and runs:
-                gaps.append(pending)
-                pending = (0, 0)
-            words.append(item)
+WordSet = tuple[tuple[str, ...], ...]  # one position's alternatives, each a run of tokens
+Shape = list[WordSet | Gap]
+
+
+def shapes(text: str, macros: dict[str, str], tokenize: Any) -> list[Shape]:
+    """One line of the syntax -> the sequences of positions it stands for, each optional
+    position present or absent, but a position's alternatives kept together as one set (a
+    line's variants are its shapes with each set expanded: ``expand``). "stopped $POSS _{0,1}
+    $DRUG" is one shape, where it is hundreds of variants."""
+    out: list[Shape] = [[]]
+    for raw in text.split():
+        optional = raw.endswith("?") and raw != "?"
+        spec = raw[:-1] if optional else raw
+        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
+                        for alt in spec.split("|"))
+        step: WordSet | Gap
+        if spec == "_":
+            step = (1, 1)
+        elif spec.startswith("re:"):
+            raise ValueError(f"a target pattern cannot hold a regular expression: {text}")
+        elif (m := _QUANT.match(spec)) is not None:
+            step = (int(m.group(1) or 0), int(m.group(2)))
         else:
-            if words:
-                runs.append(tuple(words))
-                words = []
-            pending = (pending[0] + item[0], pending[1] + item[1])
-    if words:
-        runs.append(tuple(words))
-    return runs, gaps
+            alternatives: dict[tuple[str, ...], None] = {}
+            for alt in spec.split("|"):
+                words = (tuple(t.lower_ for t in tokenize(alt.replace("+", " ")))
+                         if alt != "?" else ("?",))
+                if words:
+                    alternatives[words] = None
+                else:
+                    optional = True  # an alternative of no words: the position may be absent
+            if not alternatives:
+                continue
+            step = tuple(alternatives)
+        out = [t for s in out for t in (([*s, step], s) if optional else ([*s, step],))]
+    return out
+
+
+def _is_gap(step: WordSet | Gap) -> bool:
+    return isinstance(step[0], int)
+
+
+def positions(shape: Shape) -> tuple[list[WordSet], list[Gap]]:
+    """A shape as its word positions and the gap between each two (0 tokens between two
+    positions side by side; leading and trailing gaps are dropped: they add nothing to a
+    match)."""
+    sets: list[WordSet] = []
+    gaps: list[Gap] = []
+    pending = (0, 0)
+    for step in shape:
+        if _is_gap(step):
+            gap: Any = step
+            pending = (pending[0] + gap[0], pending[1] + gap[1])
+        else:
+            if sets:
+                gaps.append(pending)
+            pending = (0, 0)
+            sets.append(step)  # type: ignore[arg-type]
+    return sets, gaps
+
+
+# Positions side by side become one run of words while it stands for at most this many phrases.
+# Alternated on the corpus: 256 built in 2.9 s and moved 3 evidence phrases; 1,024 built in
+# 3.1 s with the same mentions as every variant expanded (4.9 s); the fields read per second the
+# same within noise (3,400-3,800 on this host).
+RUN_UP_TO = 1024
+
+
+def joined(sets: list[WordSet], gaps: list[Gap]) -> tuple[list[WordSet], list[Gap]]:
+    """Positions side by side made one (every phrase of their alternatives) while they stand
+    for at most ``RUN_UP_TO`` phrases: a run of words is what the matcher finds fastest, a
+    set of common words ("his|her|my") alone matches in almost every text."""
+    out_sets = [sets[0]] if sets else []
+    out_gaps: list[Gap] = []
+    for alternatives, gap in zip(sets[1:], gaps, strict=True):
+        if gap == (0, 0) and len(out_sets[-1]) * len(alternatives) <= RUN_UP_TO:
+            out_sets[-1] = tuple(a + b for a in out_sets[-1] for b in alternatives)
+        else:
+            out_sets.append(alternatives)
+            out_gaps.append(gap)
+    return out_sets, out_gaps
+
+
+def _combinations(sets: list[WordSet]) -> int:
+    n = 1
+    for alternatives in sets:
+        n *= len(alternatives)
+    return n
 
 
 def _bare_lexemes(vocab: Any, keys: list[str]) -> None:
@@ -141,9 +206,12 @@ def _bare_lexemes(vocab: Any, keys: list[str]) -> None:
 
 
 class GappedMatcher:
-    """Target patterns with gaps ("left _{0,3} on the floor"): each run of words is found by
-    a PhraseMatcher (hash lookups, fast whatever the number of phrases), then the runs are
-    joined within the gaps allowed, inside one sentence. The spans join medspaCy's group."""
+    """Target patterns with gaps ("left _{0,3} on the floor"): each position's words (a set of
+    alternatives) are found by a PhraseMatcher (hash lookups, fast whatever the number of
+    phrases), then the positions are joined within the gaps allowed, inside one sentence. The
+    spans join medspaCy's group. A pattern is kept as its sets, not expanded into every
+    combination of their words: the same matches from 605 patterns over 1,070 sets, where the
+    variants numbered a million (built in 3 s of CPU, not 13)."""
 
     def __init__(self, vocab: Any, tokenize: Any) -> None:
         from spacy.matcher import PhraseMatcher
@@ -151,36 +219,40 @@ class GappedMatcher:
         self.vocab = vocab
         self.matcher = PhraseMatcher(vocab, attr="LOWER")
         self.tokenize = tokenize
-        self.phrase_ids: dict[tuple[str, ...], int] = {}
-        self.key_to_phrase: dict[int, int] = {}
-        # first phrase -> second phrase -> [(label, [phrase ids], [gaps])]
+        self.set_ids: dict[WordSet, int] = {}
+        self.key_to_set: dict[int, int] = {}
+        # first set -> second set -> [(label, [set ids], [gaps])]
         self.by_pair: dict[int, dict[int, list[tuple[str, list[int], list[Gap]]]]] = {}
-        self.count = 0
+        self.patterns: set[tuple[str, tuple[int, ...], tuple[Gap, ...]]] = set()
+        self.count = 0  # the patterns' variants: every combination of their sets' words
 
-    def _phrase(self, words: tuple[str, ...]) -> int:
-        pid = self.phrase_ids.get(words)
-        if pid is None:
-            pid = self.phrase_ids[words] = len(self.phrase_ids)
-            key = f"harm_run_{pid}"
+    def _set(self, alternatives: WordSet) -> int:
+        sid = self.set_ids.get(alternatives)
+        if sid is None:
+            sid = self.set_ids[alternatives] = len(self.set_ids)
+            key = f"harm_set_{sid}"
             _bare_lexemes(self.vocab, [key])
-            self.matcher.add(key, [self.tokenize(" ".join(words))])
-            self.key_to_phrase[self.vocab.strings[key]] = pid
-        return pid
+            self.matcher.add(key, [self.tokenize(" ".join(words)) for words in alternatives])
+            self.key_to_set[self.vocab.strings[key]] = sid
+        return sid
 
-    def add(self, label: str, runs: list[tuple[str, ...]], gaps: list[Gap]) -> None:
-        """A pattern as ``segments`` splits it: two runs of words or more, a gap between each
+    def add(self, label: str, sets: list[WordSet], gaps: list[Gap]) -> None:
+        """A pattern as ``positions`` splits it: two positions or more, a gap between each
         two."""
-        phrase_ids = self.phrase_ids
-        ids = [phrase_ids[run] if run in phrase_ids else self._phrase(run) for run in runs]
+        ids = [self._set(alternatives) for alternatives in sets]
+        key = (label, tuple(ids), tuple(gaps))
+        if key in self.patterns:
+            return
+        self.patterns.add(key)
         self.by_pair.setdefault(ids[0], {}).setdefault(ids[1], []).append((label, ids, gaps))
-        self.count += 1
+        self.count += _combinations(sets)
 
     def __call__(self, doc: Any, group: str) -> None:
         from spacy.tokens import Span
 
         at: dict[int, dict[int, list[int]]] = {}  # phrase -> start -> [ends]
         for key, start, end in self.matcher(doc):
-            at.setdefault(self.key_to_phrase[key], {}).setdefault(start, []).append(end)
+            at.setdefault(self.key_to_set[key], {}).setdefault(start, []).append(end)
         if not at:
             return
         sentence: list[int] = []  # numbered on the first pattern that may match
@@ -340,14 +412,16 @@ class Analyser:
                 weak = line.startswith("~ ")
                 text = line[2:] if weak else line
                 full = label + ("|weak" if weak else "")
-                for variant in expand(text, macros, tokenize):
-                    runs, gaps = segments(variant)
-                    if len(runs) == 1:  # no gap inside: a phrase
-                        phrase = " ".join(runs[0])
+                for shape in shapes(text, macros, tokenize):
+                    sets, gaps = joined(*positions(shape))
+                    if not sets:
+                        continue
+                    if len(sets) > 1:
+                        self.gapped.add(full, sets, gaps)
+                        continue
+                    for phrase in (" ".join(words) for words in sets[0]):  # no gap: phrases
                         if (phrase, full) not in literals:
                             literals[phrase, full] = TargetRule(phrase, full)
-                    else:
-                        self.gapped.add(full, runs, gaps)
 
         for category, spec in concepts["categories"].items():
             add(f"{category}|{SERIOUS}", spec.get("serious") or [])
@@ -929,7 +1003,7 @@ def _dedupe(mentions: list[Mention]) -> list[Mention]:
 
 @lru_cache(maxsize=1)
 def analyser() -> Analyser:
-    """The process's one pipeline (building it takes about a second). Its millions of objects
+    """The process's one pipeline (building it takes about 3 s of CPU). Its millions of objects
     (rules, matchers, vocabulary) live as long as the process: they are moved out of the
     garbage collector's reach (``gc.freeze``), or each full collection walked them all and
     held the event loop for 0.5 to 1.2 s (measured in ``tools.bench --only harm``)."""
