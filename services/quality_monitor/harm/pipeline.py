@@ -78,15 +78,21 @@ class Regex:
 Variant = list[str | Gap | Regex]
 
 
+def _position(raw: str, macros: dict[str, str]) -> tuple[str, bool]:
+    """One position of a line: its alternatives with the macros put in, and whether it may be
+    left out ("word?"; a lone "?" is the question mark)."""
+    optional = raw.endswith("?") and raw != "?"
+    spec = raw[:-1] if optional else raw
+    return "|".join(macros[alt[1:]] if alt.startswith("$") else alt
+                    for alt in spec.split("|")), optional
+
+
 def expand(text: str, macros: dict[str, str], tokenize: Any) -> list[Variant]:
     """One line of the syntax -> every token sequence it stands for: words (lower-cased, as
     the tokenizer splits them: "didn't" is two) and gaps (min, max) of any tokens."""
     variants: list[Variant] = [[]]
     for raw in text.split():
-        optional = raw.endswith("?") and raw != "?"
-        spec = raw[:-1] if optional else raw
-        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
-                        for alt in spec.split("|"))
+        spec, optional = _position(raw, macros)
         steps: list[Variant]
         if spec == "_":
             steps = [[(1, 1)]]
@@ -114,10 +120,7 @@ def shapes(text: str, macros: dict[str, str], tokenize: Any) -> list[Shape]:
     $DRUG" is one shape, where it is hundreds of variants."""
     out: list[Shape] = [[]]
     for raw in text.split():
-        optional = raw.endswith("?") and raw != "?"
-        spec = raw[:-1] if optional else raw
-        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
-                        for alt in spec.split("|"))
+        spec, optional = _position(raw, macros)
         step: WordSet | Gap
         if spec == "_":
             step = (1, 1)
@@ -327,10 +330,7 @@ def compact_pattern(text: str, macros: dict[str, str], tokenize: Any
     alternative is several tokens ("the+dose", "didn't"): the line is then expanded."""
     pattern: list[dict[str, Any]] = []
     for raw in text.split():
-        optional = raw.endswith("?") and raw != "?"
-        spec = raw[:-1] if optional else raw
-        spec = "|".join(macros[alt[1:]] if alt.startswith("$") else alt
-                        for alt in spec.split("|"))
+        spec, optional = _position(raw, macros)
         step: dict[str, Any]
         if spec == "_":
             step = {"OP": "{1,1}"}
