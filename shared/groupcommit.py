@@ -72,8 +72,8 @@ class UrgentFirst:
 
     def __init__(self, max_wait: float = 0.25) -> None:
         self.max_wait = max_wait
-        self._busy = 0
-        self._connecting = 0
+        # urgent deliveries in hand, and those of them waiting for a pool connection
+        self._count = {"busy": 0, "connecting": 0}
         # Set when routine work may go on again; a fresh one each time it stops, made on
         # the running loop.
         self._go: asyncio.Event | None = None
@@ -81,10 +81,10 @@ class UrgentFirst:
     @property
     def busy(self) -> bool:
         """Whether an urgent delivery is in hand."""
-        return self._busy > 0
+        return self._count["busy"] > 0
 
     def _stopped(self) -> bool:
-        return self._busy > 0 and not self._connecting
+        return self._count["busy"] > 0 and not self._count["connecting"]
 
     def _update(self) -> None:
         if self._stopped():
@@ -94,26 +94,22 @@ class UrgentFirst:
             self._go.set()
 
     @contextlib.contextmanager
-    def urgent(self) -> Iterator[None]:
-        """An urgent delivery in hand, from its handling to its commit."""
-        self._busy += 1
+    def _counting(self, what: str) -> Iterator[None]:
+        self._count[what] += 1
         self._update()
         try:
             yield
         finally:
-            self._busy -= 1
+            self._count[what] -= 1
             self._update()
 
-    @contextlib.contextmanager
-    def connecting(self) -> Iterator[None]:
+    def urgent(self) -> contextlib.AbstractContextManager[None]:
+        """An urgent delivery in hand, from its handling to its commit."""
+        return self._counting("busy")
+
+    def connecting(self) -> contextlib.AbstractContextManager[None]:
         """Urgent work waiting for a pool connection: routine work goes on meanwhile."""
-        self._connecting += 1
-        self._update()
-        try:
-            yield
-        finally:
-            self._connecting -= 1
-            self._update()
+        return self._counting("connecting")
 
     async def give_way(self) -> None:
         """Routine work's turn: at once unless urgent work is in hand (and has its
