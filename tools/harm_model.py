@@ -55,7 +55,8 @@ CORPUS = ROOT / "tests" / "data" / "harm"
 # most free text is; the corpus's own negatives are nearly all hard ones
 TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.jsonl",
             "dev_pass13.jsonl", "dev_pass14.jsonl", "dev_pass18.jsonl", "dev_pass19.jsonl",
-            "dev_pass21.jsonl", "dev_pass23.jsonl", "dev_ordinary.jsonl", "dev_ordinary2.jsonl"]
+            "dev_pass21.jsonl", "dev_pass23.jsonl", "dev_pass24.jsonl", "dev_pass25.jsonl",
+            "dev_ordinary.jsonl", "dev_ordinary2.jsonl"]
 # never trained on: the test set, and the held-out passes (measured once a round, never
 # tuned on)
 HELD_OUT = ["test.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl", "dev_pass26.jsonl"]
@@ -163,7 +164,9 @@ FIRST_MET = {"dev_pass11.jsonl": "819e2533f0fde0a2b384372fa0698030049536b3",
              "dev_pass13.jsonl": "7134ed9f4f52a6afe354e806af3f358545273415",
              "dev_pass14.jsonl": "bb2a4a1906adcfe058f312227ba2ded16def8e39",  # pass 15
              "dev_pass18.jsonl": "d0009ca06f1ac1f88b3bc87191b178ffc5b2549f",
-             "dev_pass19.jsonl": "0ebd1e9003c378ba9e2a12309cd88891061101f4"}
+             "dev_pass19.jsonl": "0ebd1e9003c378ba9e2a12309cd88891061101f4",
+             "dev_pass24.jsonl": "d75b152345aa140c427d4988b07c4a407c42d03a",
+             "dev_pass25.jsonl": "d75b152345aa140c427d4988b07c4a407c42d03a"}
 
 
 def cv_files() -> list[str]:
