@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from services.quality_monitor.harm.pipeline import (
     POSSIBLE,
     SERIOUS,
     expand,
+    joined,
     mentions,
     normalise,
-    joined,
     positions,
     read_harm,
     shapes,
@@ -74,7 +75,7 @@ def test_positions_side_by_side_join_into_one_run_while_it_stays_small() -> None
     assert joined([dead, many], [(0, 0)]) == ([dead, many], [(0, 0)])
 
 
-def _as_runs(words_and_gaps: list[object]) -> tuple[object, ...]:
+def _as_runs(words_and_gaps: Sequence[object]) -> tuple[object, ...]:
     """A variant as its runs of words and the gaps between them (leading and trailing gaps
     dropped, gaps side by side added): what a match of it is."""
     out: list[object] = []
