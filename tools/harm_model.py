@@ -44,7 +44,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ HELD_OUT = ["test.jsonl", "dev_pass17.jsonl", "dev_pass20.jsonl", "dev_pass26.js
 THRESHOLD = 0.7
 SERIOUS_THRESHOLD = 0.9
 CATEGORY_CONFIDENCE = 0.4
+# a serious finding of the rules in a sentence whose harm score is under VETO is kept for review
+# (possible): chosen on the first-met passes and ordinary files, leave one pass out (--veto)
+VETO = 0.1
 C_HARM = 3.0
 C_CATEGORY = 3.0
 MIN_DF = 2
@@ -139,6 +142,7 @@ def fit(data: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         "intercept": rnd(harm.intercept_[0]),
         "serious_threshold": SERIOUS_THRESHOLD,
         "category_confidence": CATEGORY_CONFIDENCE,
+        "veto": VETO,
         "serious_intercept": rnd(serious.intercept_[0]),
         "features": {f: [rnd(idf[j]), rnd(harm.coef_[0][j]), rnd(serious.coef_[0][j])]
                      for f, j in vocab.items()},
@@ -225,10 +229,15 @@ class Record:
     label: str
     rules: set[str]
     read: list[tuple[float, float, str, float, bool]]
+    # the harm score of each sentence the rules made a serious finding of (``_checked``)
+    checked: list[float] = field(default_factory=list)
 
     def tiers(self, threshold: float, serious_threshold: float,
-              category_confidence: float) -> set[str]:
+              category_confidence: float, veto: float = 0.0) -> set[str]:
         found = set(self.rules)
+        if "serious" in found and self.checked and all(h < veto for h in self.checked):
+            found.discard("serious")  # kept for review (a corpus line is one sentence)
+            found.add("possible")
         for harm, serious, _, probability, judged in self.read:
             if serious >= serious_threshold and probability >= category_confidence:
                 found.add("serious")
@@ -247,7 +256,7 @@ def records(first_met: bool = False) -> dict[str, dict[int, list[Record]]]:
     import tempfile
 
     from services.quality_monitor.harm.model import HarmModel, words
-    from services.quality_monitor.harm.pipeline import Analyser, _quiet_pyrush
+    from services.quality_monitor.harm.pipeline import Analyser, _quiet_pyrush, harm_of_finding
 
     _quiet_pyrush()
     data = [dict(row, file=name) for name in cv_files() for row in rows([name])]
@@ -283,24 +292,36 @@ def records(first_met: bool = False) -> dict[str, dict[int, list[Record]]]:
                 read.append((harm, serious, category, probability, bool(judged)))
             return []
 
+        checked: list[float] = []
+
+        def check(sentence: str, judged: list[Any], model: HarmModel = model,
+                  checked: list[float] = checked) -> list[Any]:
+            if any(m.tier == "serious" for m in judged):
+                checked.append(harm_of_finding(model, sentence, judged))
+            return judged
+
         for title, analyser, measured in rule_sets:
             subset = [row for row in measured if row["pass"] == held]
             if not subset:
                 continue
             analyser.model = model
             analyser._opinion = opinion  # type: ignore[method-assign]
+            analyser._checked = check  # type: ignore[method-assign]
             for row in subset:
                 read.clear()
+                checked.clear()
                 rules = {m.tier for m in analyser.mentions(row["text"])}
-                out[title].setdefault(held, []).append(Record(row["tier"], rules, list(read)))
+                out[title].setdefault(held, []).append(
+                    Record(row["tier"], rules, list(read), list(checked)))
             analyser.model = None
             del analyser._opinion
+            del analyser._checked
     return out
 
 
 def tally(measured: list[Record], decision: int, threshold: float = THRESHOLD,
           serious_threshold: float = SERIOUS_THRESHOLD,
-          category_confidence: float = CATEGORY_CONFIDENCE) -> Tally:
+          category_confidence: float = CATEGORY_CONFIDENCE, veto: float = VETO) -> Tally:
     """The ``Tally`` of one of ``DECISIONS`` over ``measured``."""
     t = Tally()
     for r in measured:
@@ -308,7 +329,7 @@ def tally(measured: list[Record], decision: int, threshold: float = THRESHOLD,
             t.add(r.label, r.rules)
         else:
             t.add(r.label, r.tiers(threshold, serious_threshold if decision == 2 else 2.0,
-                                   category_confidence))
+                                   category_confidence, veto if decision == 2 else 0.0))
     return t
 
 

@@ -38,6 +38,8 @@ HERE = Path(__file__).parent
 MODEL_FILE = HERE / "model.json"
 MODEL_CONTEXT = "model: harm-like wording"
 SERIOUS_CONTEXT = "model: serious harm wording"
+# a serious finding of the rules in a sentence the model reads as ordinary feedback
+VETO_CONTEXT = "model: reads as ordinary feedback"
 
 _FUNCTION_WORDS = frozenset("""
 a an the and or but so then of in on at to for from by with without into onto over under
@@ -100,6 +102,9 @@ class HarmModel:
         self.serious_threshold = float(spec["serious_threshold"])
         self.serious_intercept = float(spec["serious_intercept"])
         self.category_confidence = float(spec["category_confidence"])
+        # a rules' serious finding in a sentence scored under this is kept for review
+        # (0: never; a model.json of before the veto has none)
+        self.veto = float(spec.get("veto", 0.0))
         # per feature: IDF x weight for harm, IDF x weight for a serious harm
         self.table: dict[str, float] = {
             feature: idf * weight for feature, (idf, weight, _) in spec["features"].items()}

@@ -19,14 +19,19 @@ import gc
 import re
 import warnings
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from services.quality_monitor.harm.model import MODEL_CONTEXT, SERIOUS_CONTEXT, Opinion
+from services.quality_monitor.harm.model import (
+    MODEL_CONTEXT,
+    SERIOUS_CONTEXT,
+    VETO_CONTEXT,
+    Opinion,
+)
 
 HERE = Path(__file__).parent
 CONCEPTS_FILE = HERE / "concepts.yaml"
@@ -599,16 +604,18 @@ class Analyser:
         self._context(doc, [span for span in every if sentences.of(span)[0] in reported],
                       sentences)
         found: list[Mention] = []
-        by_sentence: dict[int, tuple[list[Any], list[str]]] = {}
+        by_sentence: dict[int, tuple[list[Any], list[str], int]] = {}
         for span in spans:
             start, end = sentences.of(span)
             if start in reported:
-                group = by_sentence.setdefault(start, ([], []))
+                group = by_sentence.setdefault(start, ([], [], end))
                 group[0].append(span)
                 group[1].append(sentences.evidence(start, end))
         judged_by_sentence: dict[int, list[Mention]] = {}
-        for start, (sentence_spans, texts) in by_sentence.items():
+        for start, (sentence_spans, texts, end) in by_sentence.items():
             judged = _judge_sentence(text, sentence_spans, texts)
+            if self.model is not None:
+                judged = self._checked(sentences.text(start, end), judged)
             judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
@@ -686,6 +693,9 @@ class Analyser:
         for start, sentence_spans in by_sentence.items():
             judged = _judge_sentence(text, sentence_spans,
                                      [_sentence_text(text, span) for span in sentence_spans])
+            if self.model is not None:
+                sent = sentence_spans[0].sent
+                judged = self._checked(text[sent.start_char:sent.end_char].strip(), judged)
             judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
@@ -694,6 +704,22 @@ class Analyser:
                 if _unhedged(judged):
                     found.extend(self._second_opinion(text, sent, judged))
         return _dedupe(found)
+
+    def _checked(self, sentence: str, judged: list[Mention]) -> list[Mention]:
+        """The rules' serious findings of a sentence the model reads as ordinary feedback
+        (harm score under ``veto``) are kept for the quality team's review: possible, the
+        score beside the rules' own context. A phrase the lexicon has not learnt in everyday
+        wording ("we dropped the baby off", "my bank card was declined") is the usual false
+        serious finding on ordinary text, and the model, trained on ordinary feedback as well
+        as on harm, reads those sentences as what they are (tools/harm_model.py)."""
+        model = self.model
+        if model is None or model.veto <= 0 or all(m.tier != SERIOUS for m in judged):
+            return judged
+        harm = harm_of_finding(model, sentence, judged)
+        if harm >= model.veto:
+            return judged
+        return [replace(m, tier=POSSIBLE, context=f"{m.context}; {VETO_CONTEXT}, score"
+                        f" {harm:.2f}") if m.tier == SERIOUS else m for m in judged]
 
     def _second_opinion(self, original: str, sent: Any, judged: list[Mention]) -> list[Mention]:
         """``_opinion`` of a spaCy sentence span."""
@@ -982,6 +1008,30 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
             where = original[setting.start_char:setting.end_char]
             found.append(Mention(f"{phrase} ({where})", "maternity", context, sentence, tier))
     return found
+
+
+_CLAUSE_BREAK = re.compile(r"[,;:()]|\s(?:and|but|then|so|when|after|before|until)\s", re.I)
+
+
+def harm_of_finding(model: Any, sentence: str, judged: list[Mention]) -> float:
+    """The model's harm score of a sentence with a serious finding of the rules: the higher
+    of the whole sentence's and of each serious phrase's clause (the words between the breaks
+    around it: commas, "and", "but", "when" ...), so that a harm told as one clause among
+    grievances ("... the parking, the food and the noise, and on the Friday she broke her
+    hip") is read in its own words, not drowned by the others."""
+    scores = [model.scores(sentence)[0]]
+    for m in judged:
+        if m.tier != SERIOUS:
+            continue
+        first = m.phrase.split(" \u2026 ")[0].split(" (")[0]
+        at = sentence.find(first)
+        if at < 0:
+            continue
+        starts = [b.end() for b in _CLAUSE_BREAK.finditer(sentence, 0, at)]
+        ends = [b.start() for b in _CLAUSE_BREAK.finditer(sentence, at + len(first))]
+        clause = sentence[starts[-1] if starts else 0:ends[0] if ends else len(sentence)]
+        scores.append(model.scores(clause)[0])
+    return max(scores)
 
 
 def _unhedged(judged: list[Mention]) -> bool:
