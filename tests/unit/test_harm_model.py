@@ -15,6 +15,7 @@ from services.quality_monitor.harm import model as harm_model_module
 from services.quality_monitor.harm.model import (
     MODEL_CONTEXT,
     SERIOUS_CONTEXT,
+    VETO_CONTEXT,
     HarmModel,
     features,
     harm_model,
@@ -25,6 +26,7 @@ from services.quality_monitor.harm.pipeline import (
     SERIOUS,
     Analyser,
     analyser,
+    harm_of_finding,
     mentions,
 )
 from tools import harm_model as build_tool
@@ -211,3 +213,49 @@ def test_model_json_is_what_the_documented_command_builds() -> None:
     built = build_tool.build()
     assert build_tool.close(json.loads(harm_model_module.MODEL_FILE.read_text()), built), \
         "python -m tools.harm_model"
+
+
+def _with_veto(veto: float) -> HarmModel:
+    spec = json.loads(harm_model_module.MODEL_FILE.read_text())
+    spec["veto"] = veto
+    return HarmModel(spec)
+
+
+# written for these tests: a serious harm the rules name ("broke her hip"), told as the last
+# clause of a sentence of grievances about other things
+BURIED = ("I was worried about the parking, the food, the noise, the heat and the visiting hours"
+          " that week and on the Friday she broke her hip.")
+
+
+def test_a_serious_finding_in_a_sentence_the_model_reads_as_ordinary_is_kept_for_review(
+        ) -> None:
+    """``veto``: a rules' serious finding stays serious when the model's harm score of the
+    sentence (or of the finding's clause) reaches it, and is kept for the quality team's review
+    (possible, the score in its context) when it does not. Shown with the real model and the
+    veto set out of reach either way."""
+    text = "She fell and broke her hip on the ward."
+    rules = [m for m in rules_alone().mentions(text) if m.tier == SERIOUS]
+    assert rules
+    with reading_with(_with_veto(0.0)) as pipeline:
+        assert {(m.category, m.tier) for m in pipeline.mentions(text)} >= {
+            (m.category, SERIOUS) for m in rules}
+    with reading_with(_with_veto(1.01)) as pipeline:  # every sentence "reads as ordinary"
+        got = [m for m in pipeline.mentions(text) if m.phrase in {r.phrase for r in rules}]
+        assert got and all(m.tier == POSSIBLE for m in got)
+        assert all(re.search(rf"; {VETO_CONTEXT}, score [01]\.\d\d$", m.context) for m in got)
+        assert pipeline.mentions(text) == pipeline.reference_mentions(text)
+
+
+def test_a_harm_told_among_grievances_is_read_in_its_own_clause() -> None:
+    model = harm_model()
+    [m] = [m for m in rules_alone().mentions(BURIED) if m.tier == SERIOUS]
+    whole = model.scores(BURIED)[0]
+    assert harm_of_finding(model, BURIED, [m]) > whole  # the clause "she broke her hip"
+    assert model.veto > 0
+    assert (m.category, SERIOUS) in {(f.category, f.tier) for f in mentions(BURIED)}
+
+
+def test_the_veto_was_chosen_by_cross_validation_and_is_in_model_json() -> None:
+    spec = json.loads(harm_model_module.MODEL_FILE.read_text())
+    assert spec["veto"] == build_tool.VETO == harm_model().veto
+    assert 0 < build_tool.VETO < build_tool.THRESHOLD
