@@ -74,7 +74,7 @@ THRESHOLD = 0.7
 SERIOUS_THRESHOLD = 0.9
 CATEGORY_CONFIDENCE = 0.4
 # a serious finding of the rules in a sentence whose harm score is under VETO is kept for review
-# (possible): chosen on the first-met passes and ordinary files, leave one pass out (--veto)
+# (possible): chosen by first-met cross-validation, leave one pass out (--cv --first-met)
 VETO = 0.1
 C_HARM = 3.0
 C_CATEGORY = 3.0
