@@ -259,3 +259,31 @@ def test_the_veto_was_chosen_by_cross_validation_and_is_in_model_json() -> None:
     spec = json.loads(harm_model_module.MODEL_FILE.read_text())
     assert spec["veto"] == build_tool.VETO == harm_model().veto
     assert 0 < build_tool.VETO < build_tool.THRESHOLD
+
+
+# written for these tests: short, plain reports of a serious harm, each a serious finding of the
+# rules; the model's check must leave them serious (a few words are too little for it to judge:
+# "Mum was assaulted on the ward." scored 0.05)
+PLAIN_SERIOUS = [
+    "He was assaulted.", "Mum was assaulted on the ward.", "Dad was punched by another resident.",
+    "A carer slapped my mother.", "She was sexually assaulted by a member of staff.",
+    "He was kicked by a staff member.", "My son was restrained face down.", "She died.",
+    "Dad passed away on the ward.", "He broke his hip.", "Mum fractured her wrist in a fall.",
+    "He took an overdose.", "She cut her wrists.", "The resident was found hanging.",
+    "They operated on the wrong leg.", "He was given ten times the dose.",
+    "She was left in soiled sheets all night.", "Mum developed a grade 4 pressure ulcer.",
+    "The baby was stillborn.", "My wife had a massive haemorrhage after the birth.",
+    "He had a cardiac arrest on the ward.", "The carer stole her money.",
+    "They took her pension.", "He was strangled.", "She was raped on the unit.",
+    "The patient was scalded in the bath.", "A swab was left inside her.",
+    "He was given penicillin despite his allergy and went into anaphylaxis.",
+    "He choked to death.", "Mum was assaulted on the ward by another patient last night.",
+    "A carer slapped my mother across the face when she would not eat.",
+]
+
+
+def test_a_plain_short_report_of_serious_harm_stays_serious_under_the_check() -> None:
+    assert harm_model().veto > 0
+    for text in PLAIN_SERIOUS:
+        assert SERIOUS in {m.tier for m in rules_alone().mentions(text)}, text
+        assert SERIOUS in {m.tier for m in mentions(text)}, text

@@ -1010,6 +1010,10 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
     return found
 
 
+# a sentence of fewer words is not checked: a few words' weights are too little for the model
+# to overrule the rules ("Mum was assaulted on the ward." scored 0.05: the corpus's hard
+# negatives hold many a staff member "assaulted" or "punched")
+VETO_MIN_WORDS = 8
 _CLAUSE_BREAK = re.compile(r"[,;:()]|\s(?:and|but|then|so|when|after|before|until)\s", re.I)
 
 
@@ -1018,7 +1022,12 @@ def harm_of_finding(model: Any, sentence: str, judged: list[Mention]) -> float:
     of the whole sentence's and of each serious phrase's clause (the words between the breaks
     around it: commas, "and", "but", "when" ...), so that a harm told as one clause among
     grievances ("... the parking, the food and the noise, and on the Friday she broke her
-    hip") is read in its own words, not drowned by the others."""
+    hip") is read in its own words, not drowned by the others. 1.0 (no check) for a sentence
+    of fewer than ``VETO_MIN_WORDS`` words."""
+    from services.quality_monitor.harm.model import words
+
+    if len(words(sentence)) < VETO_MIN_WORDS:
+        return 1.0
     scores = [model.scores(sentence)[0]]
     for m in judged:
         if m.tier != SERIOUS:
