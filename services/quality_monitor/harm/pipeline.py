@@ -715,7 +715,7 @@ class Analyser:
         model = self.model
         if model is None or model.veto <= 0 or all(m.tier != SERIOUS for m in judged):
             return judged
-        harm = harm_of_finding(model, sentence, judged)
+        harm = harm_of_finding(model, sentence, judged, enough=model.veto)
         if harm >= model.veto:
             return judged
         return [replace(m, tier=POSSIBLE, context=f"{m.context}; {VETO_CONTEXT}, score"
@@ -1017,18 +1017,22 @@ VETO_MIN_WORDS = 8
 _CLAUSE_BREAK = re.compile(r"[,;:()]|\s(?:and|but|then|so|when|after|before|until)\s", re.I)
 
 
-def harm_of_finding(model: Any, sentence: str, judged: list[Mention]) -> float:
+def harm_of_finding(model: Any, sentence: str, judged: list[Mention],
+                    enough: float | None = None) -> float:
     """The model's harm score of a sentence with a serious finding of the rules: the higher
     of the whole sentence's and of each serious phrase's clause (the words between the breaks
     around it: commas, "and", "but", "when" ...), so that a harm told as one clause among
     grievances ("... the parking, the food and the noise, and on the Friday she broke her
     hip") is read in its own words, not drowned by the others. 1.0 (no check) for a sentence
-    of fewer than ``VETO_MIN_WORDS`` words."""
+    of fewer than ``VETO_MIN_WORDS`` words. With ``enough``, the whole sentence's score once it
+    reaches that (the clauses cannot lower the higher of the two)."""
     from services.quality_monitor.harm.model import words
 
     if len(words(sentence)) < VETO_MIN_WORDS:
         return 1.0
     scores = [model.scores(sentence)[0]]
+    if enough is not None and scores[0] >= enough:
+        return scores[0]
     for m in judged:
         if m.tier != SERIOUS:
             continue
