@@ -7,9 +7,10 @@
                                                   # rules as they stood when it was written (git)
 
 Trained on the development corpus only: ``TRAINING`` below (every development pass but the
-held-out ones, and three files of ordinary feedback: 4,724 sentences since passes 27 to 29). Never on ``HELD_OUT``:
-``test.jsonl`` (the figures the team reports) and the held-out passes ``dev_pass17.jsonl``,
-``dev_pass20.jsonl`` and ``dev_pass26.jsonl`` (held out from rules and model alike, measured once a round).
+held-out ones, and three files of ordinary feedback: 4,724 sentences since passes 27 to 29).
+Never on ``HELD_OUT``: ``test.jsonl`` (the figures the team reports), the held-out passes
+``dev_pass17.jsonl``, ``dev_pass20.jsonl`` and ``dev_pass26.jsonl`` (held out from rules and
+model alike, measured once a round) and the held-out ordinary file ``dev_ordinary4.jsonl``.
 Deterministic: the same files give the same weights (lbfgs from zeros; the weights rounded to
 5 decimals).
 
@@ -58,9 +59,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "harm"
-# dev_ordinary.jsonl, dev_ordinary2.jsonl and dev_ordinary3.jsonl: ordinary feedback (waits, parking, food, letters,
-# staff attitude, praise, everyday wording near harm words), so that the model learns what
-# most free text is; the corpus's own negatives are nearly all hard ones
+# dev_ordinary.jsonl, dev_ordinary2.jsonl and dev_ordinary3.jsonl: ordinary feedback (waits,
+# parking, food, letters, staff attitude, praise, everyday wording near harm words), so that
+# the model learns what most free text is; the corpus's own negatives are nearly all hard ones
 TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.jsonl",
             "dev_pass13.jsonl", "dev_pass14.jsonl", "dev_pass18.jsonl", "dev_pass19.jsonl",
             "dev_pass21.jsonl", "dev_pass23.jsonl", "dev_pass24.jsonl", "dev_pass25.jsonl",
