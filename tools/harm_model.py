@@ -184,7 +184,9 @@ FIRST_MET = {"dev_pass11.jsonl": "819e2533f0fde0a2b384372fa0698030049536b3",
              "dev_pass24.jsonl": "d75b152345aa140c427d4988b07c4a407c42d03a",
              "dev_pass25.jsonl": "d75b152345aa140c427d4988b07c4a407c42d03a",
              "dev_pass27.jsonl": "3cd0c7d928ded428bfa4478c1ff0e81e3cd293b2",
-             "dev_pass28.jsonl": "3cd0c7d928ded428bfa4478c1ff0e81e3cd293b2"}
+             "dev_pass28.jsonl": "3cd0c7d928ded428bfa4478c1ff0e81e3cd293b2",
+             "dev_pass32.jsonl": "3ac0686391030056ca99f5c93ac6af464d449ed0",
+             "dev_pass33.jsonl": "3ac0686391030056ca99f5c93ac6af464d449ed0"}
 
 
 def cv_files() -> list[str]:
