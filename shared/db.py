@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -30,21 +28,6 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
     assert pool is not None
     return pool
-
-
-@asynccontextmanager
-async def planned_for_its_arguments(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """Inside a transaction: the statements of the block are planned for the arguments of each
-    run (``plan_cache_mode`` ``force_custom_plan``), then the session's default again.
-
-    For a look-up into a table that starts empty and grows: after five runs PostgreSQL may keep
-    one generic plan per prepared statement, costed when the table was a few pages, and use it
-    until the table is next analysed. intake's receipts look-up then read the whole table on
-    every batch (16 ms a batch at 45,000 rows, 60% of PostgreSQL's time in a benchmark's
-    year). Planning it afresh costs about 0.1 ms. Not on error: the transaction is then over."""
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-    yield
-    await conn.execute("SET LOCAL plan_cache_mode TO DEFAULT")
 
 
 def migration_files(migrations_dir: Path, messaging: bool = True) -> list[Path]:
