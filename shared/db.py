@@ -15,6 +15,19 @@ log = logging.getLogger(__name__)
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A connection handed back to the pool keeps its session as it is: no reset statement.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on
+    every release, a round trip each time (issue 21: about one in five submissions releases
+    a connection). Nothing carewatch leaves on a connection outlives its transaction:
+    advisory locks are transaction-scoped (``pg_advisory_xact_lock``), settings are
+    ``SET LOCAL``, cursors live in transactions, and a listener is removed (``UNLISTEN``) by
+    its owner before release (shared/wakeup.py). asyncpg still rolls back a transaction left
+    open and drops the connection's listener callbacks before this runs. A session-level
+    ``SET`` would now outlive its borrower: use ``SET LOCAL``."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """Open the process's connection pool. JSON columns come back as Python objects."""
 
@@ -25,7 +38,8 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
             await conn.set_type_codec(
                 typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init,
+                                     reset=keep_session)
     assert pool is not None
     return pool
 
