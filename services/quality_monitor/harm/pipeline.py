@@ -20,6 +20,7 @@ import math
 import re
 import warnings
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -49,7 +50,12 @@ DROPPING = ("negated", "denied", "hypothetical", "prevented", "historical", "oth
 DOUBTING = ("possible", "uncertain")
 # the contexts of a possible mention with no hedge: a weaker term stated plainly, or a cue with
 # no outcome (the model may make such a sentence serious; never a hedged or uncertain one)
-UNHEDGED = ("unqualified term", "no outcome stated")
+NO_OUTCOME = "no outcome stated"
+UNHEDGED = ("unqualified term", NO_OUTCOME)
+# a cue left without an outcome in its sentence is completed by an outcome told in one of the
+# next sentences, up to this many ("EPU scan didn't pick up the ectopic. I came back with it
+# ruptured and lost a tube."; "... did not bleep the reg. Child arrested 40 mins later.")
+OUTCOME_SENTENCES_AFTER = 2
 _LABEL_SEP = "|"
 MAX_SENTENCE_EVIDENCE = 300
 
@@ -583,6 +589,13 @@ class Analyser:
             # says of them (they complete a cue or place a harm): ConText is not run on it
             reported = {sentences.of(span)[0] for span in spans
                         if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
+            # the sentences after a cue's: an outcome there may complete it
+            # (``_complete_across``), so ConText reads them too
+            for span in spans:
+                if span.label_.startswith("cue" + _LABEL_SEP):
+                    n = sentences.index(span.start)
+                    for later in sentences.starts[n + 1:n + 1 + OUTCOME_SENTENCES_AFTER]:
+                        reported.add(later)
             if reported:
                 return self._judged(text, doc, every, spans, reported, sentences)
         if self.model is not None:  # no sentence can report a harm: the model reads each
@@ -606,15 +619,23 @@ class Analyser:
                 group = by_sentence.setdefault(start, ([], [], end))
                 group[0].append(span)
                 group[1].append(sentences.evidence(start, end))
-        judged_by_sentence: dict[int, list[Mention]] = {}
-        for start, (sentence_spans, texts, end) in by_sentence.items():
-            judged = _judge_sentence(text, sentence_spans, texts)
+        judged_by_sentence = {start: _judge_sentence(text, sentence_spans, texts)
+                              for start, (sentence_spans, texts, _) in by_sentence.items()}
+        bounds = sentences.spans()
+        checked_text = _complete_across(
+            text, [start for start, _ in bounds], judged_by_sentence,
+            {start: spans for start, (spans, _, _) in by_sentence.items()},
+            lambda start: sentences.evidence(*sentences.bounds(sentences.index(start))),
+            lambda start, later: text[sentences.idx[start]:sentences.idx[later]])
+        for start, (_, _, end) in by_sentence.items():
+            judged = judged_by_sentence[start]
             if self.model is not None:
-                judged = self._checked(sentences.text(start, end), judged)
+                judged = self._checked(checked_text.get(start) or sentences.text(start, end),
+                                       judged)
             judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
-            for start, end in sentences.spans():
+            for start, end in bounds:
                 judged = judged_by_sentence.get(start, [])
                 if _unhedged(judged):
                     found.extend(self._opinion(sentences.text(start, end), judged))
@@ -684,13 +705,22 @@ class Analyser:
         by_sentence: dict[int, list[Any]] = {}
         for span in spans:
             by_sentence.setdefault(span.sent.start, []).append(span)
-        judged_by_sentence: dict[int, list[Mention]] = {}
+        judged_by_sentence = {
+            start: _judge_sentence(text, sentence_spans,
+                                   [_sentence_text(text, span) for span in sentence_spans])
+            for start, sentence_spans in by_sentence.items()}
+        sents = {sent.start: sent for sent in doc.sents}
+        checked_text = _complete_across(
+            text, list(sents), judged_by_sentence, by_sentence,
+            lambda start: _sentence_text(text, sents[start]),
+            lambda start, later: text[sents[start].start_char:sents[later].start_char])
         for start, sentence_spans in by_sentence.items():
-            judged = _judge_sentence(text, sentence_spans,
-                                     [_sentence_text(text, span) for span in sentence_spans])
+            judged = judged_by_sentence[start]
             if self.model is not None:
                 sent = sentence_spans[0].sent
-                judged = self._checked(text[sent.start_char:sent.end_char].strip(), judged)
+                judged = self._checked(
+                    checked_text.get(start) or text[sent.start_char:sent.end_char].strip(),
+                    judged)
             judged_by_sentence[start] = judged
             found.extend(judged)
         if self.model is not None:
@@ -991,7 +1021,7 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
             elif weak:
                 continue
             else:
-                tier, doubt = POSSIBLE, doubt or "no outcome stated"
+                tier, doubt = POSSIBLE, doubt or NO_OUTCOME
             found.append(Mention(phrase, category, doubt or "affirmed", sentence, tier))
             continue
         category, rule_tier = parts[0], parts[1]
@@ -1003,6 +1033,47 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
             where = original[setting.start_char:setting.end_char]
             found.append(Mention(f"{phrase} ({where})", "maternity", context, sentence, tier))
     return found
+
+
+def _complete_across(original: str, order: list[int], judged: dict[int, list[Mention]],
+                     spans: dict[int, list[Any]], evidence: Callable[[int], str],
+                     between: Callable[[int, int], str]) -> dict[int, str]:
+    """Cues left without an outcome in their sentence (``NO_OUTCOME``) completed by an asserted
+    outcome in one of the next ``OUTCOME_SENTENCES_AFTER`` sentences: the mention becomes
+    the cue and the outcome, its sentence the sentences from the cue's to the outcome's,
+    serious (possible when ConText doubts the outcome). ``order``: the start of each sentence
+    of the piece, in order; ``judged`` and ``spans`` by sentence start, ``evidence`` the text
+    of the sentence starting at a token (``_sentence_text``), ``between`` the original text
+    from one sentence's start to another's. Not over a line break: a blank line or a list
+    item is another point (``_line_breaks``). Changes
+    ``judged`` in place; returns, for each sentence with a mention so completed, the text the
+    model's check reads (``_checked``): those sentences together."""
+    completed: dict[int, str] = {}
+    for n, start in enumerate(order):
+        mentions = judged.get(start)
+        if not mentions or all(m.context != NO_OUTCOME for m in mentions):
+            continue
+        later = None
+        for after in order[n + 1:n + 1 + OUTCOME_SENTENCES_AFTER]:
+            if "\n" in between(start, after):
+                break
+            later = next(((after, span, doubt) for span in spans.get(after, [])
+                          if (span.label_ == "outcome"
+                              or span.label_.endswith(_LABEL_SEP + SERIOUS))
+                          for drop, doubt, _ in [_assertion(span)] if drop is None), None)
+            if later is not None:
+                break
+        if later is None:
+            continue
+        after, o_span, o_doubt = later
+        told = " ".join(evidence(s) for s in order[n:order.index(after) + 1])
+        outcome = original[o_span.start_char:o_span.end_char]
+        judged[start] = [
+            Mention(f"{m.phrase} \u2026 {outcome}", m.category, o_doubt or "affirmed", told,
+                    POSSIBLE if o_doubt else SERIOUS)
+            if m.context == NO_OUTCOME else m for m in mentions]
+        completed[start] = told
+    return completed
 
 
 # a sentence of fewer words is not checked: a few words' weights are too little for the model
