@@ -337,8 +337,8 @@ def test_a_field_of_development_sentences_gives_what_they_give_one_by_one(separa
     """Fields of two to four development sentences at random (never the test set's): a
     field's findings are the union of its sentences' (joined after a full stop, by a blank
     line, or as list items without their stops), but for a cue left without an outcome in its
-    sentence, which an outcome in one of the next two sentences completes (after a full stop
-    only: a blank line or a list item is another point)."""
+    sentence, which an outcome in one of the next two sentences or the one before completes
+    (after a full stop only: a blank line or a list item is another point)."""
     rows = [str(row["text"]).strip() for row in load("dev.jsonl") + load("dev_extra.jsonl")]
     if separator != " ":
         rows = [text.rstrip(".!?") for text in rows]
@@ -363,23 +363,28 @@ def test_a_field_of_development_sentences_gives_what_they_give_one_by_one(separa
     ("The GP missed the diagnosis. She ended up on ITU.", True),
     # two sentences between: still the same account
     ("The GP missed the diagnosis. We complained twice. She ended up on ITU.", True),
+    # or, else, in the sentence just before
+    ("She ended up on ITU. The GP had missed the diagnosis.", True),
     # the outcome denied, someone else's, too far on, or after a blank line: not completed
     ("The GP missed the diagnosis. Thankfully she never needed ITU.", False),
     ("The GP missed the diagnosis. Her sister ended up on ITU last year.", False),
     ("The GP missed the diagnosis. We complained. We wrote. We rang. She ended up on ITU.",
      False),
     ("The GP missed the diagnosis.\n\nShe ended up on ITU.", False),
+    ("She did not need ITU. The GP missed the diagnosis.", False),
+    ("She ended up on ITU. We complained. The GP missed the diagnosis.", False),
+    ("She ended up on ITU.\n\nThe GP missed the diagnosis.", False),
 ])
 def test_an_outcome_in_a_later_sentence_completes_a_cue(text: str, completed: bool) -> None:
     """A failure told in one sentence and its outcome in the next ("... didn't pick up the
-    ectopic. I came back with it ruptured"): serious, the evidence both sentences."""
+    ectopic. I came back with it ruptured") or the one before: serious, the evidence every
+    sentence from the one to the other."""
     found_here = [m for m in mentions(text) if m.category == "missed_diagnosis"]
     assert found_here
     if completed:
         serious = [m for m in found_here if m.tier == SERIOUS]
         assert serious and all("\u2026" in m.phrase for m in serious)
-        assert all(m.sentence.startswith(text.split(". ")[0]) and
-                   m.sentence.endswith(text.rsplit(". ", 1)[1]) for m in serious)
+        assert all(m.sentence == text for m in serious)
     else:
         assert {m.tier for m in found_here} == {POSSIBLE}
         assert {m.context for m in found_here} == {NO_OUTCOME}

@@ -54,8 +54,10 @@ NO_OUTCOME = "no outcome stated"
 UNHEDGED = ("unqualified term", NO_OUTCOME)
 # a cue left without an outcome in its sentence is completed by an outcome told in one of the
 # next sentences, up to this many ("EPU scan didn't pick up the ectopic. I came back with it
-# ruptured and lost a tube."; "... did not bleep the reg. Child arrested 40 mins later.")
+# ruptured and lost a tube."; "... did not bleep the reg. Child arrested 40 mins later."), or
+# else in the sentence just before ("Pt arrested on the ward. NEWS2 of 9 not escalated.")
 OUTCOME_SENTENCES_AFTER = 2
+OUTCOME_SENTENCES_BEFORE = 1
 _LABEL_SEP = "|"
 MAX_SENTENCE_EVIDENCE = 300
 
@@ -589,13 +591,13 @@ class Analyser:
             # says of them (they complete a cue or place a harm): ConText is not run on it
             reported = {sentences.of(span)[0] for span in spans
                         if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
-            # the sentences after a cue's: an outcome there may complete it
+            # the sentences around a cue's: an outcome there may complete it
             # (``_complete_across``), so ConText reads them too
             for span in spans:
                 if span.label_.startswith("cue" + _LABEL_SEP):
                     n = sentences.index(span.start)
-                    for later in sentences.starts[n + 1:n + 1 + OUTCOME_SENTENCES_AFTER]:
-                        reported.add(later)
+                    reported.update(sentences.starts[max(0, n - OUTCOME_SENTENCES_BEFORE):
+                                                     n + 1 + OUTCOME_SENTENCES_AFTER])
             if reported:
                 return self._judged(text, doc, every, spans, reported, sentences)
         if self.model is not None:  # no sentence can report a harm: the model reads each
@@ -1039,8 +1041,9 @@ def _complete_across(original: str, order: list[int], judged: dict[int, list[Men
                      spans: dict[int, list[Any]], evidence: Callable[[int], str],
                      between: Callable[[int, int], str]) -> dict[int, str]:
     """Cues left without an outcome in their sentence (``NO_OUTCOME``) completed by an asserted
-    outcome in one of the next ``OUTCOME_SENTENCES_AFTER`` sentences: the mention becomes
-    the cue and the outcome, its sentence the sentences from the cue's to the outcome's,
+    outcome in one of the next ``OUTCOME_SENTENCES_AFTER`` sentences, or else in one of the
+    ``OUTCOME_SENTENCES_BEFORE`` before: the mention becomes the cue and the outcome, its
+    sentence the sentences from the cue's to the outcome's (or the outcome's to the cue's),
     serious (possible when ConText doubts the outcome). ``order``: the start of each sentence
     of the piece, in order; ``judged`` and ``spans`` by sentence start, ``evidence`` the text
     of the sentence starting at a token (``_sentence_text``), ``between`` the original text
@@ -1048,6 +1051,11 @@ def _complete_across(original: str, order: list[int], judged: dict[int, list[Men
     item is another point (``_line_breaks``). Changes
     ``judged`` in place; returns, for each sentence with a mention so completed, the text the
     model's check reads (``_checked``): those sentences together."""
+    def outcome_in(other: int) -> tuple[int, Any, str | None] | None:
+        return next(((other, span, doubt) for span in spans.get(other, [])
+                     if span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS)
+                     for drop, doubt, _ in [_assertion(span)] if drop is None), None)
+
     completed: dict[int, str] = {}
     for n, start in enumerate(order):
         mentions = judged.get(start)
@@ -1057,16 +1065,17 @@ def _complete_across(original: str, order: list[int], judged: dict[int, list[Men
         for after in order[n + 1:n + 1 + OUTCOME_SENTENCES_AFTER]:
             if "\n" in between(start, after):
                 break
-            later = next(((after, span, doubt) for span in spans.get(after, [])
-                          if (span.label_ == "outcome"
-                              or span.label_.endswith(_LABEL_SEP + SERIOUS))
-                          for drop, doubt, _ in [_assertion(span)] if drop is None), None)
-            if later is not None:
+            if (later := outcome_in(after)) is not None:
                 break
+        for before in reversed(order[max(0, n - OUTCOME_SENTENCES_BEFORE):n]):
+            if later is not None or "\n" in between(before, start):
+                break
+            later = outcome_in(before)
         if later is None:
             continue
-        after, o_span, o_doubt = later
-        told = " ".join(evidence(s) for s in order[n:order.index(after) + 1])
+        other, o_span, o_doubt = later
+        first, last = sorted((n, order.index(other)))
+        told = " ".join(evidence(s) for s in order[first:last + 1])
         outcome = original[o_span.start_char:o_span.end_char]
         judged[start] = [
             Mention(f"{m.phrase} \u2026 {outcome}", m.category, o_doubt or "affirmed", told,
