@@ -591,13 +591,15 @@ class Analyser:
             # says of them (they complete a cue or place a harm): ConText is not run on it
             reported = {sentences.of(span)[0] for span in spans
                         if span.label_.split(_LABEL_SEP)[0] not in _SUPPORTING}
-            # the sentences around a cue's: an outcome there may complete it
-            # (``_complete_across``), so ConText reads them too
+            # a sentence around a cue's with an outcome in it may complete the cue
+            # (``_complete_across``), so ConText reads it too
+            outcomes = {sentences.of(span)[0] for span in spans if _is_outcome(span)}
             for span in spans:
-                if span.label_.startswith("cue" + _LABEL_SEP):
+                if outcomes and span.label_.startswith("cue" + _LABEL_SEP):
                     n = sentences.index(span.start)
-                    reported.update(sentences.starts[max(0, n - OUTCOME_SENTENCES_BEFORE):
-                                                     n + 1 + OUTCOME_SENTENCES_AFTER])
+                    reported.update(outcomes.intersection(
+                        sentences.starts[max(0, n - OUTCOME_SENTENCES_BEFORE):
+                                         n + 1 + OUTCOME_SENTENCES_AFTER]))
             if reported:
                 return self._judged(text, doc, every, spans, reported, sentences)
         if self.model is not None:  # no sentence can report a harm: the model reads each
@@ -995,10 +997,9 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
         drop, doubt, dropped_by = _assertion(span)
         if drop is None:
             asserted.append((span, doubt, sentence))
-        elif span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS):
+        elif _is_outcome(span):
             denied_outcomes.append((span, doubt, dropped_by))
-    outcomes = [(s, d) for s, d, _ in asserted
-                if s.label_ == "outcome" or s.label_.endswith(_LABEL_SEP + SERIOUS)]
+    outcomes = [(s, d) for s, d, _ in asserted if _is_outcome(s)]
     settings = {s.label_.split(_LABEL_SEP)[1]: s for s, _, _ in asserted
                 if s.label_.startswith("setting" + _LABEL_SEP)}
     found: list[Mention] = []
@@ -1037,6 +1038,11 @@ def _judge_sentence(original: str, spans: list[Any], sentences: list[str]) -> li
     return found
 
 
+def _is_outcome(span: Any) -> bool:
+    """An outcome span, or a serious harm (which completes a cue as an outcome does)."""
+    return span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS)
+
+
 def _complete_across(original: str, order: list[int], judged: dict[int, list[Mention]],
                      spans: dict[int, list[Any]], evidence: Callable[[int], str],
                      between: Callable[[int, int], str]) -> dict[int, str]:
@@ -1052,8 +1058,7 @@ def _complete_across(original: str, order: list[int], judged: dict[int, list[Men
     ``judged`` in place; returns, for each sentence with a mention so completed, the text the
     model's check reads (``_checked``): those sentences together."""
     def outcome_in(other: int) -> tuple[int, Any, str | None] | None:
-        return next(((other, span, doubt) for span in spans.get(other, [])
-                     if span.label_ == "outcome" or span.label_.endswith(_LABEL_SEP + SERIOUS)
+        return next(((other, span, doubt) for span in spans.get(other, []) if _is_outcome(span)
                      for drop, doubt, _ in [_assertion(span)] if drop is None), None)
 
     completed: dict[int, str] = {}
@@ -1061,19 +1066,19 @@ def _complete_across(original: str, order: list[int], judged: dict[int, list[Men
         mentions = judged.get(start)
         if not mentions or all(m.context != NO_OUTCOME for m in mentions):
             continue
-        later = None
+        completing = None
         for after in order[n + 1:n + 1 + OUTCOME_SENTENCES_AFTER]:
             if "\n" in between(start, after):
                 break
-            if (later := outcome_in(after)) is not None:
+            if (completing := outcome_in(after)) is not None:
                 break
         for before in reversed(order[max(0, n - OUTCOME_SENTENCES_BEFORE):n]):
-            if later is not None or "\n" in between(before, start):
+            if completing is not None or "\n" in between(before, start):
                 break
-            later = outcome_in(before)
-        if later is None:
+            completing = outcome_in(before)
+        if completing is None:
             continue
-        other, o_span, o_doubt = later
+        other, o_span, o_doubt = completing
         first, last = sorted((n, order.index(other)))
         told = " ".join(evidence(s) for s in order[first:last + 1])
         outcome = original[o_span.start_char:o_span.end_char]
