@@ -504,11 +504,12 @@ def test_the_development_set_meets_the_targets() -> None:
 
 
 def test_a_held_out_pass_is_not_among_the_development_sentences() -> None:
-    """Passes 17, 20, 26 and 31 are measured alone (``--corpus``), never tuned on: ``--dev`` and the
+    """Passes 17, 20, 26, 31 and 35 are measured alone (``--corpus``), never tuned on: ``--dev`` and the
     targets above leave them out, so their misses are not printed where the rules are tuned."""
     from tools.eval import HELD_OUT_PASSES, dev_passes
 
-    for name in ("dev_pass17.jsonl", "dev_pass20.jsonl", "dev_pass26.jsonl", "dev_pass31.jsonl"):
+    for name in ("dev_pass17.jsonl", "dev_pass20.jsonl", "dev_pass26.jsonl", "dev_pass31.jsonl",
+                 "dev_pass35.jsonl"):
         assert (CORPUS / name).exists() and name in HELD_OUT_PASSES
     names = {path.name for path in dev_passes()}
     assert names and not names & set(HELD_OUT_PASSES)
