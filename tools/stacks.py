@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -315,9 +316,48 @@ async def deprovision(admin_dsn: str, settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def stack(smtp_port: int = 1025, amqp_url: str = AMQP,
+async def stack(smtp_port: int | None = None, amqp_url: str = AMQP,
                 admin_dsn: str = ADMIN_DSN) -> AsyncIterator[Stack]:
-    """A fresh database and namespace, migrated, seeded and declared; removed afterwards."""
+    """A fresh database and namespace, migrated, seeded and declared; removed afterwards.
+
+    Without ``smtp_port``, an SMTP server of its own accepts (and drops) the stack's mail:
+    with no server, notification would retry every delivery and its retries would be
+    counted as the run's work."""
+    sink = None
+    if smtp_port is None:
+        sink = MailSink()
+        smtp_port = sink.port
+    try:
+        async with _stack(smtp_port, amqp_url, admin_dsn) as s:
+            yield s
+    finally:
+        if sink is not None:
+            sink.stop()
+
+
+class MailSink:
+    """A real SMTP server on a free port that accepts every message and keeps a count."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        from tests.conftest import free_port
+
+        self.accepted = 0
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.accepted += 1
+        return "250 OK"
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def _stack(smtp_port: int, amqp_url: str, admin_dsn: str) -> AsyncIterator[Stack]:
     tag = uuid.uuid4().hex[:8]
     db_name = f"carewatch_bench_{tag}"
     settings = Settings(amqp_url=amqp_url, database_url=database_url(admin_dsn, db_name),
