@@ -560,6 +560,64 @@ def _forget_message_id(ids: dict[str, int], message_id: str, tag: int,
         del ids[message_id]
 
 
+async def write_frames(raw: aiormq.abc.AbstractChannel,
+                       messages: Sequence[tuple[str, str, bytes, bool, spec.Basic.Properties]],
+                       ) -> list[asyncio.Future[object]]:
+    """Publish messages (exchange, routing key, body, mandatory, properties) on a channel in
+    confirm mode with their frames built together and written to the socket at once; returns
+    each message's confirmation, in order (the broker's ack; a nack, a return or a closed
+    channel as its exception).
+
+    aio-pika and aiormq publish one message per call: a lock, a write, a drain and a task per
+    message, which cost more than the AMQP work itself for a batch of hundreds. This
+    registers each confirmation as ``aiormq.Channel.basic_publish`` does (delivery tag,
+    message id for returns) under the channel's lock, so acks (single or multiple), nacks,
+    returns and a channel's close settle them the same."""
+    channel: Any = raw  # aiormq.Channel: its publish state is not in the abstract class
+    if not channel.publisher_confirms:
+        raise RuntimeError("the channel has no publisher confirms")
+    async with channel.lock:
+        first_tag = channel.delivery_tag
+        frames: list[Any] = []
+        futures: list[asyncio.Future[object]] = []
+        written = False
+        try:
+            for exchange, routing_key, body, mandatory, properties in messages:
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                if properties.message_id is not None:
+                    channel.message_id_delivery_tag[properties.message_id] = tag
+                    confirmation.add_done_callback(partial(
+                        _forget_message_id, channel.message_id_delivery_tag,
+                        properties.message_id, tag))
+                futures.append(confirmation)
+                frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
+                                                 mandatory=mandatory))
+                frames.append(ContentHeader(properties=properties, body_size=len(body)))
+                frames.extend(channel._split_body(body))
+            drain = channel.create_future()
+            payload = ChannelFrame.marshall(frames=frames, channel_number=channel.number,
+                                            drain_future=drain)
+            if channel.write_queue.full():
+                await channel.write_queue.put(payload)
+            else:
+                channel.write_queue.put_nowait(payload)
+            written = True
+        except BaseException:
+            if not written:
+                # The broker never saw these delivery tags: the channel reuses them.
+                channel.delivery_tag = first_tag
+                for tag in range(first_tag + 1, first_tag + len(futures) + 1):
+                    channel.confirmations.pop(tag, None)
+                for future in futures:
+                    future.cancel()
+            raise
+        await drain
+    return futures
+
+
 class AmqpPublisher:
     """The relay's ``Publish`` over a connection of its own, with plain aio-pika: persistent,
     mandatory, confirmed, ``message_id`` = event id; returned messages raise.
@@ -629,13 +687,7 @@ class AmqpPublisher:
     async def publish_batch(self, batch: Sequence[Outgoing]) -> list[asyncio.Future[object]]:
         """Publish a batch of events with the frames of each channel's share built together
         and written to the socket at once; returns each event's confirmation, in order (the
-        broker's ack; a nack, a return or a closed channel as its exception).
-
-        aio-pika and aiormq publish one message per call: a lock, a write, a drain and a
-        task per event, which cost more than the AMQP work itself for a relay batch of
-        hundreds. This registers each confirmation as ``aiormq.Channel.basic_publish``
-        does (delivery tag, message id for returns) under the channel's lock, so acks
-        (single or multiple), nacks, returns and a channel's close settle them the same."""
+        broker's ack; a nack, a return or a closed channel as its exception; ``write_frames``)."""
         futures: list[asyncio.Future[object] | None] = [None] * len(batch)
         for urgent in (True, False):
             share = [(n, m) for n, m in enumerate(batch) if m[6] is urgent]
@@ -656,53 +708,14 @@ class AmqpPublisher:
 
     async def _write_batch(self, raw: aiormq.abc.AbstractChannel,
                            share: list[tuple[int, Outgoing]]) -> list[asyncio.Future[object]]:
-        channel: Any = raw  # aiormq.Channel: its publish state is not in the abstract class
-        if not channel.publisher_confirms:
-            raise RuntimeError("the outbox publisher's channel has no confirms")
         user_id = unquote(self._user_id)
-        async with channel.lock:
-            first_tag = channel.delivery_tag
-            frames: list[Any] = []
-            futures: list[asyncio.Future[object]] = []
-            written = False
-            try:
-                for _, (exchange, routing_key, body, event_id, mandatory, correlation_id,
-                        _) in share:
-                    channel.delivery_tag += 1
-                    tag = channel.delivery_tag
-                    confirmation = channel.create_future()
-                    channel.confirmations[tag] = confirmation
-                    channel.message_id_delivery_tag[event_id] = tag
-                    confirmation.add_done_callback(partial(
-                        _forget_message_id, channel.message_id_delivery_tag, event_id, tag))
-                    futures.append(confirmation)
-                    frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                                     mandatory=mandatory))
-                    frames.append(ContentHeader(properties=spec.Basic.Properties(
-                        app_id=self._app_id, content_type=CONTENT_TYPE,
-                        correlation_id=correlation_id, delivery_mode=PERSISTENT, headers={},
-                        message_id=event_id, priority=0, user_id=user_id),
-                        body_size=len(body)))
-                    frames.extend(channel._split_body(body))
-                drain = channel.create_future()
-                payload = ChannelFrame.marshall(frames=frames, channel_number=channel.number,
-                                                drain_future=drain)
-                if channel.write_queue.full():
-                    await channel.write_queue.put(payload)
-                else:
-                    channel.write_queue.put_nowait(payload)
-                written = True
-            except BaseException:
-                if not written:
-                    # The broker never saw these delivery tags: the channel reuses them.
-                    channel.delivery_tag = first_tag
-                    for tag in range(first_tag + 1, first_tag + len(futures) + 1):
-                        channel.confirmations.pop(tag, None)
-                    for future in futures:
-                        future.cancel()
-                raise
-            await drain
-        return futures
+        return await write_frames(raw, [
+            (exchange, routing_key, body, mandatory, spec.Basic.Properties(
+                app_id=self._app_id, content_type=CONTENT_TYPE, correlation_id=correlation_id,
+                delivery_mode=PERSISTENT, headers={}, message_id=event_id, priority=0,
+                user_id=user_id))
+            for _, (exchange, routing_key, body, event_id, mandatory, correlation_id, _)
+            in share])
 
     def _count(self, routing_key: str, confirmation: asyncio.Future[object]) -> None:
         if self._metrics is not None and not confirmation.cancelled() \

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 
 import aio_pika
 import aiormq
+from pamqp import commands as spec
 
+from shared.outbox import PERSISTENT, write_frames
 from tools.stream import Item
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,23 @@ async def publish_items(items: Sequence[Item], *, url: str, namespace: str, run:
             async with connection:
                 channel = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=True)
-                exchange = await channel.get_exchange(f"{namespace}.submissions", ensure=True)
+                exchange = f"{namespace}.submissions"
+                await channel.get_exchange(exchange, ensure=True)
+                raw = await channel.get_underlay_channel()
                 while done < len(items):
                     chunk = range(done, min(done + window, len(items)))
-                    await asyncio.gather(*(
-                        exchange.publish(aio_pika.Message(
-                            items[i].raw(), content_type="application/json", user_id=user_id,
-                            message_id=message_id(run, i),
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                            routing_key=f"submission.{items[i].kind}.v1", mandatory=True)
-                        for i in chunk))
+                    # A window's frames written at once, confirms in flight (write_frames):
+                    # a message at a time, the publisher cost the machine it measures about
+                    # as much CPU as a service (BENCHMARKS.md).
+                    confirms = await write_frames(raw, [
+                        (exchange, f"submission.{items[i].kind}.v1", items[i].raw(), True,
+                         spec.Basic.Properties(
+                             content_type="application/json", user_id=user_id,
+                             message_id=message_id(run, i), delivery_mode=PERSISTENT))
+                        for i in chunk])
+                    for confirm in await asyncio.gather(*confirms, return_exceptions=True):
+                        if isinstance(confirm, BaseException):
+                            raise confirm
                     done = chunk.stop
                     last_progress = time.monotonic()
                     if progress:
