@@ -166,6 +166,14 @@ def in_transactions(messages: Sequence[Message],
     return groups
 
 
+def written(outbox: Outbox, rows: Sequence[tuple[str, uuid.UUID, OutboxRow]],
+            stored: set[uuid.UUID], kept: set[uuid.UUID]) -> None:
+    """The outbox rows the batch's statement wrote (``store.admit_batch``'s gates)."""
+    outbox.written([o.envelope for gate, sid, o in rows
+                    if gate == store.ALWAYS or sid in (stored if gate == store.STORED
+                                                       else kept)])
+
+
 def _describe(reasons: list[RejectionReason]) -> str:
     return "; ".join(f"{r.loc or '<message>'}: {r.msg}" for r in reasons)
 
@@ -206,7 +214,7 @@ class Admissions:
         for group in in_transactions(messages):
             units = [u for m in group for u in m.units]
             parsed = [p for m in group for p in m.parsed]
-            async with self._pool().acquire() as conn, conn.transaction():
+            async with self._pool().acquire() as conn:
                 results = iter(await self._admit(conn, units, parsed))
             for m in group:
                 mine = [next(results) for _ in m.units]
@@ -216,8 +224,10 @@ class Admissions:
 
     async def _admit(self, conn: asyncpg.Connection, items: Sequence[Incoming],
                      parsed: list[Parsed | list[RejectionReason]]) -> list[Admission]:
-        # Two round trips for a batch: what was received before (and the registry's
-        # version), then every write in one statement (store.admit_batch).
+        """Two round trips for most batches: what was received before (and the registry's
+        version), then every write in one statement (store.admit_batch), atomic on its own.
+        A batch with more to write (a bulk message's event, replays' replies and counts)
+        writes it all in one transaction."""
         sids = [i.submission_id for i in items]
         earlier, version = await store.receipts_and_registry_version(conn, set(sids))
         registry = await self._registry.at(conn, version)
@@ -272,37 +282,48 @@ class Admissions:
                     correlation_id=items[n].correlation_id or items[n].message_id)))
             receipts.append(store.Receipt(q.submission_id, q.feed_user, REJECTED, None,
                                           ods, record))
-        stored, kept = await store.admit_batch(
-            conn, [row for _, row, _ in to_store], [q for _, q, _ in to_quarantine], rows,
-            receipts)
-        outbox.written([o.envelope for gate, sid, o in rows
-                        if gate == store.ALWAYS or sid in (stored if gate == store.STORED
-                                                           else kept)])
-        # A bulk message's items stored now, in one event (duplicates and replays not).
-        await outbox.add_many([
-            (FeedbackAcceptedBatch(kind=kind, items=now), bulk_of)
-            for (bulk_of, kind), accepted in in_bulk.items()
-            if (now := [a for a in accepted if a.submission_id in stored])])
+        redelivered = {sids[n] for n, _, _ in to_store if items[n].redelivered}
 
-        duplicates: Counter[tuple[str, str]] = Counter()
+        async def admit() -> set[uuid.UUID]:
+            stored, kept = await store.admit_batch(
+                conn, [row for _, row, _ in to_store], [q for _, q, _ in to_quarantine], rows,
+                receipts, redelivered)
+            written(outbox, rows, stored, kept)
+            self._settle(to_store, to_quarantine, stored, kept, results)
+            return stored
+
+        if not in_bulk and not replays:
+            await admit()  # one statement: no transaction needed
+            return [r for r in results if r is not None]
+        async with conn.transaction():
+            stored = await admit()
+            # A bulk message's items stored now, in one event (duplicates and replays not).
+            await outbox.add_many([
+                (FeedbackAcceptedBatch(kind=kind, items=now), bulk_of)
+                for (bulk_of, kind), accepted in in_bulk.items()
+                if (now := [a for a in accepted if a.submission_id in stored])])
+            duplicates: Counter[tuple[str, str]] = Counter()
+            for n in replays:
+                results[n] = await self._replay(outbox, items[n], sids[n], earlier,
+                                                results, first_in_batch, duplicates)
+            await store.count_duplicates(conn, dict(duplicates))
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _settle(to_store: list[tuple[int, store.FeedbackRow, ProviderRef]],
+                to_quarantine: list[tuple[int, store.QuarantineRow, Parsed | None]],
+                stored: set[uuid.UUID], kept: set[uuid.UUID],
+                results: list[Admission | None]) -> None:
+        """Each first copy's outcome, from what the batch's statement stored and kept."""
         for n, row, _ in to_store:
-            if row.submission_id in stored:
-                results[n] = Admission(row.submission_id, ACCEPTED, feedback_id=row.feedback_id)
-            else:
-                results[n] = Admission(row.submission_id, DUPLICATE)
-                if not items[n].redelivered:
-                    duplicates[(row.ods_code, row.provider_record_id)] += 1
+            results[n] = (Admission(row.submission_id, ACCEPTED, feedback_id=row.feedback_id)
+                          if row.submission_id in stored
+                          else Admission(row.submission_id, DUPLICATE))
         for n, q, _ in to_quarantine:
             results[n] = Admission(q.submission_id, REJECTED, q.reasons)
             if q.submission_id in kept:
                 log.info("submission %s from %s rejected: %s", q.submission_id,
                          q.feed_user, _describe(q.reasons))
-
-        for n in replays:
-            results[n] = await self._replay(outbox, items[n], sids[n], earlier,
-                                            results, first_in_batch, duplicates)
-        await store.count_duplicates(conn, dict(duplicates))
-        return [r for r in results if r is not None]
 
     async def _replay(self, outbox: Outbox, item: Incoming,
                       sid: uuid.UUID, earlier: dict[uuid.UUID, asyncpg.Record],

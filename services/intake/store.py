@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -286,34 +287,69 @@ async def insert_receipts(conn: asyncpg.Connection, receipts: Sequence[Receipt])
 STORED, KEPT, ALWAYS = "stored", "kept", "always"  # when a batch's outbox row is written
 
 
+def duplicate_counts(feedback: Sequence[FeedbackRow], redelivered: Collection[uuid.UUID]
+                     ) -> tuple[list[int], list[tuple[str, str, int]]]:
+    """What a batch adds to ``feedback.duplicates``, for ``admit_batch``: each row's count
+    should it be the one stored (the copies of its record after it in the batch), and each
+    record's count should it have been stored before (every copy in the batch). A copy the
+    broker redelivered counts in neither: it was counted, if at all, when first delivered.
+    ``feedback`` is in the order the statement inserts it (the first copy of a record is the
+    one stored)."""
+    counted = [row.submission_id not in redelivered for row in feedback]
+    per_record: Counter[tuple[str, str]] = Counter()
+    for row, one in zip(feedback, counted, strict=True):
+        per_record[(row.ods_code, row.provider_record_id)] += one
+    presets: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    for row, one in zip(feedback, counted, strict=True):
+        key = (row.ods_code, row.provider_record_id)
+        presets.append(0 if key in seen else per_record[key] - one)
+        seen.add(key)
+    return presets, [(ods, record, n) for (ods, record), n in sorted(per_record.items()) if n]
+
+
 async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
                       quarantined: Sequence[QuarantineRow],
                       outbox: Sequence[tuple[str, uuid.UUID, OutboxRow]],
-                      receipts: Sequence[Receipt]) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+                      receipts: Sequence[Receipt], redelivered: Collection[uuid.UUID] = (),
+                      ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Write a batch's admissions in one statement: the accepted feedback (and the public's
-    contact details), the quarantined submissions, the outbox rows, the receipts, and the
-    relay's wake-up. Returns the submission ids stored now and those quarantined now (the
-    others were before: duplicates, replays).
+    contact details), the quarantined submissions, the outbox rows, the receipts, the
+    duplicate counts and the relay's wake-up. Returns the submission ids stored now and
+    those quarantined now (the others were before: duplicates, replays). Being one
+    statement, it is atomic without a transaction around it (issue 21: a batch that
+    writes nothing else saves the BEGIN and COMMIT round trips).
 
     Each outbox row is written when its submission is stored now (``STORED``), quarantined
     now (``KEPT``), or ``ALWAYS`` (a reply). A receipt of a submission to store says
     ``accepted`` with its feedback id when stored now, and its own outcome (``duplicate``)
-    otherwise. Rows go in one order per table, so that concurrent batches never deadlock."""
+    otherwise. A copy of a record not stored counts as a duplicate of it unless the broker
+    redelivered it (``redelivered``: submission ids; ``duplicate_counts``): a record stored
+    before gets the batch's copies added by the statement's UPDATE, which sees only rows
+    committed before the statement; a record stored now gets its later copies in the batch
+    as its initial count. Rows go in one order per table, so that concurrent batches never
+    deadlock."""
     feedback = sorted(feedback, key=lambda r: (r.ods_code, r.provider_record_id))
+    presets, counts = duplicate_counts(feedback, redelivered)
     contacts = [r for r in feedback if r.withheld.get("contact")]
     quarantined = sorted(quarantined, key=lambda r: r.submission_id)
     receipts = sorted(receipts, key=lambda r: r.submission_id)
     row = await conn.fetchrow(
         "WITH fb AS ("
         " INSERT INTO intake.feedback (feedback_id, submission_id, ods_code, provider_record_id,"
-        "  kind, version, occurred_on, theme, content, redactions, feed_user)"
+        "  kind, version, occurred_on, theme, content, redactions, feed_user, duplicates)"
         " SELECT f.feedback_id, f.submission_id, f.ods_code, f.provider_record_id, f.kind,"
-        "  f.version, f.occurred_on, f.theme, f.content::jsonb, f.redactions::jsonb, f.feed_user"
+        "  f.version, f.occurred_on, f.theme, f.content::jsonb, f.redactions::jsonb, f.feed_user,"
+        "  f.duplicates"
         " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[],"
-        "  $7::date[], $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY"
-        "  AS f(feedback_id, submission_id, ods_code, provider_record_id, kind, version,"
-        "  occurred_on, theme, content, redactions, feed_user, n)"
+        "  $7::date[], $8::text[], $9::text[], $10::text[], $11::text[], $44::int[])"
+        "  WITH ORDINALITY AS f(feedback_id, submission_id, ods_code, provider_record_id, kind,"
+        "  version, occurred_on, theme, content, redactions, feed_user, duplicates, n)"
         " ORDER BY f.n ON CONFLICT DO NOTHING RETURNING submission_id, feedback_id),"
+        " dup AS ("
+        " UPDATE intake.feedback t SET duplicates = t.duplicates + d.n"
+        " FROM unnest($45::text[], $46::text[], $47::int[]) AS d(ods_code, provider_record_id, n)"
+        " WHERE t.ods_code = d.ods_code AND t.provider_record_id = d.provider_record_id),"
         " pc AS ("
         " INSERT INTO intake.public_contacts (feedback_id, ods_code, reference, contact_by,"
         "  contact)"
@@ -382,7 +418,8 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         [r.submission_id for r in receipts], [r.feed_user for r in receipts],
         [r.outcome for r in receipts], [r.ods_code for r in receipts],
         [r.provider_record_id for r in receipts],
-        notify_channel(SCHEMA))
+        notify_channel(SCHEMA), presets, [c[0] for c in counts], [c[1] for c in counts],
+        [c[2] for c in counts])
     assert row is not None
     return set(row["stored"] or ()), set(row["kept"] or ())
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import pytest
@@ -65,7 +66,8 @@ class FakeStore:
     async def admit_batch(self, conn: object, feedback: Sequence[real_store.FeedbackRow],
                           quarantined: Sequence[real_store.QuarantineRow],
                           outbox: Sequence[tuple[str, uuid.UUID, OutboxRow]],
-                          receipts: Sequence[real_store.Receipt]
+                          receipts: Sequence[real_store.Receipt],
+                          redelivered: Sequence[uuid.UUID] | set[uuid.UUID] = (),
                           ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
         stored, kept = set(), set()
         for row in feedback:
@@ -73,6 +75,8 @@ class FakeStore:
             if key not in self.feedback:
                 self.feedback[key] = row
                 stored.add(row.submission_id)
+            elif row.submission_id not in redelivered:  # the statement counts it
+                self.duplicates[key] = self.duplicates.get(key, 0) + 1
         for q in quarantined:
             if q.submission_id not in self.quarantine:
                 self.quarantine[q.submission_id] = q
@@ -92,7 +96,11 @@ class FakeStore:
 
 
 class FakePool:
-    """A pool whose one connection's transaction is the test's (nothing to commit)."""
+    """A pool whose one connection's transaction is the test's (nothing to commit); it
+    counts the transactions opened."""
+
+    def __init__(self) -> None:
+        self.transactions = 0
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[FakePool]:
@@ -100,6 +108,7 @@ class FakePool:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        self.transactions += 1
         yield
 
 
@@ -216,3 +225,29 @@ async def test_a_batch_is_read_in_pieces_with_a_turn_of_the_loop_between_them(
     results = await asyncio.wait_for(admitting, 5)
     assert [r.outcome for r in results] == ["accepted"] * 25
     assert pieces == [10, 10, 5]
+
+
+def test_duplicate_counts_are_the_later_copies_or_every_copy_of_a_record_stored_before(
+) -> None:
+    def row(record: str) -> real_store.FeedbackRow:
+        return real_store.FeedbackRow(uuid.uuid4(), uuid.uuid4(), "RJ1", record, "complaint", 1,
+                                      date(2026, 1, 1), None, {}, {}, FEED)
+    a1, a2, a3, b1 = row("A"), row("A"), row("A"), row("B")
+    presets, counts = real_store.duplicate_counts([a1, a2, a3, b1], {a3.submission_id})
+    # stored now, A's first copy counts A's second (the third was redelivered); B none
+    assert presets == [1, 0, 0, 0]
+    # stored before, A gains its two copies delivered for the first time; B one
+    assert counts == [("RJ1", "A", 2), ("RJ1", "B", 1)]
+    assert real_store.duplicate_counts([b1], {b1.submission_id}) == ([0], [])
+
+
+async def test_a_batch_whose_only_write_is_its_statement_opens_no_transaction(
+        fake: FakeStore) -> None:
+    a, _ = admissions()
+    pool = a._pool()
+    await a.admit_many([submission(), submission(record_id="DATIX-RJ1-2"),
+                        submission(feed="feed-other")])  # two stored, one rejected
+    assert pool.transactions == 0  # type: ignore[attr-defined]
+    # A replay (a reply may be written, and its count) takes one.
+    await a.admit_many([submission()])
+    assert pool.transactions == 1  # type: ignore[attr-defined]
