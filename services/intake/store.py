@@ -327,7 +327,8 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
     redelivered it (``redelivered``: submission ids; ``duplicate_counts``): a record stored
     before gets the batch's copies added by the statement's UPDATE, which sees only rows
     committed before the statement; a record stored now gets its later copies in the batch
-    as its initial count. Rows go in one order per table, so that concurrent batches never
+    as its initial count; a record another transaction stored while the statement ran is
+    counted by a second statement. Rows go in one order per table, so that concurrent batches never
     deadlock."""
     feedback = sorted(feedback, key=lambda r: (r.ods_code, r.provider_record_id))
     presets, counts = duplicate_counts(feedback, redelivered)
@@ -348,8 +349,10 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         " ORDER BY f.n ON CONFLICT DO NOTHING RETURNING submission_id, feedback_id),"
         " dup AS ("
         " UPDATE intake.feedback t SET duplicates = t.duplicates + d.n"
-        " FROM unnest($45::text[], $46::text[], $47::int[]) AS d(ods_code, provider_record_id, n)"
-        " WHERE t.ods_code = d.ods_code AND t.provider_record_id = d.provider_record_id),"
+        " FROM unnest($45::text[], $46::text[], $47::int[]) WITH ORDINALITY"
+        "  AS d(ods_code, provider_record_id, n, i)"
+        " WHERE t.ods_code = d.ods_code AND t.provider_record_id = d.provider_record_id"
+        " RETURNING d.i),"
         " pc AS ("
         " INSERT INTO intake.public_contacts (feedback_id, ods_code, reference, contact_by,"
         "  contact)"
@@ -392,6 +395,7 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         " LEFT JOIN fb USING (submission_id) ORDER BY r.n ON CONFLICT DO NOTHING)"
         " SELECT (SELECT array_agg(submission_id) FROM fb) AS stored,"
         "  (SELECT array_agg(submission_id) FROM q) AS kept,"
+        "  (SELECT array_agg(i) FROM dup) AS counted,"
         "  (SELECT pg_notify($43, '') FROM (SELECT 1 FROM ob LIMIT 1) any_row) AS woken",
         [r.feedback_id for r in feedback], [r.submission_id for r in feedback],
         [r.ods_code for r in feedback], [r.provider_record_id for r in feedback],
@@ -421,7 +425,16 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         notify_channel(SCHEMA), presets, [c[0] for c in counts], [c[1] for c in counts],
         [c[2] for c in counts])
     assert row is not None
-    return set(row["stored"] or ()), set(row["kept"] or ())
+    stored = set(row["stored"] or ())
+    # A record another transaction stored while this statement ran (a second intake
+    # replica): its insert made ours a duplicate, but the UPDATE's snapshot, taken before
+    # that commit, did not see it. Counted now, in a statement of its own.
+    now = {(r.ods_code, r.provider_record_id) for r in feedback if r.submission_id in stored}
+    counted = set(row["counted"] or ())
+    missed = {(ods, record): n for i, (ods, record, n) in enumerate(counts, 1)
+              if i not in counted and (ods, record) not in now}
+    await count_duplicates(conn, missed)
+    return stored, set(row["kept"] or ())
 
 
 async def receipts(conn: asyncpg.Connection,

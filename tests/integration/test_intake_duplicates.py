@@ -9,6 +9,7 @@ snapshot decides what the count's UPDATE sees.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 
@@ -16,6 +17,7 @@ import asyncpg
 
 from services.intake import store
 from shared.settings import Settings
+from tests.helpers import eventually
 from tests.integration.test_intake_support import isolated_intake
 
 
@@ -56,3 +58,30 @@ async def test_one_statement_stores_the_first_copy_and_counts_the_others(
             assert await counts(conn, ods) == {"A": 3, "B": 0, "C": 1}
         finally:
             await conn.close()
+
+
+async def test_a_copy_of_a_record_stored_meanwhile_by_another_replica_is_counted(
+        settings: Settings) -> None:
+    """Two intake replicas: one stores a record while the other's statement holds a copy
+    of it. The second statement waits for the first to commit, then finds its copy a
+    duplicate, which its UPDATE (its snapshot older than that commit) cannot count: a second
+    statement does."""
+    async with isolated_intake(settings, "dupsrace") as stack:
+        first = await asyncpg.connect(stack.database_url)
+        second = await asyncpg.connect(stack.database_url)
+        try:
+            ods = await first.fetchval("SELECT ods_code FROM intake.providers LIMIT 1")
+            pid = second.get_server_pid()
+            async with first.transaction():
+                await store.admit_batch(first, [copy(ods, "R")], [], [], [])
+                racing = asyncio.create_task(
+                    store.admit_batch(second, [copy(ods, "R")], [], [], []))
+                await eventually(lambda: first.fetchval(  # the second waits on the first's row
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid),
+                    interval=0.01, what="the second statement waiting on the first's row")
+            stored, _ = await racing
+            assert stored == set()
+            assert await counts(first, ods) == {"R": 1}
+        finally:
+            await first.close()
+            await second.close()
