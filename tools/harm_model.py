@@ -62,7 +62,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "harm"
-# dev_ordinary.jsonl, dev_ordinary2.jsonl, dev_ordinary3.jsonl and dev_ordinary5.jsonl:
+# dev_ordinary.jsonl, dev_ordinary2.jsonl, dev_ordinary3.jsonl, dev_ordinary5.jsonl and
+# dev_ordinary6.jsonl:
 # ordinary feedback (waits, parking, food, letters, staff attitude, praise, everyday wording
 # near harm words), so that the model learns what most free text is; the corpus's own
 # negatives are nearly all hard ones
@@ -70,8 +71,9 @@ TRAINING = ["dev.jsonl", "dev_extra.jsonl", "dev_pass11.jsonl", "dev_pass12.json
             "dev_pass13.jsonl", "dev_pass14.jsonl", "dev_pass18.jsonl", "dev_pass19.jsonl",
             "dev_pass21.jsonl", "dev_pass23.jsonl", "dev_pass24.jsonl", "dev_pass25.jsonl",
             "dev_pass27.jsonl", "dev_pass28.jsonl", "dev_pass32.jsonl", "dev_pass33.jsonl",
+            "dev_pass36.jsonl", "dev_pass37.jsonl",
             "dev_ordinary.jsonl", "dev_ordinary2.jsonl", "dev_ordinary3.jsonl",
-            "dev_ordinary5.jsonl"]
+            "dev_ordinary5.jsonl", "dev_ordinary6.jsonl"]
 # never trained on: the test set, and the held-out passes (measured once a round, never
 # tuned on)
 # dev_ordinary4.jsonl: ordinary feedback held out, the measure of false alarms on fresh text
@@ -191,7 +193,9 @@ FIRST_MET = {"dev_pass11.jsonl": "819e2533f0fde0a2b384372fa0698030049536b3",
              "dev_pass27.jsonl": "3cd0c7d928ded428bfa4478c1ff0e81e3cd293b2",
              "dev_pass28.jsonl": "3cd0c7d928ded428bfa4478c1ff0e81e3cd293b2",
              "dev_pass32.jsonl": "3ac0686391030056ca99f5c93ac6af464d449ed0",
-             "dev_pass33.jsonl": "3ac0686391030056ca99f5c93ac6af464d449ed0"}
+             "dev_pass33.jsonl": "3ac0686391030056ca99f5c93ac6af464d449ed0",
+             "dev_pass36.jsonl": "0b51718dac9b6215d9819879bf61d757b7dc686f",
+             "dev_pass37.jsonl": "0b51718dac9b6215d9819879bf61d757b7dc686f"}
 
 
 def cv_files() -> list[str]:
