@@ -224,10 +224,11 @@ class Admissions:
 
     async def _admit(self, conn: asyncpg.Connection, items: Sequence[Incoming],
                      parsed: list[Parsed | list[RejectionReason]]) -> list[Admission]:
-        """Two round trips for most batches: what was received before (and the registry's
-        version), then every write in one statement (store.admit_batch), atomic on its own.
-        A batch with more to write (a bulk message's event, replays' replies and counts)
-        writes it all in one transaction."""
+        """Two round trips for a batch: what was received before (and the registry's
+        version), then every write in one statement (store.admit_batch: what is stored or
+        quarantined, the events, the receipts, replays' replies and every duplicate count),
+        atomic on its own. A batch with a bulk message's items writes their one event, which
+        needs the statement's result, in the same transaction."""
         sids = [i.submission_id for i in items]
         earlier, version = await store.receipts_and_registry_version(conn, set(sids))
         registry = await self._registry.at(conn, version)
@@ -282,17 +283,55 @@ class Admissions:
                     correlation_id=items[n].correlation_id or items[n].message_id)))
             receipts.append(store.Receipt(q.submission_id, q.feed_user, REJECTED, None,
                                           ods, record))
+        # Replays: what became of the first copy is known before the write (its receipt, or
+        # its verdict in this batch), so a replay's reply and count go in the statement too.
+        quarantined_now = {q.submission_id: (q, valid) for _, q, valid in to_quarantine}
+        replayed: dict[int, tuple[bool, list[RejectionReason]]] = {}
+        counts: Counter[tuple[str, str]] = Counter()
+        for n in replays:
+            item, sid = items[n], sids[n]
+            if sid in earlier:
+                receipt = earlier[sid]
+                rejected = receipt["outcome"] == REJECTED
+                key = (receipt["ods_code"], receipt["provider_record_id"])
+                reasons = [RejectionReason(**r) for r in receipt["reasons"] or []]
+            elif sid in quarantined_now:
+                q, valid = quarantined_now[sid]
+                rejected, reasons = True, q.reasons
+                key = ((valid.submission.ods_code, valid.submission.record_id) if valid
+                       else (None, None))
+            else:
+                row = next(r for m, r, _ in to_store if m == first_in_batch[sid])
+                rejected, reasons, key = False, [], (row.ods_code, row.provider_record_id)
+            replayed[n] = (rejected, reasons)
+            if rejected:  # answered again, when the publisher asks for a reply
+                queue = self._reply_queue(item)
+                if queue:
+                    rows.append((store.ALWAYS, sid, outbox.row(
+                        FeedbackRejected(submission_id=sid, feed_user=item.feed_user,
+                                         ods_code=key[0], provider_record_id=key[1],
+                                         reasons=reasons),
+                        submission_id=sid, reply_to=queue,
+                        correlation_id=item.correlation_id or item.message_id)))
+            elif not item.redelivered and key[0] and key[1]:
+                counts[(key[0], key[1])] += 1  # the provider sent it again
         redelivered = {sids[n] for n, _, _ in to_store if items[n].redelivered}
 
         async def admit() -> set[uuid.UUID]:
             stored, kept = await store.admit_batch(
                 conn, [row for _, row, _ in to_store], [q for _, q, _ in to_quarantine], rows,
-                receipts, redelivered)
+                receipts, redelivered, counts)
             written(outbox, rows, stored, kept)
             self._settle(to_store, to_quarantine, stored, kept, results)
+            for n, (rejected, reasons) in replayed.items():
+                sid = sids[n]
+                prior = None if sid in earlier else results[first_in_batch[sid]]
+                first = earlier[sid]["outcome"] if prior is None else prior.outcome
+                results[n] = Admission(sid, REJECTED if rejected else DUPLICATE, reasons,
+                                       replay=True, first_outcome=first)
             return stored
 
-        if not in_bulk and not replays:
+        if not in_bulk:
             await admit()  # one statement: no transaction needed
             return [r for r in results if r is not None]
         async with conn.transaction():
@@ -302,11 +341,6 @@ class Admissions:
                 (FeedbackAcceptedBatch(kind=kind, items=now), bulk_of)
                 for (bulk_of, kind), accepted in in_bulk.items()
                 if (now := [a for a in accepted if a.submission_id in stored])])
-            duplicates: Counter[tuple[str, str]] = Counter()
-            for n in replays:
-                results[n] = await self._replay(outbox, items[n], sids[n], earlier,
-                                                results, first_in_batch, duplicates)
-            await store.count_duplicates(conn, dict(duplicates))
         return [r for r in results if r is not None]
 
     @staticmethod
@@ -324,33 +358,6 @@ class Admissions:
             if q.submission_id in kept:
                 log.info("submission %s from %s rejected: %s", q.submission_id,
                          q.feed_user, _describe(q.reasons))
-
-    async def _replay(self, outbox: Outbox, item: Incoming,
-                      sid: uuid.UUID, earlier: dict[uuid.UUID, asyncpg.Record],
-                      results: list[Admission | None], first_in_batch: dict[uuid.UUID, int],
-                      duplicates: Counter[tuple[str, str]]) -> Admission:
-        """The same submission again: nothing changes but the duplicate count; a rejected
-        one is answered again with its reasons when the publisher asks for a reply."""
-        if sid in earlier:
-            receipt = earlier[sid]
-            first = receipt["outcome"]
-            key = (receipt["ods_code"], receipt["provider_record_id"])
-            reasons = [RejectionReason(**r) for r in receipt["reasons"] or []]
-        else:
-            prior = results[first_in_batch[sid]]
-            assert prior is not None
-            first, reasons = prior.outcome, prior.reasons
-            parsed = parse(item.body, item.content_type, item.size)
-            key = ((parsed.submission.ods_code, parsed.submission.record_id)
-                   if isinstance(parsed, Parsed) else (None, None))
-        if first == REJECTED:
-            await self._reply(outbox, item, FeedbackRejected(
-                submission_id=sid, feed_user=item.feed_user, ods_code=key[0],
-                provider_record_id=key[1], reasons=reasons))
-            return Admission(sid, REJECTED, reasons, replay=True, first_outcome=first)
-        if not item.redelivered and key[0] and key[1]:
-            duplicates[(key[0], key[1])] += 1
-        return Admission(sid, DUPLICATE, replay=True, first_outcome=first)
 
     def _lane_check(self, item: Incoming, kind: str) -> RejectionReason | None:
         """A routine kind on an urgent key, or a feed over its urgent-lane rate limit (a
@@ -380,9 +387,3 @@ class Admissions:
         (and not again for a message the broker redelivers)."""
         return None if item.redelivered else \
             reply_queue(item.reply_to, item.feed_user, self._namespace)
-
-    async def _reply(self, outbox: Outbox, item: Incoming, event: FeedbackRejected) -> None:
-        queue = self._reply_queue(item)
-        if queue:
-            await outbox.add(event, submission_id=event.submission_id, reply_to=queue,
-                             correlation_id=item.correlation_id or item.message_id)

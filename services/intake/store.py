@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -287,16 +287,18 @@ async def insert_receipts(conn: asyncpg.Connection, receipts: Sequence[Receipt])
 STORED, KEPT, ALWAYS = "stored", "kept", "always"  # when a batch's outbox row is written
 
 
-def duplicate_counts(feedback: Sequence[FeedbackRow], redelivered: Collection[uuid.UUID]
+def duplicate_counts(feedback: Sequence[FeedbackRow], redelivered: Collection[uuid.UUID],
+                     replays: Mapping[tuple[str, str], int] | None = None,
                      ) -> tuple[list[int], list[tuple[str, str, int]]]:
     """What a batch adds to ``feedback.duplicates``, for ``admit_batch``: each row's count
-    should it be the one stored (the copies of its record after it in the batch), and each
+    should it be the one stored (the other copies of its record in the batch), and each
     record's count should it have been stored before (every copy in the batch). A copy the
     broker redelivered counts in neither: it was counted, if at all, when first delivered.
-    ``feedback`` is in the order the statement inserts it (the first copy of a record is the
-    one stored)."""
+    ``replays`` adds the batch's copies of submissions admitted before (or earlier in the
+    batch) to their records' counts. ``feedback`` is in the order the statement inserts it
+    (the first copy of a record is the one stored)."""
     counted = [row.submission_id not in redelivered for row in feedback]
-    per_record: Counter[tuple[str, str]] = Counter()
+    per_record: Counter[tuple[str, str]] = Counter(replays or {})
     for row, one in zip(feedback, counted, strict=True):
         per_record[(row.ods_code, row.provider_record_id)] += one
     presets: list[int] = []
@@ -312,6 +314,7 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
                       quarantined: Sequence[QuarantineRow],
                       outbox: Sequence[tuple[str, uuid.UUID, OutboxRow]],
                       receipts: Sequence[Receipt], redelivered: Collection[uuid.UUID] = (),
+                      replays: Mapping[tuple[str, str], int] | None = None,
                       ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Write a batch's admissions in one statement: the accepted feedback (and the public's
     contact details), the quarantined submissions, the outbox rows, the receipts, the
@@ -323,15 +326,19 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
     Each outbox row is written when its submission is stored now (``STORED``), quarantined
     now (``KEPT``), or ``ALWAYS`` (a reply). A receipt of a submission to store says
     ``accepted`` with its feedback id when stored now, and its own outcome (``duplicate``)
-    otherwise. A copy of a record not stored counts as a duplicate of it unless the broker
-    redelivered it (``redelivered``: submission ids; ``duplicate_counts``): a record stored
-    before gets the batch's copies added by the statement's UPDATE, which sees only rows
-    committed before the statement; a record stored now gets its later copies in the batch
-    as its initial count; a record another transaction stored while the statement ran is
-    counted by a second statement. Rows go in one order per table, so that concurrent batches never
-    deadlock."""
+    otherwise.
+
+    Duplicates (``duplicate_counts``): a copy of a record not stored counts as a duplicate
+    of it unless the broker redelivered it (``redelivered``: submission ids), and so does a
+    replay the provider sent again (``replays``: counts by record). A record stored before
+    gets its counts from the statement's UPDATE (one, its rows in one order), which sees
+    only rows committed before the statement; a record stored now gets its other copies in
+    the batch as its initial count; a record another transaction stored while the statement
+    ran (a second replica) is counted by a second statement, which a crash between the two
+    would lose (a count, never a submission). Rows go in one order per table, so that
+    concurrent batches never deadlock."""
     feedback = sorted(feedback, key=lambda r: (r.ods_code, r.provider_record_id))
-    presets, counts = duplicate_counts(feedback, redelivered)
+    presets, counts = duplicate_counts(feedback, redelivered, replays)
     contacts = [r for r in feedback if r.withheld.get("contact")]
     quarantined = sorted(quarantined, key=lambda r: r.submission_id)
     receipts = sorted(receipts, key=lambda r: r.submission_id)

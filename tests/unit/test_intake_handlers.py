@@ -45,6 +45,7 @@ class FakeStore:
     quarantine: dict[uuid.UUID, real_store.QuarantineRow] = field(default_factory=dict)
     receipts: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     duplicates: dict[tuple[str, str], int] = field(default_factory=dict)
+    replies: list[OutboxRow] = field(default_factory=list)  # rows written whatever happens
 
     STORED, KEPT, ALWAYS = real_store.STORED, real_store.KEPT, real_store.ALWAYS
     FeedbackRow, QuarantineRow, Receipt = (real_store.FeedbackRow, real_store.QuarantineRow,
@@ -68,8 +69,12 @@ class FakeStore:
                           outbox: Sequence[tuple[str, uuid.UUID, OutboxRow]],
                           receipts: Sequence[real_store.Receipt],
                           redelivered: Sequence[uuid.UUID] | set[uuid.UUID] = (),
+                          replays: dict[tuple[str, str], int] | None = None,
                           ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
         stored, kept = set(), set()
+        for key, n in (replays or {}).items():  # the statement counts them
+            self.duplicates[key] = self.duplicates.get(key, 0) + n
+        self.replies += [o for gate, _, o in outbox if gate == self.ALWAYS]
         for row in feedback:
             key = (row.ods_code, row.provider_record_id)
             if key not in self.feedback:
@@ -198,11 +203,15 @@ async def test_a_replayed_rejection_is_answered_again_on_the_feed_s_reply_queue(
     a, outboxes = admissions()
     item = submission(reply_to=REPLIES, correlation_id="c-9")
     await a.admit_many([item])
+    first_reply = fake.replies.pop()
     await a.admit_many([item])
-    [event] = outboxes[1].events
-    assert event.submission_id == item.submission_id and event.reasons[0].type == "forbidden"
-    assert outboxes[1].options == [{"submission_id": item.submission_id, "reply_to": REPLIES,
-                                    "correlation_id": "c-9"}]
+    [reply] = fake.replies  # written by the batch's statement, like the first one's
+    assert (reply.exchange, reply.routing_key, reply.correlation_id) == ("", REPLIES, "c-9")
+    assert reply.envelope.submissionid == item.submission_id
+    assert reply.envelope.data["reasons"][0]["type"] == "forbidden"
+    assert reply.envelope.data["reasons"] == first_reply.envelope.data["reasons"]
+    assert [e.id for e in outboxes[1].added] == [reply.event_id]
+    assert not outboxes[1].events  # nothing added in a statement of its own
 
 
 async def test_a_batch_is_read_in_pieces_with_a_turn_of_the_loop_between_them(
@@ -241,13 +250,14 @@ def test_duplicate_counts_are_the_later_copies_or_every_copy_of_a_record_stored_
     assert real_store.duplicate_counts([b1], {b1.submission_id}) == ([0], [])
 
 
-async def test_a_batch_whose_only_write_is_its_statement_opens_no_transaction(
+async def test_a_batch_opens_no_transaction_its_one_statement_writing_everything(
         fake: FakeStore) -> None:
     a, _ = admissions()
     pool = a._pool()
     await a.admit_many([submission(), submission(record_id="DATIX-RJ1-2"),
                         submission(feed="feed-other")])  # two stored, one rejected
     assert pool.transactions == 0  # type: ignore[attr-defined]
-    # A replay (a reply may be written, and its count) takes one.
+    # Nor does a replay: its count and any reply are in the same statement.
     await a.admit_many([submission()])
-    assert pool.transactions == 1  # type: ignore[attr-defined]
+    assert pool.transactions == 0  # type: ignore[attr-defined]
+    assert fake.duplicates == {("RJ1", "DATIX-RJ1-1"): 1}
