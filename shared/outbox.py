@@ -576,6 +576,10 @@ async def write_frames(raw: aiormq.abc.AbstractChannel,
     channel: Any = raw  # aiormq.Channel: its publish state is not in the abstract class
     if not channel.publisher_confirms:
         raise RuntimeError("the channel has no publisher confirms")
+    if any(properties.message_id is None for *_, properties in messages):
+        # A returned message is matched to its confirmation by its id: without one, the
+        # broker's ack that follows the return would read as delivered.
+        raise ValueError("every message needs a message_id")
     async with channel.lock:
         first_tag = channel.delivery_tag
         frames: list[Any] = []
@@ -587,11 +591,10 @@ async def write_frames(raw: aiormq.abc.AbstractChannel,
                 tag = channel.delivery_tag
                 confirmation = channel.create_future()
                 channel.confirmations[tag] = confirmation
-                if properties.message_id is not None:
-                    channel.message_id_delivery_tag[properties.message_id] = tag
-                    confirmation.add_done_callback(partial(
-                        _forget_message_id, channel.message_id_delivery_tag,
-                        properties.message_id, tag))
+                message_id = str(properties.message_id)  # checked above
+                channel.message_id_delivery_tag[message_id] = tag
+                confirmation.add_done_callback(partial(
+                    _forget_message_id, channel.message_id_delivery_tag, message_id, tag))
                 futures.append(confirmation)
                 frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
                                                  mandatory=mandatory))

@@ -456,7 +456,8 @@ def national_sections(runs: list[dict[str, Any]], cores: int) -> list[str]:
     if len(runs) == 2:
         one, bulk = runs
         a, b = own_cpu_cap(one, cores), own_cpu_cap(bulk, cores)
-        lines += [f"Bulk messages of {bulk['bulk']:,} beside one message a response:"
+        lines += [f"Bulk messages of {bulk['bulk']:,} beside one message a response"
+                  f" ({bulk['n']:,} and {one['n']:,} responses):"
                   f" {bulk['estimate']['rate'] / one['estimate']['rate']:.2f} x the rate,"
                   f" {b['ms']:.2f} ms of CPU per response against {a['ms']:.2f} ms"
                   f" ({b['ms'] / a['ms']:.0%}).", ""]
@@ -473,7 +474,8 @@ def national_section(run: dict[str, Any], cores: int) -> list[str]:
              f" of it, sized to finish in minutes on this host (that run would take about"
              f" {e['asked'] / 60:.0f} minutes at this rate; `--national {NATIONAL_ASKED}` runs"
              f" it)")
-    how = (f"in bulk messages of {run['bulk']:,} (`--national-bulk {run['bulk']}`)"
+    how = (f"in bulk messages of {run['bulk']:,} (`--national-bulk {run['bulk']}"
+           f" --national-bulk-responses {run['n']}`)"
            if run.get("bulk") else "one message a response")
     return [
         f"## A national FFT year (extrapolated), {how}",
@@ -696,7 +698,9 @@ async def wait_mail(clock: MailClock, meeting_id: str, since: float, timeout: fl
 def fft_in_bulk(items: list[Item], size: int) -> list[Item]:
     """The stream with its FFT responses sent as their vendors export them: each run of
     ``size`` responses as one bulk message, where its last response fell in the stream; the
-    other submissions one message each, in their order."""
+    other submissions one message each, in their order. The stream's bad and duplicated FFT
+    responses go in the bulk messages too; intake admits each item as it would alone, so
+    the same ones are stored."""
     out: list[Item] = []
     held: list[Item] = []
     for item in items:
@@ -1199,6 +1203,7 @@ async def main(args: argparse.Namespace) -> None:
         f" (p50 {year['pages']['overview']['p50']:.0f}), the busiest provider's profile p95"
         f" {year['pages']['provider']['p95']:.0f} ms (p50 {year['pages']['provider']['p50']:.0f})"
         " (target: p95 under 200 ms).",
+        "- Target for the year: under 3 minutes.",
         *([f"- The same year with its FFT responses sent as their vendors export them, in"
            f" bulk messages"
            f" of {year_bulk['bulk']} ({year_bulk['messages']:,} messages in all): drained in"
@@ -1206,8 +1211,7 @@ async def main(args: argparse.Namespace) -> None:
            f" ({year_bulk['n'] / year_bulk['seconds']:,.0f}/s end to end); the serious"
            f" complaints to the meeting"
            f" {stats(year_bulk['probes']['meeting'], year_bulk['probes']['missed'])}."]
-          if year_bulk else []),
-        "- Target: under 3 minutes.", "",
+          if year_bulk else []), "",
         *(national_sections(national, os.cpu_count() or 1) if national else []),
     ]
     report += ["## CLI start-up",
@@ -1365,11 +1369,13 @@ def parse() -> argparse.Namespace:
                    help="after the year one message a submission, the same year with its FFT"
                         " responses in bulk messages of this many (0: none)")
     p.add_argument("--national", type=int, default=100_000,
-                   help="FFT responses run to extrapolate a national year (14 million) from;"
-                        " the issue asks for 2000000, over an hour here (0: none)")
+                   help="FFT responses, one message each, run to extrapolate a national"
+                        " year (14 million) from (0: none; the bulk run is the 2,000,000 the"
+                        " issue asks for)")
     p.add_argument("--national-bulk", type=int, default=500,
-                   help="after the national run one message a response, the same run in bulk"
-                        " messages (submission.bulk.v1) of this many responses (0: none; at"
+                   help="after the national run one message a response, a run of"
+                        " --national-bulk-responses in bulk messages (submission.bulk.v1) of"
+                        " this many responses (0: none; at"
                         f" most {MAX_BULK_ITEMS:,})")
     p.add_argument("--national-bulk-responses", type=int, default=2_000_000,
                    help="FFT responses of the bulk-message run (and of --only national-bulk):"

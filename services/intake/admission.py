@@ -196,8 +196,8 @@ class Admissions:
         return admission
 
     async def admit_many(self, items: Sequence[Incoming]) -> list[Admission]:
-        """Admit a batch of messages, in one transaction (in several for a batch of bulk
-        messages holding more than ``MAX_TRANSACTION_ITEMS`` submissions); one Admission
+        """Admit a batch of messages, in one statement (``_admit``; in several for a batch of
+        bulk messages holding more than ``MAX_TRANSACTION_ITEMS`` submissions); one Admission
         per message, in order. The batch is read (validated, redacted) ``PARSE_PIECE``
         messages at a time, the loop getting a turn between pieces (a piece of more than
         ``OFF_LOOP_BYTES``, such as a bulk message, is read in a worker thread)."""

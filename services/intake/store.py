@@ -163,7 +163,8 @@ class RegistryCache:
         self._registry = Registry()
 
     async def at(self, conn: asyncpg.Connection, version: int) -> Registry:
-        """The registry as of ``version`` (read in this transaction) or later."""
+        """The registry as of ``version`` or later (read now if ``version`` is not the one
+        held)."""
         if version != self._version:
             self._registry = await registry(conn)
             self._version = version
