@@ -226,12 +226,13 @@ async def insert_feedback(conn: asyncpg.Connection,
 
 async def count_duplicates(conn: asyncpg.Connection,
                            counts: dict[tuple[str, str], int]) -> None:
-    """Count further copies of provider records already accepted, by (ODS code, record id)."""
+    """Count further copies of provider records already accepted, by (ODS code, record id),
+    in one call (migration ``008_count_duplicates.sql``: planned for its arguments every
+    time; the records in one order)."""
     if counts:
-        await conn.executemany(
-            "UPDATE intake.feedback SET duplicates = duplicates + $3"
-            " WHERE ods_code = $1 AND provider_record_id = $2",
-            [(ods, record, n) for (ods, record), n in sorted(counts.items())])
+        keys = sorted(counts)
+        await conn.execute("SELECT intake.count_duplicates($1::text[], $2::text[], $3::int[])",
+                           [k[0] for k in keys], [k[1] for k in keys], [counts[k] for k in keys])
 
 
 @dataclass(frozen=True)
@@ -318,11 +319,11 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
                       replays: Mapping[tuple[str, str], int] | None = None,
                       ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Write a batch's admissions in one statement: the accepted feedback (and the public's
-    contact details), the quarantined submissions, the outbox rows, the receipts, the
-    duplicate counts and the relay's wake-up. Returns the submission ids stored now and
+    contact details), the quarantined submissions, the outbox rows, the receipts and the
+    relay's wake-up. Returns the submission ids stored now and
     those quarantined now (the others were before: duplicates, replays). Being one
-    statement, it is atomic without a transaction around it (issue 21: a batch that
-    writes nothing else saves the BEGIN and COMMIT round trips).
+    statement, it is atomic without a transaction around it (issue 21: no BEGIN and COMMIT
+    round trips).
 
     Each outbox row is written when its submission is stored now (``STORED``), quarantined
     now (``KEPT``), or ``ALWAYS`` (a reply). A receipt of a submission to store says
@@ -331,13 +332,15 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
 
     Duplicates (``duplicate_counts``): a copy of a record not stored counts as a duplicate
     of it unless the broker redelivered it (``redelivered``: submission ids), and so does a
-    replay the provider sent again (``replays``: counts by record). A record stored before
-    gets its counts from the statement's UPDATE (one, its rows in one order), which sees
-    only rows committed before the statement; a record stored now gets its other copies in
-    the batch as its initial count; a record another transaction stored while the statement
-    ran (a second replica) is counted by a second statement, which a crash between the two
-    would lose (a count, never a submission). Rows go in one order per table, so that
-    concurrent batches never deadlock."""
+    replay the provider sent again (``replays``: counts by record). A record stored now gets
+    its other copies in the batch as its initial count, in the statement; a record stored
+    before (or by another replica meanwhile) gets them from a second statement, one sorted
+    UPDATE, only for a batch that holds such copies. Not in the first statement: an UPDATE
+    joined there was planned once and kept, a scan of every piece of feedback on every batch
+    when the table had been analysed small (``tests/integration/test_intake_plans.py``). A
+    crash between the two statements would lose those counts (a count, never a
+    submission). Rows go in one order per table, so that concurrent batches never
+    deadlock."""
     feedback = sorted(feedback, key=lambda r: (r.ods_code, r.provider_record_id))
     presets, counts = duplicate_counts(feedback, redelivered, replays)
     contacts = [r for r in feedback if r.withheld.get("contact")]
@@ -355,12 +358,6 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         "  WITH ORDINALITY AS f(feedback_id, submission_id, ods_code, provider_record_id, kind,"
         "  version, occurred_on, theme, content, redactions, feed_user, duplicates, n)"
         " ORDER BY f.n ON CONFLICT DO NOTHING RETURNING submission_id, feedback_id),"
-        " dup AS ("
-        " UPDATE intake.feedback t SET duplicates = t.duplicates + d.n"
-        " FROM unnest($45::text[], $46::text[], $47::int[]) WITH ORDINALITY"
-        "  AS d(ods_code, provider_record_id, n, i)"
-        " WHERE t.ods_code = d.ods_code AND t.provider_record_id = d.provider_record_id"
-        " RETURNING d.i),"
         " pc AS ("
         " INSERT INTO intake.public_contacts (feedback_id, ods_code, reference, contact_by,"
         "  contact)"
@@ -403,7 +400,6 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         " LEFT JOIN fb USING (submission_id) ORDER BY r.n ON CONFLICT DO NOTHING)"
         " SELECT (SELECT array_agg(submission_id) FROM fb) AS stored,"
         "  (SELECT array_agg(submission_id) FROM q) AS kept,"
-        "  (SELECT array_agg(i) FROM dup) AS counted,"
         "  (SELECT pg_notify($43, '') FROM (SELECT 1 FROM ob LIMIT 1) any_row) AS woken",
         [r.feedback_id for r in feedback], [r.submission_id for r in feedback],
         [r.ods_code for r in feedback], [r.provider_record_id for r in feedback],
@@ -430,18 +426,14 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
         [r.submission_id for r in receipts], [r.feed_user for r in receipts],
         [r.outcome for r in receipts], [r.ods_code for r in receipts],
         [r.provider_record_id for r in receipts],
-        notify_channel(SCHEMA), presets, [c[0] for c in counts], [c[1] for c in counts],
-        [c[2] for c in counts])
+        notify_channel(SCHEMA), presets)
     assert row is not None
     stored = set(row["stored"] or ())
-    # A record another transaction stored while this statement ran (a second intake
-    # replica): its insert made ours a duplicate, but the UPDATE's snapshot, taken before
-    # that commit, did not see it. Counted now, in a statement of its own.
+    # The copies of records not stored now: stored before, or by another replica while
+    # the statement ran.
     now = {(r.ods_code, r.provider_record_id) for r in feedback if r.submission_id in stored}
-    counted = set(row["counted"] or ())
-    missed = {(ods, record): n for i, (ods, record, n) in enumerate(counts, 1)
-              if i not in counted and (ods, record) not in now}
-    await count_duplicates(conn, missed)
+    await count_duplicates(conn, {(ods, record): n for ods, record, n in counts
+                                  if (ods, record) not in now})
     return stored, set(row["kept"] or ())
 
 

@@ -57,3 +57,41 @@ async def test_the_receipts_look_up_uses_the_index_after_the_table_has_grown(
                 "read by the index, not by a scan of every receipt"
         finally:
             await conn.close()
+
+
+async def feedback_scans(conn: asyncpg.Connection) -> int:
+    """Sequential scans of intake.feedback by this backend's transaction so far."""
+    return int(await conn.fetchval(
+        "SELECT coalesce(max(seq_scan), 0) FROM pg_stat_xact_user_tables"
+        " WHERE schemaname = 'intake' AND relname = 'feedback'"))
+
+
+async def test_a_batch_and_its_duplicate_count_read_feedback_by_its_index_after_it_has_grown(
+        settings: Settings) -> None:
+    """The batch's statement and the count of copies of records stored before (intake
+    migration 008: a prepared UPDATE kept a plan that scanned every piece of feedback)."""
+    from tests.integration.test_intake_duplicates import copy
+
+    async with isolated_intake(settings, "plansdup") as stack:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            ods = await conn.fetchval("SELECT ods_code FROM intake.providers LIMIT 1")
+            await store.admit_batch(conn, [copy(ods, f"S{k}") for k in range(20)], [], [], [])
+            await conn.execute("ANALYZE intake.feedback")
+            for n in range(12):  # past the five runs, each batch with a copy to count
+                await store.admit_batch(conn, [*(copy(ods, f"B{n}-{k}") for k in range(20)),
+                                               copy(ods, f"S{n}")], [], [], [])
+            await conn.execute(  # the table grows, not analysed since
+                "INSERT INTO intake.feedback (feedback_id, submission_id, ods_code,"
+                " provider_record_id, kind, version, occurred_on, content)"
+                " SELECT gen_random_uuid(), gen_random_uuid(), $1, 'G' || g, 'complaint', 1,"
+                " '2026-01-01', '{}' FROM generate_series(1, 20000) g", ods)
+            async with conn.transaction():  # scans counted within one transaction
+                before = await feedback_scans(conn)
+                await store.admit_batch(conn, [*(copy(ods, f"N{k}") for k in range(20)),
+                                               copy(ods, "G5"), copy(ods, "G6")], [], [], [])
+                assert await feedback_scans(conn) == before, "no scan of every piece of feedback"
+            assert await conn.fetchval("SELECT sum(duplicates) FROM intake.feedback"
+                                       " WHERE provider_record_id IN ('G5', 'G6', 'S3')") == 3
+        finally:
+            await conn.close()
