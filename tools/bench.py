@@ -1066,7 +1066,9 @@ async def main(args: argparse.Namespace) -> None:
                 f" ({year['n'] / year['seconds']:,.0f}/s end to end); stored {first:,.0f}/s in"
                 f" the first third of the time, {last:,.0f}/s in the last;"
                 f" serious complaints to the meeting"
-                f" {stats(year['probes']['meeting'], year['probes']['missed'])}", "",
+                f" {stats(year['probes']['meeting'], year['probes']['missed'])}",
+                *(f"  {stage}: {stats(year['probes'].get('stages', {}).get(stage, []))}"
+                  for stage in STAGES), "",
                 *cpu_table(year, os.cpu_count() or 1), ""]))
         return
     if args.only in ("national", "national-bulk"):
