@@ -33,7 +33,7 @@ from tools import harm_model as build_tool
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "harm"
 # the rules find nothing here (no lexicon names wandering off or a canal); the model does
-MISSED_BY_THE_RULES = ("They let her wander out of the unit at night and the police found her"
+MISSED_BY_THE_RULES = ("They let her wander out of the unit at 3am and the police found her"
                        " in the canal.")
 # written for these tests (in no corpus file): the rules find nothing in the first and only a
 # weaker term stated plainly ("cannot walk": possible) in the second; the model reads both as
