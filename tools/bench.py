@@ -58,7 +58,7 @@ from shared.submissions import BULK_KIND, MAX_BULK_ITEMS, KO41aSubject
 from tools import ceiling as fair_ceiling
 from tools.publisher import publish_items
 from tools.reports_bench import monthly_packs, reports_section
-from tools.stacks import ADMIN_DSN, AMQP, Stack, scratch_database, stack
+from tools.stacks import ADMIN_DSN, AMQP, Stack, free_port, scratch_database, stack
 from tools.stream import Item, StreamGenerator, load_providers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -580,8 +580,6 @@ def percentile(values: list[float], p: float) -> float:
 
 async def latency(samples: int, background_rate: float) -> dict[str, Any]:
     from aiosmtpd.controller import Controller
-
-    from tests.conftest import free_port
 
     port = free_port()
     clock = MailClock()

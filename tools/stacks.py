@@ -339,6 +339,15 @@ async def stack(smtp_port: int | None = None, amqp_url: str = AMQP,
             sink.stop()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class MailSink:
     """A real SMTP server (aiosmtpd's, in a process of its own, so its CPU is its own in the
     figures) on a free port, accepting every message and dropping it."""
@@ -347,9 +356,7 @@ class MailSink:
         import socket
         import time
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
              "-l", f"127.0.0.1:{self.port}"],

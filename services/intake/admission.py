@@ -286,6 +286,7 @@ class Admissions:
         # Replays: what became of the first copy is known before the write (its receipt, or
         # its verdict in this batch), so a replay's reply and count go in the statement too.
         quarantined_now = {q.submission_id: (q, valid) for _, q, valid in to_quarantine}
+        to_store_at = {n: row for n, row, _ in to_store}
         replayed: dict[int, tuple[bool, list[RejectionReason]]] = {}
         counts: Counter[tuple[str, str]] = Counter()
         for n in replays:
@@ -301,7 +302,7 @@ class Admissions:
                 key = ((valid.submission.ods_code, valid.submission.record_id) if valid
                        else (None, None))
             else:
-                row = next(r for m, r, _ in to_store if m == first_in_batch[sid])
+                row = to_store_at[first_in_batch[sid]]
                 rejected, reasons, key = False, [], (row.ods_code, row.provider_record_id)
             replayed[n] = (rejected, reasons)
             if rejected:  # answered again, when the publisher asks for a reply

@@ -291,7 +291,7 @@ STORED, KEPT, ALWAYS = "stored", "kept", "always"  # when a batch's outbox row i
 
 def duplicate_counts(feedback: Sequence[FeedbackRow], redelivered: Collection[uuid.UUID],
                      replays: Mapping[tuple[str, str], int] | None = None,
-                     ) -> tuple[list[int], list[tuple[str, str, int]]]:
+                     ) -> tuple[list[int], dict[tuple[str, str], int]]:
     """What a batch adds to ``feedback.duplicates``, for ``admit_batch``: each row's count
     should it be the one stored (the other copies of its record in the batch), and each
     record's count should it have been stored before (every copy in the batch). A copy the
@@ -309,7 +309,7 @@ def duplicate_counts(feedback: Sequence[FeedbackRow], redelivered: Collection[uu
         key = (row.ods_code, row.provider_record_id)
         presets.append(0 if key in seen else per_record[key] - one)
         seen.add(key)
-    return presets, [(ods, record, n) for (ods, record), n in sorted(per_record.items()) if n]
+    return presets, {key: n for key, n in per_record.items() if n}
 
 
 async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
@@ -432,8 +432,7 @@ async def admit_batch(conn: asyncpg.Connection, feedback: Sequence[FeedbackRow],
     # The copies of records not stored now: stored before, or by another replica while
     # the statement ran.
     now = {(r.ods_code, r.provider_record_id) for r in feedback if r.submission_id in stored}
-    await count_duplicates(conn, {(ods, record): n for ods, record, n in counts
-                                  if (ods, record) not in now})
+    await count_duplicates(conn, {key: n for key, n in counts.items() if key not in now})
     return stored, set(row["kept"] or ())
 
 
